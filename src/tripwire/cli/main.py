@@ -24,7 +24,7 @@ def main() -> None:
     """tripwire: one tool for the loop from product events to decisions."""
 
 
-AREAS = ("workspace", "ingest", "sim", "metrics", "experiments", "monitor", "rca", "web", "demo")
+AREAS = ("workspace", "ingest", "store", "sim", "metrics", "experiments", "monitor", "rca", "web", "demo")
 
 for _area in AREAS:
     importlib.import_module(f"tripwire.cli.{_area}").register(app)
