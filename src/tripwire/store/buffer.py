@@ -1,0 +1,623 @@
+"""The durable buffer: an append-only SQLite log of normalized envelopes with group commit.
+
+Every accepted event is appended here before anyone acknowledges it; every consumer (the
+archiver, streaming monitors, ...) reads it from here at its own pace.
+
+Tables (``.tripwire/buffer.db``)::
+
+    events(offset INTEGER PRIMARY KEY AUTOINCREMENT, message_id, event_ts, received_at, payload)
+    dedupe(message_id PRIMARY KEY, seen_at)          -- messageIds seen in the dedupe window
+    consumers(name PRIMARY KEY, committed, required, updated_at)
+
+* **Offsets** increase monotonically and are never reused (``AUTOINCREMENT``: even after
+  every row has been pruned the next offset continues from the highest ever assigned).
+* **Durability.** The database is in WAL mode with ``synchronous=FULL``: ``COMMIT`` returns
+  only after the WAL has been fsynced, so a committed append survives SIGKILL of the process
+  and a power loss. (``NORMAL`` would survive only a process crash: the WAL would be synced
+  at checkpoints, not at commits, and an acknowledged event could vanish with the machine.)
+* **Group commit.** :meth:`Buffer.append` hands its envelopes to one writer thread and
+  blocks on a future. The writer drains everything queued while the previous fsync ran and
+  writes it in *one* transaction, so N concurrent callers cost one fsync, not N. The
+  caller returns only after that transaction committed: acknowledged means durable.
+* **Deduplication** by ``messageId`` within ``ingest.dedupe_window_days`` (default 7) uses
+  the ``dedupe`` table, which is separate from ``events`` so pruning old events never forgets
+  a key still inside the window.
+* **Consumers** are named cursors (``committed`` = last offset processed). They are
+  independent (fan-out) and can be rewound to an offset or a received time within
+  retention. *Required* consumers (the archiver) hold back pruning and define the depth
+  used for backpressure.
+* **Multi-process.** WAL lets another process (``tripwire status``, a second writer such as
+  ``tripwire sim``) read or write concurrently; writers serialize on SQLite's lock with a
+  busy timeout.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tripwire.store.state import connect_sqlite
+from tripwire.store.workspace import DEFAULT_CONFIG, Workspace
+
+#: The archiver's consumer name. It exists from the moment the buffer is created and is
+#: required, so nothing is pruned before it has been archived.
+ARCHIVER = "archiver"
+
+_US = 1_000_000
+_DAY_US = 86_400 * _US
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    offset INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    event_ts INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_received_at ON events(received_at);
+CREATE TABLE IF NOT EXISTS dedupe (
+    message_id TEXT PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consumers (
+    name TEXT PRIMARY KEY,
+    committed INTEGER NOT NULL,
+    required INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+);
+"""
+
+
+class BufferError(RuntimeError):
+    """A buffer operation that cannot be done as asked (bad envelope, offset out of range)."""
+
+
+class BufferClosed(BufferError):
+    """The buffer was closed; nothing more can be appended."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Outcome of one :meth:`Buffer.append` call, known only once it is durable.
+
+    ``duplicate_indexes`` are the positions (in the caller's list) of envelopes whose
+    ``messageId`` was already stored within the dedupe window or earlier in the same call.
+    ``first_offset``/``last_offset`` bound the offsets given to the stored envelopes (None when
+    nothing was stored); stored envelopes get consecutive offsets in input order.
+    """
+
+    stored: int
+    duplicates: int
+    duplicate_indexes: tuple[int, ...] = ()
+    first_offset: int | None = None
+    last_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class BufferedEvent:
+    """One row of the log."""
+
+    offset: int
+    message_id: str
+    event_ts: datetime
+    received_at: datetime
+    payload: bytes
+
+    def envelope(self) -> dict[str, Any]:
+        """The normalized envelope as it was appended."""
+        result: dict[str, Any] = orjson.loads(self.payload)
+        return result
+
+
+@dataclass(frozen=True)
+class ConsumerStatus:
+    name: str
+    committed: int
+    lag: int
+    required: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class BufferStatus:
+    """A snapshot for ``tripwire status`` and for backpressure."""
+
+    rows: int
+    first_offset: int | None
+    last_offset: int
+    depth: int
+    size_bytes: int
+    consumers: tuple[ConsumerStatus, ...]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    events: int
+    dedupe_keys: int
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """Counters of this process's writer thread (used by tests and benchmarks)."""
+
+    appends: int
+    commits: int
+    events: int
+
+
+@dataclass
+class _Pending:
+    rows: list[tuple[str, int, int, bytes]]
+    future: Future[AppendResult] = field(default_factory=Future)
+
+
+def _micros(value: Any, what: str, index: int) -> int:
+    """Microseconds since the epoch of an ISO 8601 string or datetime."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as error:
+            raise BufferError(f"envelope {index}: {what} {value!r} is not ISO 8601") from error
+    else:
+        raise BufferError(f"envelope {index}: {what} must be an ISO 8601 string, got {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _ONE_US
+
+
+def _from_micros(value: int) -> datetime:
+    return datetime.fromtimestamp(value / _US, tz=UTC)
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def encode_envelopes(
+    envelopes: Iterable[Mapping[str, Any]], *, received_at: int | None = None
+) -> list[tuple[str, int, int, bytes]]:
+    """Rows ``(message_id, event_ts, received_at, payload)`` for :meth:`Buffer.append_rows`.
+
+    Each envelope must be normalized (see ``tripwire.events``): it has a ``messageId`` and an
+    ISO 8601 ``timestamp``; its ``receivedAt`` (else ``received_at``, else now) is the log
+    time used for rewinding and pruning.
+    """
+    fallback = received_at if received_at is not None else now_micros()
+    rows = []
+    dumps = orjson.dumps
+    for index, envelope in enumerate(envelopes):
+        try:
+            message_id = envelope["messageId"]
+            timestamp = envelope["timestamp"]
+        except KeyError as error:
+            raise BufferError(f"envelope {index}: missing {error.args[0]!r}") from None
+        received = envelope.get("receivedAt")
+        rows.append(
+            (
+                str(message_id),
+                _micros(timestamp, "timestamp", index),
+                fallback if received is None else _micros(received, "receivedAt", index),
+                dumps(envelope),
+            )
+        )
+    return rows
+
+
+class Buffer:
+    """The durable buffer of one workspace (thread-safe; one writer thread per instance).
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with Buffer(pathlib.Path(tmp) / "buffer.db") as buffer:
+    ...         event = {"messageId": "m1", "type": "track", "event": "Signed Up",
+    ...                  "timestamp": "2026-11-01T10:00:00Z"}
+    ...         first = buffer.append([event])
+    ...         again = buffer.append([event])
+    ...         batch = buffer.read("monitor", 10)
+    >>> (first.stored, again.duplicates, [row.message_id for row in batch])
+    (1, 1, ['m1'])
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dedupe_window_days: float = DEFAULT_CONFIG["ingest"]["dedupe_window_days"],
+        retention_days: float = DEFAULT_CONFIG["retention"]["buffer_days"],
+        high_water_mark: int = DEFAULT_CONFIG["ingest"]["high_water_mark"],
+        max_group_events: int = 100_000,
+    ) -> None:
+        self.path = Path(path)
+        self.dedupe_window_us = int(dedupe_window_days * _DAY_US)
+        self.retention_us = int(retention_days * _DAY_US)
+        self.high_water_mark = int(high_water_mark)
+        self.max_group_events = max_group_events
+        self._control = connect_sqlite(self.path, check_same_thread=False)
+        self._control_lock = threading.Lock()
+        with self._control_lock:
+            self._control.executescript(_SCHEMA)
+            self._control.execute(
+                "INSERT OR IGNORE INTO consumers(name, committed, required, updated_at)"
+                " VALUES (?, 0, 1, ?)",
+                (ARCHIVER, now_micros()),
+            )
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._closed = False
+        self._stats_lock = threading.Lock()
+        self._appends = self._commits = self._events = 0
+        self._depth_cache: tuple[float, int] = (-1.0, 0)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="tripwire-buffer", daemon=True
+        )
+        self._writer.start()
+
+    @classmethod
+    def for_workspace(cls, workspace: Workspace) -> Buffer:
+        """The buffer at ``workspace.buffer_path`` with the workspace's settings."""
+        return cls(
+            workspace.buffer_path,
+            dedupe_window_days=float(workspace.setting("ingest", "dedupe_window_days")),
+            retention_days=float(workspace.setting("retention", "buffer_days")),
+            high_water_mark=int(workspace.setting("ingest", "high_water_mark")),
+        )
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, envelopes: Sequence[Mapping[str, Any]]) -> AppendResult:
+        """Append normalized envelopes; returns once they are durable (fsynced).
+
+        Duplicates (same ``messageId`` within the dedupe window) are not stored again and are
+        reported in the result. Thread-safe; concurrent calls share one commit.
+        """
+        return self.submit(envelopes).result()
+
+    def submit(self, envelopes: Sequence[Mapping[str, Any]]) -> Future[AppendResult]:
+        """Like :meth:`append` but returns a future (``asyncio.wrap_future`` it in servers)."""
+        return self.submit_rows(encode_envelopes(envelopes))
+
+    def append_rows(self, rows: list[tuple[str, int, int, bytes]]) -> AppendResult:
+        """Append rows already encoded by :func:`encode_envelopes`; blocks until durable."""
+        return self.submit_rows(rows).result()
+
+    def submit_rows(self, rows: list[tuple[str, int, int, bytes]]) -> Future[AppendResult]:
+        if self._closed:
+            raise BufferClosed(f"buffer {self.path} is closed")
+        pending = _Pending(rows)
+        if not rows:
+            pending.future.set_result(AppendResult(stored=0, duplicates=0))
+            return pending.future
+        self._queue.put(pending)
+        return pending.future
+
+    def _write_loop(self) -> None:
+        connection = connect_sqlite(self.path)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group = [first]
+                size = len(first.rows)
+                stop = False
+                while size < self.max_group_events:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    group.append(item)
+                    size += len(item.rows)
+                self._commit_group(connection, group)
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    def _commit_group(self, connection: sqlite3.Connection, group: list[_Pending]) -> None:
+        try:
+            results = self._write_group(connection, group)
+        except BaseException as error:  # every waiting caller must learn about the failure
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            for pending in group:
+                pending.future.set_exception(error)
+            return
+        with self._stats_lock:
+            self._appends += len(group)
+            self._commits += 1
+            self._events += sum(r.stored for r in results)
+        for pending, result in zip(group, results, strict=True):
+            pending.future.set_result(result)
+
+    def _write_group(
+        self, connection: sqlite3.Connection, group: list[_Pending]
+    ) -> list[AppendResult]:
+        ids = [row[0] for pending in group for row in pending.rows]
+        now = now_micros()
+        connection.execute("BEGIN IMMEDIATE")
+        existing = {
+            found
+            for (found,) in connection.execute(
+                "SELECT message_id FROM dedupe WHERE seen_at >= ?"
+                " AND message_id IN (SELECT value FROM json_each(?))",
+                (now - self.dedupe_window_us, orjson.dumps(ids)),
+            )
+        }
+        (offset,) = connection.execute(
+            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+        ).fetchone()
+        inserts: list[tuple[int, str, int, int, bytes]] = []
+        results = []
+        for pending in group:
+            first_offset = offset + 1
+            duplicates = []
+            for index, (message_id, event_ts, received_at, payload) in enumerate(pending.rows):
+                if message_id in existing:
+                    duplicates.append(index)
+                    continue
+                existing.add(message_id)
+                offset += 1
+                inserts.append((offset, message_id, event_ts, received_at, payload))
+            stored = len(pending.rows) - len(duplicates)
+            results.append(
+                AppendResult(
+                    stored=stored,
+                    duplicates=len(duplicates),
+                    duplicate_indexes=tuple(duplicates),
+                    first_offset=first_offset if stored else None,
+                    last_offset=offset if stored else None,
+                )
+            )
+        connection.executemany(
+            "INSERT INTO events(offset, message_id, event_ts, received_at, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            inserts,
+        )
+        connection.executemany(
+            "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
+            [(row[1], now) for row in inserts],
+        )
+        connection.execute("COMMIT")
+        return results
+
+    def writer_stats(self) -> WriterStats:
+        with self._stats_lock:
+            return WriterStats(appends=self._appends, commits=self._commits, events=self._events)
+
+    # -- reading and consumers --------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._control_lock:
+            return self._control.execute(sql, params).fetchall()
+
+    def read_after(self, after_offset: int, max_rows: int) -> list[BufferedEvent]:
+        """Up to ``max_rows`` rows with offset > ``after_offset``, in offset order."""
+        return [
+            BufferedEvent(offset, message_id, _from_micros(ts), _from_micros(rec), payload)
+            for offset, message_id, ts, rec, payload in self.read_raw(after_offset, max_rows)
+        ]
+
+    def read_raw(self, after_offset: int, max_rows: int) -> list[tuple[int, str, int, int, bytes]]:
+        """Rows as tuples ``(offset, message_id, event_ts_us, received_at_us, payload)``."""
+        return self._query(
+            "SELECT offset, message_id, event_ts, received_at, payload FROM events"
+            " WHERE offset > ? ORDER BY offset LIMIT ?",
+            (after_offset, max_rows),
+        )
+
+    def register_consumer(self, name: str, *, required: bool = False) -> int:
+        """Create consumer ``name`` (starting at the beginning of the log) if it does not exist.
+
+        Returns its committed offset. A required consumer holds back pruning and counts in
+        :meth:`depth`.
+        """
+        if not name:
+            raise BufferError("consumer name must not be empty")
+        with self._control_lock:
+            self._control.execute(
+                "INSERT OR IGNORE INTO consumers(name, committed, required, updated_at)"
+                " VALUES (?, 0, ?, ?)",
+                (name, int(required), now_micros()),
+            )
+            if required:
+                self._control.execute("UPDATE consumers SET required = 1 WHERE name = ?", (name,))
+            (committed,) = self._control.execute(
+                "SELECT committed FROM consumers WHERE name = ?", (name,)
+            ).fetchone()
+        return int(committed)
+
+    def committed(self, name: str) -> int:
+        """The last offset consumer ``name`` has committed (0 for a new consumer)."""
+        rows = self._query("SELECT committed FROM consumers WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def read(self, consumer: str, max_rows: int) -> list[BufferedEvent]:
+        """The next rows for ``consumer`` (registered on first use), without committing."""
+        return self.read_after(self.register_consumer(consumer), max_rows)
+
+    def commit(self, consumer: str, offset: int) -> None:
+        """Record that ``consumer`` has processed everything up to and including ``offset``."""
+        if offset < 0 or offset > self.last_offset():
+            raise BufferError(
+                f"cannot commit {consumer!r} at offset {offset}: the log ends at {self.last_offset()}"
+            )
+        self.register_consumer(consumer)
+        with self._control_lock:
+            self._control.execute(
+                "UPDATE consumers SET committed = ?, updated_at = ? WHERE name = ?",
+                (offset, now_micros(), consumer),
+            )
+
+    def rewind(
+        self, consumer: str, *, offset: int | None = None, at: datetime | None = None
+    ) -> int:
+        """Make ``consumer`` read again from ``offset`` (inclusive) or from the first row
+        received at or after ``at``. Returns the new committed offset (next read starts after it).
+
+        Raises :class:`BufferError` when the target lies before the oldest retained row.
+        """
+        if (offset is None) == (at is None):
+            raise BufferError("rewind needs exactly one of offset= or at=")
+        first = self.first_offset()
+        last = self.last_offset()
+        if at is not None:
+            at_us = _micros(at, "at", 0)
+            rows = self._query("SELECT min(offset) FROM events WHERE received_at >= ?", (at_us,))
+            target = rows[0][0] if rows[0][0] is not None else last + 1
+            if first is not None and target == first and self._pruned_before(at_us):
+                raise BufferError(
+                    f"cannot rewind {consumer!r} to {at.isoformat()}: rows received before"
+                    f" {_from_micros(self._oldest_received()).isoformat()} were pruned"
+                )
+        else:
+            assert offset is not None
+            target = offset
+            if target < 1 or target > last + 1:
+                raise BufferError(
+                    f"cannot rewind {consumer!r} to offset {offset}: offsets run from 1 to {last}"
+                )
+            if first is not None and target < first and self._has_pruned():
+                raise BufferError(
+                    f"cannot rewind {consumer!r} to offset {offset}: it was pruned"
+                    f" (oldest retained offset is {first})"
+                )
+        self.commit(consumer, target - 1)
+        return target - 1
+
+    def _has_pruned(self) -> bool:
+        """True when rows were deleted from the start of the log (offsets begin at 1)."""
+        first = self.first_offset()
+        return first > 1 if first is not None else self.last_offset() > 0
+
+    def _oldest_received(self) -> int:
+        rows = self._query("SELECT min(received_at) FROM events")
+        return int(rows[0][0] or 0)
+
+    def _pruned_before(self, at_us: int) -> bool:
+        return self._has_pruned() and self._oldest_received() > at_us
+
+    def first_offset(self) -> int | None:
+        rows = self._query("SELECT min(offset) FROM events")
+        return None if rows[0][0] is None else int(rows[0][0])
+
+    def last_offset(self) -> int:
+        rows = self._query(
+            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+        )
+        return int(rows[0][0])
+
+    def depth(self) -> int:
+        """Rows not yet processed by the slowest required consumer (the archiver)."""
+        rows = self._query(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events')"
+            " - coalesce((SELECT min(committed) FROM consumers WHERE required = 1),"
+            " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'))"
+        )
+        return int(rows[0][0])
+
+    def over_high_water(self, *, max_age_s: float = 0.25) -> bool:
+        """True when :meth:`depth` exceeds the high-water mark (cached ``max_age_s``)."""
+        checked, depth = self._depth_cache
+        if time.monotonic() - checked > max_age_s:
+            depth = self.depth()
+            self._depth_cache = (time.monotonic(), depth)
+        return depth > self.high_water_mark
+
+    def status(self) -> BufferStatus:
+        """A consistent snapshot (one read transaction) of the log and its consumers."""
+        with self._control_lock:
+            con = self._control
+            con.execute("BEGIN")
+            try:
+                (last,) = con.execute(
+                    "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+                ).fetchone()
+                rows, first = con.execute("SELECT count(*), min(offset) FROM events").fetchone()
+                consumer_rows = con.execute(
+                    "SELECT name, committed, required, updated_at FROM consumers ORDER BY name"
+                ).fetchall()
+            finally:
+                con.execute("COMMIT")
+        consumers = tuple(
+            ConsumerStatus(
+                name=name,
+                committed=int(committed),
+                lag=last - int(committed),
+                required=bool(required),
+                updated_at=_from_micros(updated),
+            )
+            for name, committed, required, updated in consumer_rows
+        )
+        required_positions = [c.committed for c in consumers if c.required]
+        size = sum(
+            p.stat().st_size
+            for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+            if p.exists()
+        )
+        return BufferStatus(
+            rows=int(rows),
+            first_offset=None if first is None else int(first),
+            last_offset=int(last),
+            depth=int(last) - min(required_positions, default=int(last)),
+            size_bytes=size,
+            consumers=consumers,
+        )
+
+    # -- pruning -----------------------------------------------------------------------------
+
+    def prune(self, *, now: datetime | None = None) -> PruneResult:
+        """Delete rows older than retention that every required consumer has processed,
+        and dedupe keys older than the dedupe window."""
+        now_us = _micros(now, "now", 0) if now is not None else now_micros()
+        with self._control_lock:
+            self._control.execute("BEGIN IMMEDIATE")
+            try:
+                (safe,) = self._control.execute(
+                    "SELECT coalesce(min(committed), 0) FROM consumers WHERE required = 1"
+                ).fetchone()
+                events = self._control.execute(
+                    "DELETE FROM events WHERE received_at < ? AND offset <= ?",
+                    (now_us - self.retention_us, safe),
+                ).rowcount
+                keys = self._control.execute(
+                    "DELETE FROM dedupe WHERE seen_at < ?", (now_us - self.dedupe_window_us,)
+                ).rowcount
+                self._control.execute("COMMIT")
+            except BaseException:
+                self._control.execute("ROLLBACK")
+                raise
+        return PruneResult(events=events, dedupe_keys=keys)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish every pending append (durably), stop the writer and close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        with self._control_lock:
+            self._control.close()
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

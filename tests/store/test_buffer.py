@@ -1,0 +1,233 @@
+"""The durable buffer: append, dedupe, group commit, consumers, rewind, pruning, multi-process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tripwire.store.buffer import ARCHIVER, Buffer, BufferClosed, BufferError, encode_envelopes
+
+
+def envelope(message_id: str, *, received: str | None = None, **extra):
+    """A normalized envelope; without ``received`` the buffer stamps the append time."""
+    result = {
+        "messageId": message_id,
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "timestamp": "2026-11-01T09:59:59.5Z",
+        "receivedAt": received,
+        "properties": {"revenue": 12.5},
+        **extra,
+    }
+    if received is None:
+        del result["receivedAt"]
+    return result
+
+
+@pytest.fixture
+def buffer(tmp_path):
+    with Buffer(tmp_path / "buffer.db") as buf:
+        yield buf
+
+
+def test_append_assigns_consecutive_offsets_and_stores_the_envelope(buffer):
+    result = buffer.append([envelope("a"), envelope("b")])
+    assert (result.stored, result.duplicates, result.first_offset, result.last_offset) == (
+        2,
+        0,
+        1,
+        2,
+    )
+    rows = buffer.read_after(0, 10)
+    assert [(r.offset, r.message_id) for r in rows] == [(1, "a"), (2, "b")]
+    assert rows[0].envelope() == envelope("a")
+    assert rows[0].event_ts == datetime(2026, 11, 1, 9, 59, 59, 500000, tzinfo=UTC)
+    assert abs(rows[0].received_at - datetime.now(UTC)) < timedelta(minutes=5)
+    stamped = buffer.append([envelope("c", received="2026-11-01T10:00:00Z")])
+    assert buffer.read_after(stamped.first_offset - 1, 1)[0].received_at == datetime(
+        2026, 11, 1, 10, tzinfo=UTC
+    )
+
+
+def test_duplicates_are_reported_by_index_and_not_stored(buffer):
+    buffer.append([envelope("a")])
+    result = buffer.append([envelope("b"), envelope("a"), envelope("b"), envelope("c")])
+    assert (result.stored, result.duplicates, result.duplicate_indexes) == (2, 2, (1, 2))
+    assert [r.message_id for r in buffer.read_after(0, 10)] == ["a", "b", "c"]
+
+
+def test_dedupe_window_is_configurable(tmp_path):
+    with Buffer(tmp_path / "b.db", dedupe_window_days=0) as buf:
+        buf.append([envelope("a")])
+        assert buf.append([envelope("a")]).stored == 1  # window of zero: nothing is a retry
+
+
+def test_pruning_events_keeps_dedupe_keys(tmp_path):
+    with Buffer(tmp_path / "b.db", retention_days=1, dedupe_window_days=7) as buf:
+        old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+        buf.append([envelope("a", received=old), envelope("b")])
+        buf.commit(ARCHIVER, 2)
+        pruned = buf.prune()
+        assert (pruned.events, pruned.dedupe_keys) == (1, 0)
+        assert [r.message_id for r in buf.read_after(0, 10)] == ["b"]
+        assert buf.append([envelope("a")]).duplicates == 1
+
+
+def test_pruning_waits_for_the_archiver_and_dedupe_keys_expire(tmp_path):
+    with Buffer(tmp_path / "b.db", retention_days=1, dedupe_window_days=2) as buf:
+        buf.append([envelope("a", received="2020-01-01T00:00:00Z")])
+        assert buf.prune().events == 0  # not archived yet
+        buf.commit(ARCHIVER, 1)
+        later = datetime.now(UTC) + timedelta(days=3)
+        assert buf.prune(now=later).events == 1
+        assert buf.read_after(0, 10) == []
+        assert buf.first_offset() is None and buf.last_offset() == 1
+
+
+def test_dedupe_keys_older_than_window_are_pruned(tmp_path):
+    with Buffer(tmp_path / "b.db", dedupe_window_days=1) as buf:
+        buf.append([envelope("a")])
+        assert buf.prune(now=datetime.now(UTC) + timedelta(days=2)).dedupe_keys == 1
+        buf.commit(ARCHIVER, 1)
+        assert buf.append([envelope("a")]).stored == 1
+
+
+def test_offsets_never_restart_after_everything_is_pruned(tmp_path):
+    with Buffer(tmp_path / "b.db", retention_days=0) as buf:
+        buf.append([envelope("a"), envelope("b")])
+        buf.commit(ARCHIVER, 2)
+        assert buf.prune(now=datetime.now(UTC) + timedelta(days=1)).events == 2
+        assert buf.append([envelope("c")]).first_offset == 3
+
+
+def test_concurrent_appenders_are_group_committed_and_all_durable(tmp_path):
+    path = tmp_path / "b.db"
+    threads, per_thread, calls = 8, 40, 5
+    with Buffer(path) as buf:
+        results = []
+        lock = threading.Lock()
+
+        def worker(t: int) -> None:
+            for c in range(calls):
+                batch = [envelope(f"{t}-{c}-{i}") for i in range(per_thread)]
+                result = buf.append(batch)
+                with lock:
+                    results.append(result)
+
+        pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        stats = buf.writer_stats()
+    assert sum(r.stored for r in results) == threads * calls * per_thread
+    assert stats.appends == threads * calls
+    assert stats.commits < stats.appends  # coalesced into shared transactions
+    # Offsets handed out are disjoint and contiguous.
+    spans = sorted((r.first_offset, r.last_offset) for r in results)
+    assert spans[0][0] == 1 and spans[-1][1] == threads * calls * per_thread
+    assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    # A fresh process-level open sees every acknowledged row.
+    with Buffer(path) as again:
+        assert again.status().rows == threads * calls * per_thread
+
+
+def test_consumers_are_independent_and_rewindable(buffer):
+    buffer.append([envelope(f"m{i}", received=f"2026-11-01T10:00:0{i}Z") for i in range(6)])
+    first = buffer.read("monitor", 4)
+    assert [r.offset for r in first] == [1, 2, 3, 4]
+    buffer.commit("monitor", first[-1].offset)
+    assert [r.offset for r in buffer.read("monitor", 10)] == [5, 6]
+    assert [r.offset for r in buffer.read("other", 2)] == [1, 2]  # fan-out: its own cursor
+    assert buffer.rewind("monitor", offset=2) == 1
+    assert buffer.read("monitor", 1)[0].offset == 2
+    assert buffer.rewind("monitor", at=datetime(2026, 11, 1, 10, 0, 3, tzinfo=UTC)) == 3
+    assert buffer.read("monitor", 1)[0].message_id == "m3"
+    with pytest.raises(BufferError, match="offsets run from 1 to 6"):
+        buffer.rewind("monitor", offset=99)
+    with pytest.raises(BufferError, match="log ends at 6"):
+        buffer.commit("monitor", 7)
+
+
+def test_rewind_before_retention_is_refused(tmp_path):
+    with Buffer(tmp_path / "b.db", retention_days=1) as buf:
+        buf.append([envelope("a", received="2020-01-01T00:00:00Z"), envelope("b")])
+        buf.commit(ARCHIVER, 2)
+        buf.prune()
+        with pytest.raises(BufferError, match="pruned"):
+            buf.rewind("monitor", offset=1)
+        with pytest.raises(BufferError, match="pruned"):
+            buf.rewind("monitor", at=datetime(2019, 1, 1, tzinfo=UTC))
+
+
+def test_depth_and_high_water_follow_the_archiver(tmp_path):
+    with Buffer(tmp_path / "b.db", high_water_mark=3) as buf:
+        buf.append([envelope(f"m{i}") for i in range(5)])
+        buf.register_consumer("slow-but-optional")
+        assert buf.depth() == 5
+        assert buf.over_high_water(max_age_s=0)
+        buf.commit(ARCHIVER, 4)
+        assert buf.depth() == 1
+        assert not buf.over_high_water(max_age_s=0)
+        lags = {c.name: c.lag for c in buf.status().consumers}
+        assert lags == {ARCHIVER: 1, "slow-but-optional": 5}
+
+
+def test_bad_envelopes_are_refused_before_anything_is_written(buffer):
+    with pytest.raises(BufferError, match="envelope 1: missing 'messageId'"):
+        buffer.append([envelope("a"), {"timestamp": "2026-11-01T10:00:00Z"}])
+    with pytest.raises(BufferError, match="envelope 0: timestamp 'yesterday' is not ISO 8601"):
+        buffer.append([envelope("a", timestamp="yesterday")])
+    assert buffer.last_offset() == 0
+
+
+def test_closed_buffer_refuses_appends(tmp_path):
+    buf = Buffer(tmp_path / "b.db")
+    future = buf.submit([envelope("a")])
+    buf.close()
+    assert future.result().stored == 1  # close waits for pending appends
+    with pytest.raises(BufferClosed):
+        buf.append([envelope("b")])
+
+
+def test_another_process_reads_while_this_one_writes(tmp_path):
+    path = tmp_path / "b.db"
+    with Buffer(path) as buf:
+        buf.append([envelope(f"m{i}") for i in range(10)])
+        code = (
+            "import sys; from tripwire.store.buffer import Buffer\n"
+            "b = Buffer(sys.argv[1]); s = b.status(); b.close()\n"
+            "print(s.rows, s.last_offset, s.depth)"
+        )
+        done = threading.Event()
+
+        def keep_writing() -> None:
+            n = 0
+            while not done.is_set():
+                buf.append([envelope(f"w{n}")])
+                n += 1
+
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+            ).stdout.split()
+        finally:
+            done.set()
+            writer.join()
+        rows, last, depth = map(int, out)
+        assert 10 <= rows == last == depth <= buf.last_offset()
+
+
+def test_encode_uses_received_fallback_for_envelopes_without_received_at():
+    (row,) = encode_envelopes(
+        [{"messageId": "a", "timestamp": "2026-11-01T10:00:00+02:00"}], received_at=42
+    )
+    expected = int(datetime(2026, 11, 1, 8, tzinfo=UTC).timestamp()) * 1_000_000
+    assert row[:3] == ("a", expected, 42)
