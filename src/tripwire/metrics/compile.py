@@ -1,0 +1,448 @@
+"""Metric definitions → Ibis expressions (engine-neutral; DuckDB or Spark runs them).
+
+The building blocks here are shared by every consumer of definitions:
+
+* :func:`filter_condition` — an :class:`EventFilter` as a boolean expression;
+* :func:`unit_key` — the unit column (user, anonymous id, session, or a property);
+* :func:`slice_aggregates` — a scalar metric's aggregates for any grouping (time bucket ×
+  dimensions): ``numerator``, ``denominator`` (and the quantile itself), so that a group of
+  metrics is computed in **one scan** (:func:`timeseries_expr`);
+* :func:`unit_aggregates` — a per-unit metric's components (``x``, and ``y`` for ratios)
+  when grouped by unit, for experiment sufficient statistics.
+
+Output columns of scalar metrics (one convention for monitors, RCA and the CLI):
+
+=============  ===============================  =================================
+type           numerator                        denominator
+=============  ===============================  =================================
+count          matching events                  null
+sum            Σ value                          null
+distinct       distinct units                   null
+mean (event)   Σ value                          events with a value
+mean (unit)    Σ value (or events)              distinct active units
+proportion     distinct units that did X        distinct units in the population
+ratio          Σ numerator measure              Σ denominator measure
+quantile       null                             events with a value
+=============  ===============================  =================================
+
+``value`` is ``numerator`` for additive metrics, ``numerator / denominator`` (null when the
+denominator is 0, never NaN) for the others, and the quantile for quantile metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from functools import reduce
+from typing import Literal
+
+import ibis
+import ibis.expr.types as ir
+
+from tripwire.metrics.definitions import (
+    UNIT_COLUMNS,
+    CountMetric,
+    DistinctMetric,
+    EventFilter,
+    FunnelMetric,
+    MeanMetric,
+    Measure,
+    MetricBase,
+    Predicate,
+    ProportionMetric,
+    QuantileMetric,
+    RatioMetric,
+    RetentionMetric,
+    SumMetric,
+)
+from tripwire.store.engine import Kind, field_kind, resolve_field
+
+Grain = Literal["minute", "hour", "day"]
+GRAIN_UNITS: dict[str, str] = {"minute": "m", "hour": "h", "day": "D"}
+ADDITIVE_TYPES = ("count", "sum", "distinct")
+OTHER = "(other)"
+
+
+class NotScalarMetric(TypeError):
+    """Funnels and retention have their own result shapes (see funnel.py, retention.py)."""
+
+
+def _literal_kind(value: object) -> Kind:
+    if isinstance(value, list):
+        return _literal_kind(value[0]) if value else "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "double"
+    return "string"
+
+
+def predicate(table: ir.Table, pred: Predicate) -> ir.BooleanValue:
+    """One predicate as a boolean expression (JSON values typed from the literal)."""
+    column = resolve_field(table, pred.field, _literal_kind(pred.value))
+    value = pred.value
+    if pred.op == "is_null":
+        return column.isnull()
+    if pred.op == "not_null":
+        return column.notnull()
+    if pred.op == "in":
+        return column.isin(value)  # type: ignore[arg-type]
+    if pred.op == "not_in":
+        return ~column.isin(value)  # type: ignore[arg-type]
+    ops = {
+        "eq": column.__eq__,
+        "ne": column.__ne__,
+        "gt": column.__gt__,
+        "ge": column.__ge__,
+        "lt": column.__lt__,
+        "le": column.__le__,
+    }
+    return ops[pred.op](value)  # type: ignore[no-any-return]
+
+
+def _and(parts: Iterable[ir.BooleanValue | None]) -> ir.BooleanValue | None:
+    kept = [p for p in parts if p is not None]
+    return reduce(lambda a, b: a & b, kept) if kept else None
+
+
+def filter_condition(table: ir.Table, flt: EventFilter) -> ir.BooleanValue | None:
+    """``event IN (...) AND where...`` for a filter; None when it selects every event."""
+    parts: list[ir.BooleanValue | None] = []
+    if flt.events:
+        parts.append(table.event.isin(flt.events))
+    parts += [predicate(table, p) for p in flt.where]
+    return _and(parts)
+
+
+def _cond(table: ir.Table, *filters: EventFilter) -> ir.BooleanValue | None:
+    return _and(filter_condition(table, f) for f in filters)
+
+
+def _count(table: ir.Table, cond: ir.BooleanValue | None) -> ir.Scalar:
+    return (table.count(where=cond) if cond is not None else table.count()).cast("float64")  # type: ignore[no-any-return]
+
+
+def unit_key(table: ir.Table, unit: str) -> ir.Value:
+    """The unit id column: ``user`` → user_id, ``anonymous``, ``session``, or a field."""
+    if unit in UNIT_COLUMNS:
+        return table[UNIT_COLUMNS[unit]]
+    return resolve_field(table, unit, "string")
+
+
+def value_field(table: ir.Table, ref: str) -> ir.NumericValue:
+    """A numeric value field (JSON values extracted as double, booleans as 0/1)."""
+    column = resolve_field(table, ref, "double")
+    if field_kind(table, ref) == "boolean":
+        return column.cast("int64").cast("float64")  # type: ignore[no-any-return]
+    return column.cast("float64")  # type: ignore[no-any-return]
+
+
+def event_names_read(metric: MetricBase) -> set[str] | None:
+    """The event names a metric reads (None: it needs every event)."""
+    filters: list[EventFilter] = []
+    if isinstance(metric, RatioMetric):
+        filters = [metric.numerator, metric.denominator]
+        if metric.events:
+            return set(metric.events)
+    elif isinstance(metric, ProportionMetric):
+        filters = [metric, metric.population or EventFilter()]
+    elif isinstance(metric, MeanMetric) and metric.per == "unit":
+        return None  # the denominator is every active unit
+    elif isinstance(metric, FunnelMetric):
+        if metric.events:
+            return set(metric.events)
+        filters = list(metric.steps)
+    elif isinstance(metric, RetentionMetric):
+        filters = [metric.start, metric.returning]
+    else:
+        filters = [metric]
+    names: set[str] = set()
+    for flt in filters:
+        if not flt.events:
+            return None
+        names.update(flt.events)
+    return names
+
+
+def _measure(table: ir.Table, measure: Measure, cond: ir.BooleanValue | None) -> ir.Scalar:
+    if measure.agg == "count":
+        return _count(table, cond)
+    assert measure.value is not None
+    if measure.agg == "sum":
+        return value_field(table, measure.value).sum(where=cond).coalesce(0).cast("float64")
+    return resolve_field(table, measure.value, "string").nunique(where=cond).cast("float64")  # type: ignore[no-any-return]
+
+
+def slice_aggregates(metric: MetricBase, table: ir.Table) -> dict[str, ir.Scalar]:
+    """``numerator``/``denominator`` (and ``value`` for quantiles) of a scalar metric.
+
+    Valid under any grouping of ``table`` (the caller groups by bucket and dimensions).
+    """
+    if isinstance(metric, CountMetric):
+        return {"numerator": _count(table, _cond(table, metric))}
+    if isinstance(metric, SumMetric):
+        num = value_field(table, metric.value).sum(where=_cond(table, metric)).coalesce(0)
+        return {"numerator": num.cast("float64")}
+    if isinstance(metric, DistinctMetric):
+        cond = _cond(table, metric)
+        units = unit_key(table, metric.unit).nunique(where=cond)
+        return {"numerator": units.cast("float64")}
+    if isinstance(metric, MeanMetric):
+        cond = _cond(table, metric)
+        if metric.per == "event":
+            assert metric.value is not None
+            value = value_field(table, metric.value)
+            return {
+                "numerator": value.sum(where=cond).coalesce(0).cast("float64"),
+                "denominator": value.count(where=cond).cast("float64"),
+            }
+        unit = unit_key(table, metric.unit)
+        num = (
+            value_field(table, metric.value).sum(where=cond).coalesce(0).cast("float64")
+            if metric.value
+            else _count(table, cond)
+        )
+        return {
+            "numerator": num,
+            "denominator": unit.nunique().cast("float64"),
+        }
+    if isinstance(metric, ProportionMetric):
+        unit = unit_key(table, metric.unit)
+        did = _cond(table, metric)
+        population = _cond(table, metric.population or EventFilter())
+        return {
+            "numerator": unit.nunique(where=did).cast("float64"),
+            "denominator": unit.nunique(where=population).cast("float64"),
+        }
+    if isinstance(metric, RatioMetric):
+        return {
+            "numerator": _measure(table, metric.numerator, _cond(table, metric, metric.numerator)),
+            "denominator": _measure(
+                table, metric.denominator, _cond(table, metric, metric.denominator)
+            ),
+        }
+    if isinstance(metric, QuantileMetric):
+        cond = _cond(table, metric)
+        value = value_field(table, metric.value)
+        quantile = (
+            value.approx_quantile(metric.q, where=cond)
+            if metric.approximate
+            else value.quantile(metric.q, where=cond)
+        )
+        return {
+            "value": quantile.cast("float64"),
+            "denominator": value.count(where=cond).cast("float64"),
+        }
+    raise NotScalarMetric(
+        f"metric {metric.name!r} is a {metric.type}: use tripwire.metrics.funnel/retention"
+    )
+
+
+def value_expression(metric: MetricBase, table: ir.Table) -> ir.Value:
+    """``value`` from a table that has ``numerator``/``denominator`` (null on 0 denominators)."""
+    if isinstance(metric, QuantileMetric):
+        return table.value
+    if metric.type in ADDITIVE_TYPES:
+        return table.numerator
+    return ibis.ifelse(table.denominator == 0, ibis.null(), table.numerator / table.denominator)
+
+
+def unit_aggregates(metric: MetricBase, table: ir.Table) -> dict[str, ir.Scalar]:
+    """Per-unit components when ``table`` is grouped by the unit: ``x`` (and ``y``).
+
+    count → events; sum → Σ value; distinct/proportion → 1 if the unit did X else 0;
+    mean (per unit) → Σ value or events (per event: Σ value in ``x``, events in ``y``);
+    ratio → ``x`` = numerator, ``y`` = denominator (the delta method's components).
+    Units with no matching events must be filled with 0 by the caller (left join from
+    the population of units, e.g. the exposed ones).
+    """
+    if isinstance(metric, CountMetric):
+        return {"x": _count(table, _cond(table, metric))}
+    if isinstance(metric, SumMetric):
+        return {
+            "x": value_field(table, metric.value)
+            .sum(where=_cond(table, metric))
+            .coalesce(0)
+            .cast("float64")
+        }
+    if isinstance(metric, DistinctMetric | ProportionMetric):
+        did = _count(table, _cond(table, metric))
+        return {"x": ibis.ifelse(did > 0, 1.0, 0.0)}
+    if isinstance(metric, MeanMetric):
+        cond = _cond(table, metric)
+        if metric.per == "event":
+            assert metric.value is not None
+            value = value_field(table, metric.value)
+            return {
+                "x": value.sum(where=cond).coalesce(0).cast("float64"),
+                "y": value.count(where=cond).cast("float64"),
+            }
+        if metric.value:
+            return {
+                "x": value_field(table, metric.value).sum(where=cond).coalesce(0).cast("float64")
+            }
+        return {"x": _count(table, cond)}
+    if isinstance(metric, RatioMetric):
+        return {
+            "x": _measure(table, metric.numerator, _cond(table, metric, metric.numerator)),
+            "y": _measure(table, metric.denominator, _cond(table, metric, metric.denominator)),
+        }
+    raise NotScalarMetric(f"metric {metric.name!r} ({metric.type}) has no per-unit form")
+
+
+def time_filter(
+    table: ir.Table, start: datetime | None, end: datetime | None
+) -> ir.BooleanValue | None:
+    """``start <= timestamp < end`` (either bound optional)."""
+    parts: list[ir.BooleanValue | None] = []
+    if start is not None:
+        parts.append(table.timestamp >= start)
+    if end is not None:
+        parts.append(table.timestamp < end)
+    return _and(parts)
+
+
+def bucket(table: ir.Table, grain: Grain | None) -> ir.TimestampValue | None:
+    """The time bucket column (``timestamp`` truncated to the grain)."""
+    if grain is None:
+        return None
+    if grain not in GRAIN_UNITS:
+        raise ValueError(f"grain must be one of {', '.join(GRAIN_UNITS)}, got {grain!r}")
+    return table.timestamp.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type]
+
+
+def dimension(table: ir.Table, ref: str) -> ir.StringValue:
+    """A dimension as a string column (booleans/numbers cast for uniform slicing)."""
+    return resolve_field(table, ref, "string").cast("string")  # type: ignore[no-any-return]
+
+
+def scan_filter(
+    metrics: Sequence[MetricBase], table: ir.Table, start: datetime | None, end: datetime | None
+) -> ir.BooleanValue | None:
+    """The WHERE of a shared scan: the time range and the union of the events read."""
+    names: set[str] | None = set()
+    for metric in metrics:
+        read = event_names_read(metric)
+        if read is None:
+            names = None
+            break
+        assert names is not None
+        names |= read
+    parts = [time_filter(table, start, end)]
+    if names is not None:
+        parts.append(table.event.isin(sorted(names)))
+    return _and(parts)
+
+
+def slice_keys(
+    base: ir.Table,
+    grain: Grain | None,
+    dimensions: Sequence[str] = (),
+    dimension_values: dict[str, Sequence[str]] | None = None,
+) -> dict[str, ir.Value]:
+    """Group keys: ``bucket`` (when a grain is given) and each dimension by its reference.
+
+    ``dimension_values`` maps a dimension to the values kept; the rest become ``(other)``.
+    """
+    keys: dict[str, ir.Value] = {}
+    time_bucket = bucket(base, grain)
+    if time_bucket is not None:
+        keys["bucket"] = time_bucket
+    for ref in dimensions:
+        column = dimension(base, ref)
+        kept = (dimension_values or {}).get(ref)
+        if kept is not None:
+            column = ibis.ifelse(column.isin(list(kept)), column, ibis.literal(OTHER))
+        keys[ref] = column
+    return keys
+
+
+def needs_own_scan(metric: MetricBase) -> bool:
+    """Proportions with a population need a per-unit pass (did X *and* in population)."""
+    return isinstance(metric, ProportionMetric) and metric.population is not None
+
+
+def _with_values(metrics: Sequence[MetricBase], grouped: ir.Table) -> ir.Table:
+    values: dict[str, ir.Value] = {}
+    null = ibis.null().cast("float64")
+    for metric in metrics:
+        parts = {
+            part: grouped[f"{metric.name}__{part}"]
+            if f"{metric.name}__{part}" in grouped.columns
+            else null
+            for part in ("numerator", "denominator")
+        }
+        values[f"{metric.name}__numerator"] = parts["numerator"]
+        values[f"{metric.name}__denominator"] = parts["denominator"]
+        if isinstance(metric, QuantileMetric):
+            values[f"{metric.name}__value"] = grouped[f"{metric.name}__value"]
+        elif metric.type in ADDITIVE_TYPES:
+            values[f"{metric.name}__value"] = parts["numerator"]
+        else:
+            values[f"{metric.name}__value"] = ibis.ifelse(
+                parts["denominator"] == 0, null, parts["numerator"] / parts["denominator"]
+            ).cast("float64")
+    return grouped.mutate(**values)
+
+
+def timeseries_expr(
+    metrics: Sequence[MetricBase],
+    table: ir.Table,
+    *,
+    grain: Grain | None,
+    dimensions: Sequence[str] = (),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    dimension_values: dict[str, Sequence[str]] | None = None,
+) -> ir.Table:
+    """One scan computing every metric's ``<name>__numerator``/``__denominator``/``__value``.
+
+    Grouped by the :func:`slice_keys`. A metric for which :func:`needs_own_scan` holds
+    must be the only one passed (it is computed in two levels: per unit, then per slice).
+    """
+    condition = scan_filter(metrics, table, start, end)
+    base = table.filter(condition) if condition is not None else table
+    keys = slice_keys(base, grain, dimensions, dimension_values)
+    if any(needs_own_scan(m) for m in metrics):
+        if len(metrics) != 1:
+            raise ValueError("a proportion with a population is computed in its own scan")
+        grouped = _proportion_two_level(metrics[0], base, keys)  # type: ignore[arg-type]
+    else:
+        aggregates: dict[str, ir.Scalar] = {}
+        for metric in metrics:
+            for part, expr in slice_aggregates(metric, base).items():
+                aggregates[f"{metric.name}__{part}"] = expr
+        grouped = (
+            base.group_by(**keys).aggregate(**aggregates) if keys else base.aggregate(**aggregates)
+        )
+    result = _with_values(metrics, grouped)
+    return result.order_by(list(keys)) if keys else result
+
+
+def _proportion_two_level(
+    metric: ProportionMetric, base: ir.Table, keys: dict[str, ir.Value]
+) -> ir.Table:
+    """Units that did X and are in the population, per slice, over population units."""
+    unit = unit_key(base, metric.unit)
+    did = _cond(base, metric)
+    population = _cond(base, metric.population or EventFilter())
+    per_unit = base.group_by(**keys, __unit=unit).aggregate(
+        __did=_count(base, did) > 0, __in=_count(base, population) > 0
+    )
+    per_unit = per_unit.filter(per_unit["__unit"].notnull())
+    slice_cols = [per_unit[k] for k in keys]
+    aggregates = {
+        f"{metric.name}__numerator": (per_unit["__did"] & per_unit["__in"])
+        .cast("int64")
+        .sum()
+        .cast("float64"),
+        f"{metric.name}__denominator": per_unit["__in"].cast("int64").sum().cast("float64"),
+    }
+    if slice_cols:
+        return per_unit.group_by(slice_cols).aggregate(**aggregates)
+    return per_unit.aggregate(**aggregates)
+
+
+def compile_sql(expr: ir.Expr, dialect: str = "duckdb") -> str:
+    """The SQL an expression compiles to (what ``tripwire metrics show`` prints)."""
+    return str(ibis.to_sql(expr, dialect=dialect))

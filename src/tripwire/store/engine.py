@@ -1,0 +1,242 @@
+"""The query engine connection: an Ibis backend with the lake registered as ``events``.
+
+DuckDB (embedded, default) reads the lake through :func:`tripwire.store.lake.events_relation_sql`;
+Spark (``engine: {query: spark}`` in ``tripwire.yaml``, optional extra ``tripwire[spark]``)
+reads the same Parquet files into a temp view. Everything above this module builds Ibis
+expressions on :func:`events_table` and never knows which engine runs them.
+
+Field references used by metric definitions resolve here (:func:`resolve_field`):
+
+=======================  =============================================================
+reference                column
+=======================  =============================================================
+``properties.x``         ``prop_x`` when the lake has it, else JSON extraction
+``context.locale``       ``locale`` (also ``device``, ``app_version``, ``os``)
+``context.traits.x``     ``trait_x`` (also ``traits.x``), else JSON extraction
+``context.a.b``          JSON extraction from the raw ``context``
+``locale``, ``source``   the lake column of that name (any column, incl. ``prop_x``)
+``lateness_seconds``     derived: ``received_at − timestamp`` in seconds
+=======================  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
+from ibis.backends import BaseBackend
+
+from tripwire.store.lake import (
+    ENVELOPE_FIELDS,
+    PROPERTY_PREFIX,
+    PROPERTY_TYPES_FILE,
+    TRAIT_PREFIX,
+    events_dir,
+    events_relation_sql,
+)
+from tripwire.store.workspace import Workspace
+
+EVENTS_TABLE = "events"
+EngineName = Literal["duckdb", "spark"]
+Kind = Literal["string", "double", "boolean"]
+
+#: Context paths the lake types as columns.
+CONTEXT_COLUMNS: dict[str, str] = {
+    "context.locale": "locale",
+    "context.device.model": "device",
+    "context.app.version": "app_version",
+    "context.os.name": "os",
+    "properties.session_id": "session_id",
+}
+
+#: Fields computed from envelope columns.
+DERIVED_FIELDS = ("lateness_seconds",)
+
+
+class UnknownField(ValueError):
+    """A field reference that names no column and no JSON path."""
+
+
+def engine_name(workspace: Workspace) -> EngineName:
+    """The configured query engine (``duckdb`` unless ``engine.query`` says ``spark``)."""
+    name = str(workspace.setting("engine", "query", default="duckdb")).lower()
+    if name in ("spark", "pyspark"):
+        return "spark"
+    if name != "duckdb":
+        raise ValueError(f"tripwire.yaml: engine.query must be duckdb or spark, got {name!r}")
+    return "duckdb"
+
+
+def connect(workspace: Workspace) -> BaseBackend:
+    """An Ibis backend over the workspace's lake with the ``events`` table registered."""
+    return connect_lake(workspace.lake_dir, engine=engine_name(workspace))
+
+
+def connect_lake(
+    lake_dir: Path, *, engine: EngineName = "duckdb", threads: int | None = None
+) -> BaseBackend:
+    """An Ibis backend over ``lake_dir`` (DuckDB in memory, or local/cluster Spark)."""
+    if engine == "spark":
+        return _connect_spark(Path(lake_dir))
+    backend = ibis.duckdb.connect(**({"threads": threads} if threads else {}))
+    register_events(backend, Path(lake_dir))
+    return backend
+
+
+def register_events(backend: BaseBackend, lake_dir: Path) -> None:
+    """(Re)create the ``events`` view; call again after the first files land in a new lake."""
+    if backend.name == "duckdb":
+        backend.raw_sql(  # type: ignore[attr-defined]
+            f"CREATE OR REPLACE VIEW {EVENTS_TABLE} AS SELECT * FROM {events_relation_sql(lake_dir)}"
+        )
+    else:
+        _register_spark_events(backend, lake_dir)
+
+
+def _connect_spark(lake_dir: Path) -> BaseBackend:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as error:  # pragma: no cover - depends on the optional extra
+        raise RuntimeError(
+            "engine.query is spark but pyspark is not installed: pip install 'tripwire[spark]'"
+        ) from error
+    session = (
+        SparkSession.builder.appName("tripwire")
+        .master("local[2]")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    backend = ibis.pyspark.connect(session)
+    _register_spark_events(backend, lake_dir)
+    return backend
+
+
+def _register_spark_events(backend: BaseBackend, lake_dir: Path) -> None:
+    session = backend._session  # type: ignore[attr-defined]
+    root = events_dir(lake_dir)
+    files = list(root.glob("date=*/event=*/*.parquet")) if root.exists() else []
+    if files:
+        frame = (
+            session.read.option("mergeSchema", "true")
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", "*.parquet")
+            .parquet(str(root))
+        )
+    else:
+        import pyarrow as pa
+
+        frame = session.createDataFrame(pa.schema(ENVELOPE_FIELDS).empty_table().to_pandas())
+    frame.createOrReplaceTempView(EVENTS_TABLE)
+
+
+def events_table(backend: BaseBackend) -> ir.Table:
+    """The ``events`` table of a connected backend."""
+    return backend.table(EVENTS_TABLE)
+
+
+def property_types(lake_dir: Path) -> dict[str, str]:
+    """The lake's flattened column types (``prop_x``/``trait_x`` → string/double/boolean)."""
+    path = events_dir(lake_dir) / PROPERTY_TYPES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def column_for(ref: str, columns: set[str] | Any) -> str | None:
+    """The lake column a reference names, or None when it needs JSON extraction/derivation.
+
+    >>> column_for("properties.intent", {"prop_intent", "locale"})
+    'prop_intent'
+    >>> column_for("context.locale", {"locale"})
+    'locale'
+    >>> column_for("properties.rare", {"locale"}) is None
+    True
+    """
+    if ref in columns:
+        return ref
+    if ref in CONTEXT_COLUMNS and CONTEXT_COLUMNS[ref] in columns:
+        return CONTEXT_COLUMNS[ref]
+    head, _, rest = ref.partition(".")
+    if head == "properties" and rest and "." not in rest:
+        name = PROPERTY_PREFIX + rest
+    elif head == "context" and rest.startswith("traits.") and rest.count(".") == 1:
+        name = TRAIT_PREFIX + rest.split(".", 1)[1]
+    elif head == "traits" and rest and "." not in rest:
+        name = TRAIT_PREFIX + rest
+    else:
+        return None
+    return name if name in columns else None
+
+
+def json_path_for(ref: str) -> tuple[str, list[str]] | None:
+    """``(raw JSON column, keys)`` for references that can be read from the raw JSON.
+
+    >>> json_path_for("context.traits.tenure")
+    ('context', ['traits', 'tenure'])
+    >>> json_path_for("properties.a.b")
+    ('properties', ['a', 'b'])
+    >>> json_path_for("locale") is None
+    True
+    """
+    head, _, rest = ref.partition(".")
+    if head in ("properties", "context", "traits") and rest:
+        return head, rest.split(".")
+    return None
+
+
+def resolve_field(table: ir.Table, ref: str, kind: Kind | None = None) -> ir.Value:
+    """The Ibis expression for a field reference on ``table`` (see the module table).
+
+    ``kind`` chooses the type of a JSON-extracted value (default string); typed columns
+    are returned as they are (the loader checks their types against the definition).
+    """
+    columns = set(table.columns)
+    name = column_for(ref, columns)
+    if name is not None:
+        return table[name]
+    if ref == "lateness_seconds":
+        return (table.received_at.epoch_seconds() - table.timestamp.epoch_seconds()).cast("float64")
+    path = json_path_for(ref)
+    if path is None:
+        raise UnknownField(
+            f"unknown field {ref!r}: not a lake column; use properties.<key>, "
+            "context.<path>, context.traits.<key> or a column such as locale, device, source"
+        )
+    raw, keys = path
+    if raw not in columns:
+        raise UnknownField(f"cannot resolve {ref!r}: the table has no {raw!r} column")
+    node: Any = table[raw].cast(dt.json)
+    for key in keys:
+        node = node[key]
+    if kind == "double":
+        return node.float
+    if kind == "boolean":
+        return node.bool
+    return node.str
+
+
+def field_kind(table: ir.Table, ref: str) -> Kind | None:
+    """The type of a typed column a reference names (None: JSON, type unknown).
+
+    >>> import ibis
+    >>> t = ibis.table({"prop_ms": "float64", "prop_ok": "boolean", "locale": "string"}, name="e")
+    >>> field_kind(t, "properties.ms"), field_kind(t, "properties.ok"), field_kind(t, "locale")
+    ('double', 'boolean', 'string')
+    """
+    if ref == "lateness_seconds":
+        return "double"
+    name = column_for(ref, set(table.columns))
+    if name is None:
+        return None
+    dtype = table.schema()[name]
+    if dtype.is_boolean():
+        return "boolean"
+    if dtype.is_numeric():
+        return "double"
+    if dtype.is_string():
+        return "string"
+    return None
