@@ -50,7 +50,7 @@ def cuped_mean_test(
     >>> t = CupedMeanStats.from_values([2.0, 3.0, 4.0, 5.0], [0.9, 2.1, 2.8, 4.1])
     >>> r = cuped_mean_test(c, t)
     >>> round(r.absolute.estimate, 3), r.variance_reduction > 0.9
-    (1.0, True)
+    (1.049, True)
     """
     total = control + treatment
     theta = _safe_div(total.covariance, total.covariate.variance)

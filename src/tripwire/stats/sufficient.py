@@ -68,12 +68,12 @@ def _validate(
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
-                f"{name}.{field.name} must be finite (got {array[bad].flat[0]!r} at index {index})"
+                f"{name}.{field.name} must be finite (got {float(array[bad].flat[0])!r} at index {index})"
             )
         if field.name in non_negative and (array < 0).any():
             index = tuple(int(i) for i in np.argwhere(array < 0)[0])
             raise ValueError(
-                f"{name}.{field.name} must be >= 0 (got {array[array < 0].flat[0]!r} at index {index})"
+                f"{name}.{field.name} must be >= 0 (got {float(array[array < 0].flat[0])!r} at index {index})"
             )
         object.__setattr__(obj, field.name, float(array) if array.ndim == 0 else array)
     n = np.asarray(obj.n)
