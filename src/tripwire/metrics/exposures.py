@@ -1,0 +1,264 @@
+"""Exposure resolution: which arm each unit of an experiment is in, and since when.
+
+Exposures come from tripwire's own ``$exposure`` events (``properties.experiment``,
+``properties.variant``, ``properties.unit_id`` defaulting to ``userId``) and from
+*exposure mappings* in ``tripwire.yaml`` for teams whose flagging tool already logs its
+own event, e.g.::
+
+    exposure_mappings:
+      - event: Experiment Viewed
+        experiment: properties.experiment_id   # a field reference (bare names = properties.x)
+        variant: properties.variation_id
+        unit: user_id                          # optional, default user_id
+
+Rules (the same on every engine, computed inside it):
+
+* the **first** exposure (earliest timestamp) defines the unit's arm and its start time
+  ``t0``; the unit's cohort values (e.g. locale) are read from that first exposure event;
+* a unit exposed to **more than one arm** is counted, excluded from the analysis, and
+  reported (:class:`ExposureSummary`);
+* ties (several exposures at the same first timestamp) are broken deterministically:
+  arms by the multi-arm rule above, cohort values by the smallest value.
+
+The reduction from exposure rows to units (:func:`first_exposures`) only needs per
+(unit, arm) minima, so it gives the same answer on raw events and on stored partial
+aggregates (see :mod:`tripwire.metrics.incremental`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from tripwire.store.engine import UnknownField, resolve_field
+
+EXPOSURE_EVENT = "$exposure"
+#: Column names of an exposure-rows table (before the per-unit reduction).
+UNIT, ARM, TS = "unit_id", "arm", "exposed_at"
+#: Placeholder for a cohort dimension that the first exposure event does not carry.
+MISSING = "(none)"
+
+
+class ExposureConfigError(ValueError):
+    """An exposure mapping in ``tripwire.yaml`` that cannot be used (names the entry)."""
+
+
+@dataclass(frozen=True)
+class ExposureSource:
+    """One event that records exposures and the fields holding experiment, arm and unit.
+
+    Field references resolve like metric fields (``properties.x``, lake columns); a bare
+    name that is not a lake column means ``properties.<name>``.
+    """
+
+    event: str
+    experiment: str
+    variant: str
+    unit: str
+    unit_fallback: str | None = None
+
+
+DEFAULT_SOURCE = ExposureSource(
+    event=EXPOSURE_EVENT,
+    experiment="properties.experiment",
+    variant="properties.variant",
+    unit="properties.unit_id",
+    unit_fallback="user_id",
+)
+
+
+def _field_ref(value: Any, where: str, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ExposureConfigError(
+            f"tripwire.yaml: {where}.{key} must be a field name, got {value!r}"
+        )
+    value = value.strip()
+    return value if "." in value or value in _LAKE_COLUMNS else f"properties.{value}"
+
+
+_LAKE_COLUMNS = {"user_id", "anonymous_id", "session_id", "message_id", "locale", "device"}
+
+
+def exposure_sources(mappings: Sequence[Mapping[str, Any]] | None) -> list[ExposureSource]:
+    """``$exposure`` plus every valid mapping from ``tripwire.yaml`` (``exposure_mappings``).
+
+    >>> [s.event for s in exposure_sources([{"event": "Experiment Viewed",
+    ...     "experiment": "experiment_id", "variant": "variation_id"}])]
+    ['$exposure', 'Experiment Viewed']
+    >>> exposure_sources([{"event": "X"}])
+    Traceback (most recent call last):
+    ...
+    tripwire.metrics.exposures.ExposureConfigError: tripwire.yaml: exposure_mappings[0] lacks experiment, variant
+    """
+    sources = [DEFAULT_SOURCE]
+    for index, mapping in enumerate(mappings or []):
+        where = f"exposure_mappings[{index}]"
+        if not isinstance(mapping, Mapping):
+            raise ExposureConfigError(f"tripwire.yaml: {where} must be a mapping, got {mapping!r}")
+        missing = [k for k in ("event", "experiment", "variant") if k not in mapping]
+        if missing:
+            raise ExposureConfigError(f"tripwire.yaml: {where} lacks {', '.join(missing)}")
+        unknown = set(mapping) - {"event", "experiment", "variant", "unit"}
+        if unknown:
+            raise ExposureConfigError(
+                f"tripwire.yaml: {where} has unknown keys {sorted(unknown)} "
+                "(allowed: event, experiment, variant, unit)"
+            )
+        event = mapping["event"]
+        if not isinstance(event, str) or not event:
+            raise ExposureConfigError(f"tripwire.yaml: {where}.event must be an event name")
+        sources.append(
+            ExposureSource(
+                event=event,
+                experiment=_field_ref(mapping["experiment"], where, "experiment"),
+                variant=_field_ref(mapping["variant"], where, "variant"),
+                unit=_field_ref(mapping.get("unit", "user_id"), where, "unit"),
+            )
+        )
+    return sources
+
+
+def _string(table: ir.Table, ref: str) -> ir.StringValue:
+    return resolve_field(table, ref, "string").cast("string")  # type: ignore[no-any-return]
+
+
+def _optional(table: ir.Table, ref: str) -> ir.StringValue | None:
+    try:
+        return _string(table, ref)
+    except UnknownField:
+        return None
+
+
+def exposure_rows(
+    events: ir.Table,
+    experiment: str,
+    sources: Sequence[ExposureSource] = (DEFAULT_SOURCE,),
+    dimensions: Sequence[str] = (),
+) -> ir.Table:
+    """Every exposure to ``experiment``: ``unit_id, arm, exposed_at`` and one column per
+    cohort dimension (named by its position, ``d0``, ``d1``, …; ``(none)`` when absent)."""
+    parts: list[ir.Table] = []
+    for source in sources:
+        rows = events.filter(events.event == source.event)
+        experiment_col = _optional(rows, source.experiment)
+        variant_col = _optional(rows, source.variant)
+        if experiment_col is None or variant_col is None:
+            continue  # the lake has never seen this field: no exposures from this source
+        unit_col = _optional(rows, source.unit)
+        if source.unit_fallback is not None:
+            fallback = _string(rows, source.unit_fallback)
+            unit_col = fallback if unit_col is None else unit_col.coalesce(fallback)
+        if unit_col is None:
+            continue
+        columns: dict[str, ir.Value] = {
+            UNIT: unit_col,
+            ARM: variant_col,
+            TS: rows.timestamp,
+        }
+        for i, ref in enumerate(dimensions):
+            value = _optional(rows, ref)
+            columns[f"d{i}"] = ibis.literal(MISSING) if value is None else value.fill_null(MISSING)
+        selected = rows.filter(experiment_col == experiment).select(**columns)
+        parts.append(selected.filter(selected[UNIT].notnull() & selected[ARM].notnull()))
+    if not parts:
+        schema = {UNIT: "string", ARM: "string", TS: "timestamp('UTC')"}
+        schema |= {f"d{i}": "string" for i in range(len(dimensions))}
+        empty = events.limit(0)
+        return empty.select(**{name: ibis.null().cast(kind) for name, kind in schema.items()})
+    return parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
+
+
+def first_per_unit_arm(rows: ir.Table, n_dimensions: int) -> ir.Table:
+    """Per (unit, arm): the earliest exposure and the smallest cohort values at that time.
+
+    Applying it to a union of its own outputs gives the same result as applying it to the
+    union of the inputs (it is a minimum), which is what incremental refresh relies on.
+    """
+    dims = [f"d{i}" for i in range(n_dimensions)]
+    if not dims:
+        return rows.group_by([UNIT, ARM]).aggregate(**{TS: rows[TS].min()})
+    firsts = rows.group_by([UNIT, ARM]).aggregate(**{"__t0": rows[TS].min()})
+    joined = rows.inner_join(
+        firsts, [rows[UNIT] == firsts[UNIT], rows[ARM] == firsts[ARM], rows[TS] == firsts["__t0"]]
+    )
+    return joined.group_by([UNIT, ARM]).aggregate(
+        **{TS: joined["__t0"].min()}, **{d: joined[d].min() for d in dims}
+    )
+
+
+def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
+    """Per unit: ``arm`` and ``t0`` of the first exposure, ``n_arms`` seen, cohort values.
+
+    ``rows`` are exposure rows or per (unit, arm) minima (:func:`first_per_unit_arm`).
+    ``arm`` is only meaningful where ``n_arms == 1`` (the analysed units).
+    """
+    per_arm = first_per_unit_arm(rows, n_dimensions)
+    dims = [f"d{i}" for i in range(n_dimensions)]
+    per_unit = per_arm.group_by(UNIT).aggregate(t0=per_arm[TS].min(), n_arms=per_arm[ARM].nunique())
+    joined = per_arm.inner_join(
+        per_unit, [per_arm[UNIT] == per_unit[UNIT], per_arm[TS] == per_unit["t0"]]
+    )
+    return joined.group_by(UNIT).aggregate(
+        arm=joined[ARM].min(),
+        t0=joined["t0"].min(),
+        n_arms=joined["n_arms"].max(),
+        **{d: joined[d].min() for d in dims},
+    )
+
+
+@dataclass(frozen=True)
+class ExposureSummary:
+    """What exposure resolution found: analysed units per arm and the excluded ones."""
+
+    experiment: str
+    units_per_arm: dict[str, int]
+    multi_arm_units: int
+    first_exposure: datetime | None
+    last_first_exposure: datetime | None
+
+    @property
+    def analysed_units(self) -> int:
+        return sum(self.units_per_arm.values())
+
+
+def summarize(units: ir.Table, experiment: str) -> ExposureSummary:
+    """Count analysed units per arm and multi-arm exclusions (one small query)."""
+    single = units.n_arms == 1
+    arm_label = ibis.ifelse(single, units.arm, ibis.literal("\x00multi"))
+    counts = (
+        units.group_by(__arm=arm_label)
+        .aggregate(__n=units.count(), __first=units.t0.min(), __last=units.t0.max())
+        .to_pyarrow()
+        .to_pylist()
+    )
+    per_arm = {r["__arm"]: int(r["__n"]) for r in counts if r["__arm"] != "\x00multi"}
+    multi = sum(int(r["__n"]) for r in counts if r["__arm"] == "\x00multi")
+    firsts = [r["__first"] for r in counts if r["__first"] is not None]
+    lasts = [r["__last"] for r in counts if r["__last"] is not None]
+    return ExposureSummary(
+        experiment=experiment,
+        units_per_arm=dict(sorted(per_arm.items())),
+        multi_arm_units=multi,
+        first_exposure=min(firsts) if firsts else None,
+        last_first_exposure=max(lasts) if lasts else None,
+    )
+
+
+def resolve_exposures(
+    events: ir.Table,
+    experiment: str,
+    *,
+    sources: Sequence[ExposureSource] = (DEFAULT_SOURCE,),
+    dimensions: Sequence[str] = (),
+) -> ir.Table:
+    """Per exposed unit: ``unit_id, arm, t0, n_arms, d0..dk`` (all units, incl. multi-arm).
+
+    Filter ``n_arms == 1`` for the analysed population; :func:`summarize` reports both.
+    """
+    rows = exposure_rows(events, experiment, sources, dimensions)
+    return first_exposures(rows, len(dimensions))
