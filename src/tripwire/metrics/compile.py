@@ -311,6 +311,13 @@ def bucket(table: ir.Table, grain: Grain | None) -> ir.TimestampValue | None:
     return table.timestamp.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type]
 
 
+def fold_other(column: ir.StringValue, kept: Sequence[str] | None) -> ir.StringValue:
+    """Values outside ``kept`` become ``(other)`` (nulls stay null); None keeps all."""
+    if kept is None:
+        return column
+    return ibis.ifelse(column.isin(list(kept)) | column.isnull(), column, ibis.literal(OTHER))
+
+
 def dimension(table: ir.Table, ref: str) -> ir.StringValue:
     """A dimension as a string column (booleans/numbers cast for uniform slicing)."""
     return resolve_field(table, ref, "string").cast("string")  # type: ignore[no-any-return]
@@ -349,11 +356,7 @@ def slice_keys(
     if time_bucket is not None:
         keys["bucket"] = time_bucket
     for ref in dimensions:
-        column = dimension(base, ref)
-        kept = (dimension_values or {}).get(ref)
-        if kept is not None:
-            column = ibis.ifelse(column.isin(list(kept)), column, ibis.literal(OTHER))
-        keys[ref] = column
+        keys[ref] = fold_other(dimension(base, ref), (dimension_values or {}).get(ref))
     return keys
 
 

@@ -1,0 +1,103 @@
+"""Retention: the share of units active again ``days: [a, b)`` after their start.
+
+A unit's start is its first ``start`` event in the whole lake (first seen, or first
+exposure with ``start: {events: [$exposure]}``); it belongs to the cohort of the query
+range when that start falls inside the range. It is *eligible* when its whole window
+``[start + a days, start + b days)`` ends by the end of the data (the range end, or the
+lake's last event when the range is open), so recent cohorts are not counted as churned
+before they had the chance to return. It is *retained* when it has a ``returning``
+event strictly after its start with elapsed time in ``[a, b)`` days.
+
+Output per (cohort bucket, dimensions of the start event): ``numerator`` (retained),
+``denominator`` (eligible), ``value`` (null when no unit is eligible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import ibis
+import ibis.expr.types as ir
+
+from tripwire.metrics.compile import (
+    Grain,
+    _and,
+    bucket,
+    dimension,
+    filter_condition,
+    fold_other,
+    unit_key,
+)
+from tripwire.metrics.definitions import RetentionMetric
+
+
+def retention_expr(
+    metric: RetentionMetric,
+    table: ir.Table,
+    *,
+    data_end: datetime,
+    grain: Grain | None = None,
+    dimensions: Sequence[str] = (),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    dimension_values: dict[str, Sequence[str]] | None = None,
+    extra: ir.BooleanValue | None = None,
+) -> ir.Table:
+    """Retained and eligible units per cohort bucket and dimensions.
+
+    ``data_end`` is the end of the observed data (windows must end by then); ``start`` /
+    ``end`` select the cohort by start time.
+    """
+    a, b = (timedelta(days=d) for d in metric.days)
+    observed = table.filter(table.timestamp < data_end)
+    scope = _and([filter_condition(observed, metric), extra])
+    observed = observed.filter(scope) if scope is not None else observed
+    start_cond = filter_condition(observed, metric.start)
+    starts = observed.filter(start_cond) if start_cond is not None else observed
+    starts = starts.mutate(__unit=unit_key(starts, metric.unit)).filter(ibis._["__unit"].notnull())
+    keys: dict[str, ir.Value] = {}
+    time_bucket = bucket(starts, grain)
+    if time_bucket is not None:
+        keys["__bucket"] = time_bucket
+    for i, ref in enumerate(dimensions):
+        kept = (dimension_values or {}).get(ref)
+        keys[f"__dim{i}"] = fold_other(dimension(starts, ref), kept)
+    ts = starts.timestamp
+    first = starts.group_by("__unit").aggregate(
+        t0=ts.min(), **{name: expr.argmin(ts) for name, expr in keys.items()}
+    )
+    cohort_parts = [first.t0 + b <= data_end]
+    if start is not None:
+        cohort_parts.append(first.t0 >= start)
+    if end is not None:
+        cohort_parts.append(first.t0 < end)
+    cohort = first.filter(_and(cohort_parts))
+
+    return_cond = filter_condition(observed, metric.returning)
+    returns = observed.filter(return_cond) if return_cond is not None else observed
+    returns = returns.select(__unit=unit_key(returns, metric.unit), ts=returns.timestamp)
+    joined = cohort.select("__unit", "t0").join(returns, "__unit")
+    hit = (joined.ts > joined.t0) & (joined.ts >= joined.t0 + a) & (joined.ts < joined.t0 + b)
+    retained = joined.filter(hit).select("__unit").distinct().mutate(__retained=ibis.literal(1))
+    flagged = cohort.left_join(retained, "__unit")
+    group_by = [flagged[k] for k in keys]
+    aggregates = {
+        "numerator": flagged["__retained"].count().cast("float64"),
+        "denominator": flagged.count().cast("float64"),
+    }
+    result = (
+        flagged.group_by(group_by).aggregate(**aggregates)
+        if group_by
+        else flagged.aggregate(**aggregates)
+    )
+    result = result.mutate(
+        value=ibis.ifelse(
+            result.denominator == 0, ibis.null(), result.numerator / result.denominator
+        ).cast("float64")
+    )
+    renames = {"bucket": "__bucket"} if "__bucket" in keys else {}
+    renames.update({ref: f"__dim{i}" for i, ref in enumerate(dimensions)})
+    result = result.rename(renames) if renames else result
+    order = [c for c in ("bucket", *dimensions) if c in result.columns]
+    return result.order_by(order) if order else result

@@ -1,0 +1,400 @@
+"""Time series of any metric: grain (minute/hour/day) × any dimensions × a time range.
+
+:func:`timeseries` runs a group of metrics with as few scans as possible: every scalar
+metric (count, sum, mean, ratio, quantile, distinct, proportion without population) in
+**one** grouped scan; proportions with a population, funnels and retention each in their
+own. Each metric's result is an Arrow table (see :class:`SeriesResult`):
+
+* scalar metrics: ``bucket``, the dimensions, ``numerator``, ``denominator``, ``value``
+  (the slice totals root-cause localisation needs, not only the ratio);
+* funnels: ``bucket``, dimensions, ``step``, ``step_name``, ``entered``,
+  ``step_conversion``, ``overall_conversion``, ``stopped``;
+* retention: ``bucket`` (the start cohort), dimensions, ``numerator`` (retained),
+  ``denominator`` (eligible), ``value``.
+
+High-cardinality dimensions keep their top ``top_n`` values by volume (events the metrics
+read in the range; default 20) and fold the rest into ``(other)``; ``dimension_values``
+gives an explicit list instead. A range with no data gives a table with zero rows and
+the full schema (``SeriesResult.is_empty``), never NaN: ratios with a zero denominator
+have a null value. ``fill=True`` adds the missing buckets of the range (per dimension
+combination seen) with zero counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+from ibis.backends import BaseBackend
+
+from tripwire.metrics.compile import (
+    OTHER,
+    Grain,
+    _and,
+    compile_sql,
+    dimension,
+    needs_own_scan,
+    predicate,
+    scan_filter,
+    timeseries_expr,
+)
+from tripwire.metrics.definitions import (
+    FunnelMetric,
+    MetricBase,
+    Predicate,
+    RetentionMetric,
+)
+from tripwire.metrics.funnel import FUNNEL_COLUMNS, funnel_expr, funnel_long
+from tripwire.metrics.retention import retention_expr
+from tripwire.store.engine import events_table
+
+DEFAULT_TOP_N = 20
+GRAIN_STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """One metric's series and how it was computed."""
+
+    metric: MetricBase
+    table: pa.Table
+    grain: Grain | None
+    dimensions: tuple[str, ...]
+    start: datetime | None
+    end: datetime | None
+    sql: str
+
+    @property
+    def is_empty(self) -> bool:
+        return self.table.num_rows == 0
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to compute: grain, dimensions, range, extra filters and top-N handling."""
+
+    grain: Grain | None = "hour"
+    dimensions: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    where: tuple[Predicate, ...] = ()
+    top_n: int | None = DEFAULT_TOP_N
+    dimension_values: dict[str, tuple[str, ...]] | None = None
+    fill: bool = False
+
+
+def timeseries(
+    backend: BaseBackend, metrics: Sequence[MetricBase], query: Query
+) -> dict[str, SeriesResult]:
+    """Every metric's series for ``query``, keyed by metric name (see module docstring)."""
+    table = events_table(backend)
+    extra = _and([predicate(table, p) for p in query.where])
+    kept = _dimension_values(backend, table, metrics, query, extra)
+    results: dict[str, SeriesResult] = {}
+    scalar = [
+        m
+        for m in metrics
+        if not isinstance(m, FunnelMetric | RetentionMetric) and not needs_own_scan(m)
+    ]
+    groups: list[list[MetricBase]] = [scalar] if scalar else []
+    groups += [[m] for m in metrics if needs_own_scan(m)]
+    for group in groups:
+        expr = _scalar_expr(table, group, query, kept, extra)
+        arrow = backend.to_pyarrow(expr)
+        sql = compile_sql(expr, _dialect(backend))
+        for metric in group:
+            results[metric.name] = _scalar_result(metric, arrow, query, sql)
+    for metric in metrics:
+        if isinstance(metric, FunnelMetric):
+            results[metric.name] = _funnel_result(backend, table, metric, query, kept, extra)
+        elif isinstance(metric, RetentionMetric):
+            results[metric.name] = _retention_result(backend, table, metric, query, kept, extra)
+    return {m.name: results[m.name] for m in metrics}
+
+
+def metric_sql(backend: BaseBackend, metric: MetricBase, query: Query) -> str:
+    """The SQL ``timeseries`` runs for one metric (without the top-N pre-pass)."""
+    table = events_table(backend)
+    extra = _and([predicate(table, p) for p in query.where])
+    kept = query.dimension_values
+    dialect = _dialect(backend)
+    if isinstance(metric, FunnelMetric):
+        return compile_sql(_funnel_expr(table, metric, query, kept, extra), dialect)
+    if isinstance(metric, RetentionMetric):
+        end = query.end or data_end(backend) or datetime.now(UTC)
+        return compile_sql(_retention_expr(table, metric, query, kept, extra, end), dialect)
+    return compile_sql(_scalar_expr(table, [metric], query, kept, extra), dialect)
+
+
+def _dialect(backend: BaseBackend) -> str:
+    return "pyspark" if backend.name == "pyspark" else backend.name
+
+
+# --------------------------------------------------------------------------- top N
+
+
+def _dimension_values(
+    backend: BaseBackend,
+    table: ir.Table,
+    metrics: Sequence[MetricBase],
+    query: Query,
+    extra: ir.BooleanValue | None,
+) -> dict[str, tuple[str, ...]] | None:
+    """Values kept per dimension: the explicit list, else the top N by volume when a
+    dimension has more than N values (one pre-scan over all dimensions)."""
+    explicit = dict(query.dimension_values or {})
+    open_dims = [d for d in query.dimensions if d not in explicit]
+    if not open_dims or not query.top_n:
+        return explicit or None
+    condition = _and([scan_filter(metrics, table, query.start, query.end), extra])
+    base = table.filter(condition) if condition is not None else table
+    per_dim = [
+        base.group_by(value=dimension(base, ref))
+        .aggregate(n=base.count())
+        .mutate(dim=ibis.literal(ref))
+        for ref in open_dims
+    ]
+    union = per_dim[0] if len(per_dim) == 1 else ibis.union(*per_dim)
+    counts = backend.to_pyarrow(union).to_pylist()
+    for ref in open_dims:
+        rows = sorted(
+            (r for r in counts if r["dim"] == ref),
+            key=lambda r: (-r["n"], "" if r["value"] is None else str(r["value"])),
+        )
+        if len(rows) > query.top_n:
+            explicit[ref] = tuple(
+                str(r["value"]) for r in rows[: query.top_n] if r["value"] is not None
+            )
+    return explicit or None
+
+
+# --------------------------------------------------------------------------- scalar
+
+
+def _scalar_expr(
+    table: ir.Table,
+    metrics: Sequence[MetricBase],
+    query: Query,
+    kept: dict[str, tuple[str, ...]] | None,
+    extra: ir.BooleanValue | None,
+) -> ir.Table:
+    filtered = table.filter(extra) if extra is not None else table
+    return timeseries_expr(
+        metrics,
+        filtered,
+        grain=query.grain,
+        dimensions=query.dimensions,
+        start=query.start,
+        end=query.end,
+        dimension_values=kept,  # type: ignore[arg-type]
+    )
+
+
+def _keys(query: Query) -> list[str]:
+    return (["bucket"] if query.grain else []) + list(query.dimensions)
+
+
+def _scalar_result(metric: MetricBase, arrow: pa.Table, query: Query, sql: str) -> SeriesResult:
+    keys = _keys(query)
+    columns = {k: arrow[k] for k in keys}
+    for part in ("numerator", "denominator", "value"):
+        columns[part] = arrow[f"{metric.name}__{part}"]
+    table = _normalise(pa.table(columns), keys)
+    if query.fill and query.grain and query.start and query.end:
+        table = _fill(table, metric, query)
+    return SeriesResult(metric, table, query.grain, query.dimensions, query.start, query.end, sql)
+
+
+def _normalise(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Buckets as UTC timestamps, dimensions as strings, NaN → null, sorted by the keys."""
+    arrays = []
+    for name in table.column_names:
+        column = table[name]
+        if name == "bucket":
+            if column.type.tz is None:
+                column = pc.assume_timezone(column, "UTC")
+            column = column.cast(UTC_TS)
+        elif name in keys:
+            column = column.cast(pa.string())
+        elif pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        arrays.append(column)
+    result = pa.table(arrays, names=table.column_names)
+    return result.sort_by([(k, "ascending") for k in keys]) if keys and result.num_rows else result
+
+
+def _fill(table: pa.Table, metric: MetricBase, query: Query) -> pa.Table:
+    """Add missing buckets (per dimension combination seen) with zero numerators."""
+    assert query.grain and query.start and query.end
+    step = GRAIN_STEPS[query.grain]
+    first = _floor(query.start, query.grain)
+    buckets = []
+    moment = first
+    while moment < query.end:
+        buckets.append(moment)
+        moment += step
+    dims = list(query.dimensions)
+    combos = table.select(dims).group_by(dims).aggregate([]).to_pylist() if dims else [{}]
+    present = {
+        (row["bucket"], *(row[d] for d in dims))
+        for row in table.select(["bucket", *dims]).to_pylist()
+    }
+    additive = metric.type in ("count", "sum", "distinct")
+    missing: dict[str, list[object]] = {c: [] for c in table.column_names}
+    for b in buckets:
+        for combo in combos:
+            if (b, *(combo[d] for d in dims)) in present:
+                continue
+            missing["bucket"].append(b)
+            for d in dims:
+                missing[d].append(combo[d])
+            zero_den = metric.type not in ("count", "sum", "distinct", "quantile")
+            missing["numerator"].append(0.0 if metric.type != "quantile" else None)
+            missing["denominator"].append(0.0 if zero_den or metric.type == "quantile" else None)
+            missing["value"].append(0.0 if additive else None)
+    if not missing["bucket"]:
+        return table
+    extra_rows = pa.table({c: pa.array(v, table.schema.field(c).type) for c, v in missing.items()})
+    return pa.concat_tables([table, extra_rows]).sort_by(
+        [(k, "ascending") for k in ["bucket", *dims]]
+    )
+
+
+def _floor(moment: datetime, grain: Grain) -> datetime:
+    if grain == "minute":
+        return moment.replace(second=0, microsecond=0)
+    if grain == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# --------------------------------------------------------------------------- funnel, retention
+
+
+def _funnel_expr(
+    table: ir.Table,
+    metric: FunnelMetric,
+    query: Query,
+    kept: dict[str, tuple[str, ...]] | None,
+    extra: ir.BooleanValue | None,
+) -> ir.Table:
+    return funnel_expr(
+        metric,
+        table,
+        grain=query.grain,
+        dimensions=query.dimensions,
+        start=query.start,
+        end=query.end,
+        dimension_values=kept,  # type: ignore[arg-type]
+        extra=extra,
+    )
+
+
+def _funnel_result(
+    backend: BaseBackend,
+    table: ir.Table,
+    metric: FunnelMetric,
+    query: Query,
+    kept: dict[str, tuple[str, ...]] | None,
+    extra: ir.BooleanValue | None,
+) -> SeriesResult:
+    expr = _funnel_expr(table, metric, query, kept, extra)
+    keys = _keys(query)
+    wide = _normalise(backend.to_pyarrow(expr), keys)
+    long = funnel_long(metric, wide, keys)
+    if long.num_rows == 0:
+        long = _empty(keys, FUNNEL_COLUMNS)
+    return SeriesResult(
+        metric,
+        long,
+        query.grain,
+        query.dimensions,
+        query.start,
+        query.end,
+        compile_sql(expr, _dialect(backend)),
+    )
+
+
+def _retention_expr(
+    table: ir.Table,
+    metric: RetentionMetric,
+    query: Query,
+    kept: dict[str, tuple[str, ...]] | None,
+    extra: ir.BooleanValue | None,
+    data_end: datetime,
+) -> ir.Table:
+    return retention_expr(
+        metric,
+        table,
+        data_end=data_end,
+        grain=query.grain,
+        dimensions=query.dimensions,
+        start=query.start,
+        end=query.end,
+        dimension_values=kept,  # type: ignore[arg-type]
+        extra=extra,
+    )
+
+
+def data_end(backend: BaseBackend) -> datetime | None:
+    """Just after the lake's last event (None when the lake is empty)."""
+    table = events_table(backend)
+    last = backend.to_pyarrow(table.aggregate(last=table.timestamp.max()))["last"][0].as_py()
+    return None if last is None else last + timedelta(microseconds=1)
+
+
+def _retention_result(
+    backend: BaseBackend,
+    table: ir.Table,
+    metric: RetentionMetric,
+    query: Query,
+    kept: dict[str, tuple[str, ...]] | None,
+    extra: ir.BooleanValue | None,
+) -> SeriesResult:
+    keys = _keys(query)
+    end = query.end or data_end(backend)
+    if end is None:
+        empty = _empty(keys, ("numerator", "denominator", "value"))
+        return SeriesResult(
+            metric, empty, query.grain, query.dimensions, query.start, query.end, ""
+        )
+    expr = _retention_expr(table, metric, query, kept, extra, end)
+    arrow = _normalise(backend.to_pyarrow(expr), keys)
+    return SeriesResult(
+        metric,
+        arrow,
+        query.grain,
+        query.dimensions,
+        query.start,
+        query.end,
+        compile_sql(expr, _dialect(backend)),
+    )
+
+
+def _empty(keys: Sequence[str], columns: Sequence[str]) -> pa.Table:
+    fields = [pa.field(k, UTC_TS if k == "bucket" else pa.string()) for k in keys]
+    types = {
+        "step": pa.int64(),
+        "step_name": pa.string(),
+        "entered": pa.int64(),
+        "stopped": pa.int64(),
+    }
+    fields += [pa.field(c, types.get(c, pa.float64())) for c in columns]
+    return pa.schema(fields).empty_table()
+
+
+__all__ = [
+    "OTHER",
+    "DEFAULT_TOP_N",
+    "Query",
+    "SeriesResult",
+    "data_end",
+    "metric_sql",
+    "timeseries",
+]
