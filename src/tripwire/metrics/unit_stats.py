@@ -198,7 +198,11 @@ def plan_metrics(
                 f"metric {metric.name!r}: window start {start} is not before the analysis "
                 f"window end {end}"
             )
-        kept = tuple(f for f in filters if f.events or f.where)
+        kept = tuple(
+            EventFilter(events=sorted(f.events), where=list(f.where))
+            for f in filters
+            if f.events or f.where
+        )
         probe = Component("", mode, kept, value, start, end)
         signature = json.dumps(
             [mode, [f.model_dump(mode="json") for f in kept], value, str(start), str(end)]

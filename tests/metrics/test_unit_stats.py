@@ -1,0 +1,337 @@
+"""Per-unit sufficient statistics against an independent pure-Python computation."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tripwire.metrics.definitions import parse_metric
+from tripwire.metrics.exposures import exposure_sources
+from tripwire.metrics.unit_stats import (
+    ALL,
+    UnitStatsError,
+    plan_metrics,
+    to_stats,
+    unit_stats,
+)
+from tripwire.stats.sufficient import CupedMeanStats, CupedRatioStats, MeanStats, RatioStats
+from tripwire.store.engine import connect_lake, events_table
+from tripwire.store.lake import write_events
+
+
+def _load_world() -> Any:
+    name = "tripwire_tests_unit_world"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("unit_world.py")
+        )
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+uw = _load_world()
+
+METRICS = [
+    {"name": "ordered", "type": "proportion", "events": ["Order Completed"]},
+    {
+        "name": "revenue",
+        "type": "mean",
+        "per": "unit",
+        "events": ["Order Completed"],
+        "value": "properties.revenue",
+    },
+    {"name": "clicks", "type": "count", "events": ["Recommendation Clicked"]},
+    {
+        "name": "ctr",
+        "type": "ratio",
+        "numerator": {"events": ["Recommendation Clicked"]},
+        "denominator": {"events": ["Session Started"]},
+    },
+    {
+        "name": "aov",
+        "type": "ratio",
+        "numerator": {"events": ["Order Completed"], "agg": "sum", "value": "properties.revenue"},
+        "denominator": {"events": ["Order Completed"]},
+    },
+    {
+        "name": "latency",
+        "type": "mean",
+        "per": "event",
+        "events": ["Turn Completed"],
+        "value": "properties.latency_ms",
+    },
+    {
+        "name": "first_day_clicks",
+        "type": "count",
+        "events": ["Recommendation Clicked"],
+        "window": {"start": "0d", "end": "1d"},
+    },
+]
+WINDOW_DAYS = 7
+PRE_DAYS = 3
+DIMENSIONS = ["locale", "device"]
+
+
+@pytest.fixture(scope="module")
+def world() -> Any:
+    return uw.build()
+
+
+@pytest.fixture(scope="module")
+def events(world: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    lake = tmp_path_factory.mktemp("lake")
+    write_events(lake, world.envelopes)
+    return events_table(connect_lake(lake))
+
+
+@pytest.fixture(scope="module")
+def computed(events: Any) -> Any:
+    return unit_stats(
+        events,
+        "exp",
+        [parse_metric(m) for m in METRICS],
+        dimensions=DIMENSIONS,
+        analysis_window=timedelta(days=WINDOW_DAYS),
+        pre_period_days=PRE_DAYS,
+        sources=exposure_sources(uw.MAPPING),
+    )
+
+
+# ----------------------------------------------------------------- independent reference
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _reference_units(envelopes: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], int]:
+    exposures: dict[str, list[tuple[datetime, str, str, str]]] = defaultdict(list)
+    for e in envelopes:
+        p = e["properties"]
+        if e["event"] == "$exposure" and p.get("experiment") == "exp":
+            arm = p["variant"]
+        elif e["event"] == "Experiment Viewed" and p.get("experiment_id") == "exp":
+            arm = p["variation_id"]
+        else:
+            continue
+        ctx = e["context"]
+        exposures[e["userId"]].append(
+            (_ts(e["timestamp"]), arm, ctx["locale"], ctx["device"]["model"])
+        )
+    units: dict[str, dict[str, Any]] = {}
+    multi = 0
+    for user, rows in exposures.items():
+        if len({r[1] for r in rows}) > 1:
+            multi += 1
+            continue
+        t0 = min(r[0] for r in rows)
+        first = [r for r in rows if r[0] == t0]
+        units[user] = {
+            "arm": first[0][1],
+            "t0": t0,
+            "locale": min(r[2] for r in first),
+            "device": min(r[3] for r in first),
+        }
+    return units, multi
+
+
+def _values(events: list[dict[str, Any]]) -> dict[str, tuple[float, float | None]]:
+    """Per metric (x, y) of one unit's events (already restricted to one window)."""
+    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_name[e["event"]].append(e["properties"])
+    orders = by_name["Order Completed"]
+    clicks = len(by_name["Recommendation Clicked"])
+    revenue = sum(p["revenue"] for p in orders)
+    latencies = [p["latency_ms"] for p in by_name["Turn Completed"] if "latency_ms" in p]
+    return {
+        "ordered": (1.0 if orders else 0.0, None),
+        "revenue": (revenue, None),
+        "clicks": (float(clicks), None),
+        "ctr": (float(clicks), float(len(by_name["Session Started"]))),
+        "aov": (revenue, float(len(orders))),
+        "latency": (sum(latencies), float(len(latencies))),
+    }
+
+
+def reference(envelopes: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], dict[str, float]]:
+    units, _ = _reference_units(envelopes)
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in envelopes:
+        by_user[e["userId"]].append(e)
+    sums: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(
+        lambda: defaultdict(float)
+    )
+    for user, info in units.items():
+        t0 = info["t0"]
+        t0_day = t0.date()
+        window = [
+            e for e in by_user[user] if t0 <= _ts(e["timestamp"]) < t0 + timedelta(days=WINDOW_DAYS)
+        ]
+        first_day = [
+            e
+            for e in window
+            if e["event"] == "Recommendation Clicked"
+            and _ts(e["timestamp"]) < t0 + timedelta(days=1)
+        ]
+        pre = [
+            e
+            for e in by_user[user]
+            if t0_day - timedelta(days=PRE_DAYS) <= _ts(e["timestamp"]).date() < t0_day
+        ]
+        post_values, pre_values = _values(window), _values(pre)
+        post_values["first_day_clicks"] = (float(len(first_day)), None)
+        pre_values["first_day_clicks"] = (
+            float(sum(1 for e in pre if e["event"] == "Recommendation Clicked")),
+            None,
+        )
+        cells = [(ALL, ALL), ("locale", info["locale"]), ("device", info["device"])]
+        for metric, (x, y) in post_values.items():
+            c, d = pre_values[metric]
+            for dimension, value in cells:
+                s = sums[(metric, info["arm"], dimension, value)]
+                s["n"] += 1
+                s["x"] += x
+                s["xx"] += x * x
+                s["c"] += c
+                s["cc"] += c * c
+                s["xc"] += x * c
+                if y is not None:
+                    assert d is not None
+                    s["y"] += y
+                    s["yy"] += y * y
+                    s["xy"] += x * y
+                    s["d"] += d
+                    s["dd"] += d * d
+                    s["cd"] += c * d
+                    s["xd"] += x * d
+                    s["yc"] += y * c
+                    s["yd"] += y * d
+                    s["zero_den"] += y == 0
+    return sums
+
+
+# ----------------------------------------------------------------- tests
+
+
+def test_matches_independent_reference(world: Any, computed: Any) -> None:
+    expected = reference(world.envelopes)
+    rows = {(r["metric"], r["arm"], r["dimension"], r["value"]): r for r in computed.rows()}
+    assert set(rows) == set(expected)
+    for key, sums in expected.items():
+        row = rows[key]
+        assert row["n"] == sums["n"], key
+        for moment, value in sums.items():
+            if moment in ("n", "zero_den"):
+                continue
+            got = row[f"sum_{moment}"]
+            assert math.isclose(got, value, rel_tol=1e-9, abs_tol=1e-6), (key, moment, got, value)
+        if "y" in sums:
+            assert row["zero_den"] == sums["zero_den"], key
+        else:
+            assert row["sum_y"] is None and row["zero_den"] is None
+
+
+def test_world_exercises_the_edge_cases(world: Any, computed: Any) -> None:
+    units, multi = _reference_units(world.envelopes)
+    assert multi > 0 and computed.exposures.multi_arm_units == multi
+    assert computed.exposures.analysed_units == len(units)
+    ctr = computed.get("ctr", "control")
+    assert isinstance(ctr, CupedRatioStats)
+    rows = [r for r in computed.rows() if r["metric"] == "aov" and r["dimension"] == ALL]
+    assert all(r["zero_den"] > 0 for r in rows)  # units without orders: zero denominators
+
+
+def test_cohort_marginals_add_up_to_the_total(computed: Any) -> None:
+    stats = computed.all_stats()
+    for metric in ("revenue", "ctr"):
+        for arm in ("control", "treatment"):
+            parts = [s for (m, a, d, _), s in stats.items() if (m, a, d) == (metric, arm, "device")]
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part
+            whole = stats[(metric, arm, ALL, ALL)]
+            assert total.n == whole.n
+            assert (
+                math.isclose(total.sum, whole.sum, rel_tol=1e-12)
+                if hasattr(whole, "sum")
+                else math.isclose(total.sum_num, whole.sum_num, rel_tol=1e-12)
+            )
+
+
+def test_converter_types_without_pre_period(events: Any) -> None:
+    result = unit_stats(
+        events,
+        "exp",
+        [parse_metric(METRICS[0]), parse_metric(METRICS[3])],
+        sources=exposure_sources(uw.MAPPING),
+    )
+    assert isinstance(result.get("ordered", "treatment"), MeanStats)
+    ratio = result.get("ctr", "treatment")
+    assert isinstance(ratio, RatioStats) and ratio.sum_den > 0
+    ordered = result.get("ordered", "treatment")
+    assert ordered.is_binary_compatible  # type: ignore[union-attr]
+    with pytest.raises(KeyError, match="no statistics"):
+        result.get("ordered", "no-such-arm")
+
+
+def test_converter_cuped_mean(computed: Any) -> None:
+    row = next(r for r in computed.rows() if r["metric"] == "revenue")
+    stats = to_stats(row)
+    assert isinstance(stats, CupedMeanStats) and stats.sum_cross == row["sum_xc"]
+
+
+def test_without_mapping_fewer_units(events: Any, computed: Any) -> None:
+    only_native = unit_stats(events, "exp", [parse_metric(METRICS[0])])
+    assert only_native.exposures.analysed_units < computed.exposures.analysed_units
+
+
+def test_top_cohort_values_fold_the_rest_into_other(events: Any) -> None:
+    result = unit_stats(
+        events,
+        "exp",
+        [parse_metric(METRICS[2])],
+        dimensions=["locale"],
+        sources=exposure_sources(uw.MAPPING),
+        max_cohort_values=2,
+    )
+    values = {r["value"] for r in result.rows() if r["dimension"] == "locale"}
+    assert "(other)" in values and len(values) == 3
+    total = sum(r["n"] for r in result.rows() if r["dimension"] == "locale")
+    assert total == result.exposures.analysed_units
+
+
+def test_unknown_experiment_is_an_explicit_empty_result(events: Any) -> None:
+    result = unit_stats(events, "nope", [parse_metric(METRICS[0])])
+    assert result.table.num_rows == 0 and result.exposures.analysed_units == 0
+
+
+def test_plan_rejects_population_metrics_and_bad_settings() -> None:
+    quantile = parse_metric(
+        {"name": "p95", "type": "quantile", "events": ["Turn Completed"], "value": "x", "q": 0.95}
+    )
+    with pytest.raises(UnitStatsError, match="no per-unit form"):
+        plan_metrics([quantile])
+    clicks = parse_metric(METRICS[2])
+    with pytest.raises(UnitStatsError, match="duplicates"):
+        plan_metrics([clicks, clicks])
+    with pytest.raises(UnitStatsError, match="pre_period_days"):
+        plan_metrics([clicks], pre_period_days=0)
+    late = parse_metric({**METRICS[2], "window": {"start": "8d"}})
+    with pytest.raises(UnitStatsError, match="not before"):
+        plan_metrics([late], analysis_window=timedelta(days=7))
+
+
+def test_components_are_shared_between_metrics() -> None:
+    plan = plan_metrics([parse_metric(m) for m in METRICS[2:4]])
+    assert len(plan.components) == 2  # clicks count reused as the ctr numerator
