@@ -218,7 +218,7 @@ def two_proportion_z_test(
     nc, nt = np.asarray(control.n, dtype=np.float64), np.asarray(treatment.n, dtype=np.float64)
     xc, xt = np.asarray(control.sum, dtype=np.float64), np.asarray(treatment.sum, dtype=np.float64)
     empty = (nc < 1) | (nt < 1)
-    safe_nc, safe_nt = np.where(empty, 1.0, nc), np.where(empty, 1.0, nt)
+    safe_nc, safe_nt = np.where(nc < 1, 1.0, nc), np.where(nt < 1, 1.0, nt)
     pc, pt = xc / safe_nc, xt / safe_nt
     vc, vt = pc * (1 - pc) / safe_nc, pt * (1 - pt) / safe_nt
     pbar = (xc + xt) / (safe_nc + safe_nt)
@@ -227,8 +227,8 @@ def two_proportion_z_test(
     exact = ~empty & (expected < min_expected_count)
     result = build_comparison(
         "two_proportion_z" if pooled else "two_proportion_z_unpooled",
-        control=ArmSummary(as_real(np.where(empty, np.nan, pc)), as_real(vc), control.n),
-        treatment=ArmSummary(as_real(np.where(empty, np.nan, pt)), as_real(vt), treatment.n),
+        control=ArmSummary(as_real(np.where(nc < 1, np.nan, pc)), as_real(vc), control.n),
+        treatment=ArmSummary(as_real(np.where(nt < 1, np.nan, pt)), as_real(vt), treatment.n),
         difference=np.where(empty, np.nan, pt - pc),
         df=np.full(np.shape(nc), np.inf),
         alpha=alpha,

@@ -12,7 +12,7 @@ The relative effect divides the adjusted difference by the *unadjusted* control 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,7 @@ def cuped_mean_test(
     *,
     alpha: float = 0.05,
     relative_ci: RelativeCI = "delta",
+    theta_estimator: Literal["total", "within"] = "total",
 ) -> ComparisonResult:
     r"""Welch t test on CUPED-adjusted means (Deng et al. 2013).
 
@@ -43,8 +44,12 @@ def cuped_mean_test(
 
     then Welch's test on ỹ_t − ỹ_c with Var = s²_ỹ/n per arm and Satterthwaite df
     (θ = 0 when the covariate has no variance). Identical to gbstats'
-    ``RegressionAdjustedStatistic`` and tea-tasting's ``Mean(value, covariate)``; close to
-    OLS y ~ 1 + T + c (which uses a within-arm θ and a homoskedastic SE).
+    ``RegressionAdjustedStatistic`` and tea-tasting's ``Mean(value, covariate)``.
+
+    ``theta_estimator="within"`` pools the within-arm moments instead,
+    θ_w = Σ_a S_{yc,a} / Σ_a S_{cc,a} (S = centred sums of products); the estimate is then
+    exactly the OLS coefficient of T in y ~ 1 + T + c (Frisch–Waugh–Lovell), while the SE
+    stays the heteroskedasticity-robust per-arm Welch one.
 
     >>> c = CupedMeanStats.from_values([1.0, 2.0, 3.0, 4.0], [1.1, 1.9, 3.2, 3.9])
     >>> t = CupedMeanStats.from_values([2.0, 3.0, 4.0, 5.0], [0.9, 2.1, 2.8, 4.1])
@@ -53,7 +58,18 @@ def cuped_mean_test(
     (1.049, True)
     """
     total = control + treatment
-    theta = _safe_div(total.covariance, total.covariate.variance)
+    if theta_estimator == "total":
+        theta = _safe_div(total.covariance, total.covariate.variance)
+    elif theta_estimator == "within":
+        nc1 = np.asarray(control.n, dtype=np.float64) - 1.0
+        nt1 = np.asarray(treatment.n, dtype=np.float64) - 1.0
+        s_yc = nc1 * np.asarray(control.covariance) + nt1 * np.asarray(treatment.covariance)
+        s_cc = nc1 * np.asarray(control.covariate.variance) + nt1 * np.asarray(
+            treatment.covariate.variance
+        )
+        theta = _safe_div(s_yc, s_cc)
+    else:
+        raise ValueError(f"theta_estimator must be 'total' or 'within' (got {theta_estimator!r})")
     cbar = np.asarray(total.covariate.mean)
     arms = []
     for arm in (control, treatment):
@@ -71,7 +87,7 @@ def cuped_mean_test(
     small = (nc < 2) | (nt < 2)
     flat = ~small & (vc + vt <= 0)
     return build_comparison(
-        "cuped_mean",
+        "cuped_mean" if theta_estimator == "total" else "cuped_mean_within_theta",
         control=ArmSummary(as_real(mc), as_real(vc), control.n),
         treatment=ArmSummary(as_real(mt), as_real(vt), treatment.n),
         difference=mt - mc,
