@@ -13,17 +13,19 @@ columns whichever files exist, including none.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -183,14 +185,14 @@ def envelopes_to_table(envelopes: Iterable[Mapping[str, Any]], types: PropertyTy
                 if types.observe(column, value):
                     flat[column][count] = float(value) if types.types[column] == "double" else value
         count += 1
-    arrays: list[pa.Array] = [
-        pa.array(columns[f.name], type=f.type) for f in ENVELOPE_FIELDS
-    ]
+    arrays: list[pa.Array] = [pa.array(columns[f.name], type=f.type) for f in ENVELOPE_FIELDS]
     fields = list(ENVELOPE_FIELDS)
     for column in sorted(flat):
         values = flat[column]
         fields.append(pa.field(column, types.arrow_type(column)))
-        arrays.append(pa.array([values.get(i) for i in range(count)], type=types.arrow_type(column)))
+        arrays.append(
+            pa.array([values.get(i) for i in range(count)], type=types.arrow_type(column))
+        )
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -214,26 +216,278 @@ def write_events(
     types = PropertyTypes(events_dir(lake_dir) / PROPERTY_TYPES_FILE)
     table = envelopes_to_table(envelopes, types)
     types.save()
+    return write_table(lake_dir, table, file_id=file_id or uuid.uuid4().hex)
+
+
+def write_payloads(
+    lake_dir: Path, payloads: Sequence[bytes], *, file_id: str, durable: bool = False
+) -> list[Path]:
+    """Like :func:`write_events` for envelopes serialized as JSON (the buffer's rows).
+
+    Uses :func:`payloads_to_table` (JSON parsed inside DuckDB) and falls back to
+    :func:`envelopes_to_table` for a chunk the fast path cannot express.
+    """
+    types = PropertyTypes(events_dir(lake_dir) / PROPERTY_TYPES_FILE)
+    table = payloads_to_table(payloads, types)
+    types.save()
+    return write_table(lake_dir, table, file_id=file_id, durable=durable)
+
+
+def write_table(
+    lake_dir: Path, table: pa.Table, *, file_id: str, durable: bool = False
+) -> list[Path]:
+    """Split a table of lake rows into its date × event partitions and write one file each.
+
+    Row order within a partition is the table's order. Flattened columns that are null in a
+    whole partition are left out of its file (the view's ``union_by_name`` restores them).
+    ``durable=True`` fsyncs each file before renaming it into place and its directory after,
+    so the file survives a power loss once this returns (the archiver needs this before it
+    lets the buffer forget the rows).
+    """
     if table.num_rows == 0:
         return []
-    file_id = file_id or uuid.uuid4().hex
-    days = pc.cast(table["timestamp"], pa.date32()).to_pylist()
-    events = table["event"].to_pylist()
-    groups: dict[tuple[date, str], list[int]] = defaultdict(list)
-    for index, key in enumerate(zip(days, events, strict=True)):
-        groups[key].append(index)
+    keyed = table.append_column("__date", pc.cast(table["timestamp"], pa.date32()))
+    keyed = keyed.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+    order = pc.sort_indices(
+        keyed, sort_keys=[("__date", "ascending"), ("event", "ascending"), ("__row", "ascending")]
+    )
+    ordered = table.take(order)
+    days = keyed["__date"].take(order)
+    events = ordered["event"]
+    # Boundaries where (date, event) changes.
+    changed = pc.or_(pc.not_equal(days[1:], days[:-1]), pc.not_equal(events[1:], events[:-1]))
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), table.num_rows]
     written = []
-    for (day, event), rows in sorted(groups.items()):
-        part = table.take(pa.array(rows))
-        part = part.select([c for c in part.column_names if c in ENVELOPE_COLUMNS or part[c].null_count < part.num_rows])
+    for start, stop in itertools.pairwise(starts):
+        part = ordered.slice(start, stop - start)
+        day, event = days[start].as_py(), events[start].as_py()
+        part = part.select(
+            [
+                c
+                for c in part.column_names
+                if c in ENVELOPE_COLUMNS or part[c].null_count < part.num_rows
+            ]
+        )
         target_dir = partition_dir(lake_dir, day, event)
         target_dir.mkdir(parents=True, exist_ok=True)
         target = target_dir / f"part-{file_id}.parquet"
-        tmp = target.with_suffix(".parquet.tmp")
-        pq.write_table(part, tmp, compression="zstd")
-        os.replace(tmp, target)
+        write_file_atomically(part, target, durable=durable)
         written.append(target)
     return written
+
+
+def write_file_atomically(table: pa.Table, target: Path, *, durable: bool = False) -> None:
+    """Write ``table`` to ``target`` through a temporary file and a rename (readers never see
+    half a file); with ``durable`` the data and the rename are fsynced."""
+    tmp = target.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    if durable:
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    if durable:
+        fsync_directory(target.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames and deletions inside ``directory`` durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# -- fast path: JSON payloads parsed inside DuckDB ---------------------------------------------
+
+_ENVELOPE_STRUCTURE = orjson.dumps(
+    {
+        "messageId": "VARCHAR",
+        "type": "VARCHAR",
+        "event": "VARCHAR",
+        "name": "VARCHAR",
+        "userId": "VARCHAR",
+        "anonymousId": "VARCHAR",
+        "timestamp": "VARCHAR",
+        "originalTimestamp": "VARCHAR",
+        "sentAt": "VARCHAR",
+        "receivedAt": "VARCHAR",
+        "source": "VARCHAR",
+        "properties": "JSON",
+        "context": "JSON",
+        "traits": "JSON",
+    }
+).decode()
+_CONTEXT_STRUCTURE = orjson.dumps(
+    {
+        "locale": "VARCHAR",
+        "device": {"model": "VARCHAR", "type": "VARCHAR"},
+        "app": {"version": "VARCHAR"},
+        "os": {"name": "VARCHAR"},
+        "traits": "JSON",
+    }
+).decode()
+_PROPS_STRUCTURE = orjson.dumps({"session_id": "VARCHAR", "$session_id": "VARCHAR"}).decode()
+_DUCK_SCALAR = {
+    "BIGINT": "double",
+    "UBIGINT": "double",
+    "DOUBLE": "double",
+    "BOOLEAN": "boolean",
+    "VARCHAR": "string",
+}
+_EVENT_NAME_SQL = (
+    "CASE coalesce(e.type, 'track') WHEN 'track' THEN coalesce(e.event, '') "
+    + " ".join(f"WHEN '{kind}' THEN '{name}'" for kind, name in NON_TRACK_EVENT_NAMES.items())
+    + " ELSE '$' || e.type END"
+)
+
+_PARSE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE parsed AS
+SELECT row, e, c,
+       json_merge_patch(
+           CASE WHEN json_type(c.traits) = 'OBJECT' THEN c.traits ELSE '{{}}' END,
+           CASE WHEN json_type(e.traits) = 'OBJECT' THEN e.traits ELSE '{{}}' END
+       ) AS merged_traits
+FROM (
+    SELECT row, e, json_transform(e.context, '{_CONTEXT_STRUCTURE}') AS c
+    FROM (SELECT row, json_transform(payload, '{_ENVELOPE_STRUCTURE}') AS e FROM chunk)
+)
+"""
+
+
+def _ts_sql(expression: str) -> str:
+    return f"CAST({expression} AS TIMESTAMPTZ)"
+
+
+def _flat_sql(source: str, key: str, column: str, kind: str) -> str:
+    value = f'{source}."{key}"'
+    if kind == "double":
+        test, cast = "IN ('BIGINT', 'UBIGINT', 'DOUBLE')", f"CAST({value} AS DOUBLE)"
+    elif kind == "boolean":
+        test, cast = "= 'BOOLEAN'", f"CAST({value} AS BOOLEAN)"
+    else:
+        test, cast = "= 'VARCHAR'", f"json_extract_string({value}, '$')"
+    return f'CASE WHEN json_type({value}) {test} THEN {cast} END AS "{column}"'
+
+
+def _flattened_keys(
+    connection: Any, json_sql: str, prefix: str, types: PropertyTypes
+) -> list[tuple[str, str]]:
+    """(key, lake column) pairs to flatten from one JSON column of ``parsed``; registers the
+    first scalar type seen (in row order) of keys new to the lake."""
+    (structure,) = connection.execute(
+        f"SELECT json_group_structure({json_sql}) FROM parsed"
+    ).fetchall()[0]
+    keys = orjson.loads(structure) if structure else {}
+    if not isinstance(keys, dict):
+        return []
+    chosen = []
+    for key, shape in keys.items():
+        if not _FLATTENABLE_KEY.match(key):
+            continue
+        column = prefix + key
+        if column not in types.types:
+            if isinstance(shape, str) and shape in _DUCK_SCALAR:
+                types.types[column] = _DUCK_SCALAR[shape]
+            elif shape == "JSON":  # mixed types in this chunk: the first scalar in row order wins
+                first = connection.execute(
+                    f"SELECT t FROM (SELECT row, json_type({json_sql}, ?) AS t FROM parsed)"
+                    " WHERE t IN ('BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN', 'VARCHAR')"
+                    " ORDER BY row LIMIT 1",
+                    [f'$."{key}"'],
+                ).fetchall()
+                if not first:
+                    continue
+                types.types[column] = _DUCK_SCALAR[first[0][0]]
+            else:
+                continue
+        chosen.append((key, column))
+    return chosen
+
+
+def payloads_to_table(payloads: Sequence[bytes], types: PropertyTypes) -> pa.Table:
+    """The same table as ``envelopes_to_table([orjson.loads(p) for p in payloads], types)``,
+    computed with the JSON parsed by DuckDB (vectorised, multi-threaded) instead of Python.
+
+    Falls back to :func:`envelopes_to_table` for chunks DuckDB cannot express (e.g. property
+    keys differing only by case, which DuckDB structs cannot hold).
+    """
+    if not payloads:
+        return envelopes_to_table([], types)
+    snapshot = dict(types.types)
+    try:
+        return _payloads_to_table_duckdb(payloads, types)
+    except (duckdb.InvalidInputException, duckdb.ConversionException):
+        types.types = snapshot
+        return envelopes_to_table([orjson.loads(p) for p in payloads], types)
+
+
+def _payloads_to_table_duckdb(payloads: Sequence[bytes], types: PropertyTypes) -> pa.Table:
+    chunk = pa.table(
+        {
+            "row": pa.array(range(len(payloads)), pa.int64()),
+            "payload": pa.array(payloads, pa.binary()).cast(pa.string()),
+        }
+    )
+    connection = duckdb.connect()
+    try:
+        connection.execute("SET TimeZone = 'UTC'").fetchall()
+        connection.register("chunk", chunk)
+        connection.execute(_PARSE_SQL).fetchall()
+        props = "CASE WHEN json_type(e.properties) = 'OBJECT' THEN e.properties END"
+        prop_keys = _flattened_keys(connection, props, PROPERTY_PREFIX, types)
+        trait_keys = _flattened_keys(connection, "merged_traits", TRAIT_PREFIX, types)
+        prop_struct = {key: "JSON" for key, _ in prop_keys}
+        trait_struct = {key: "JSON" for key, _ in trait_keys}
+        flat = [_flat_sql("p", key, column, types.types[column]) for key, column in prop_keys] + [
+            _flat_sql("t", key, column, types.types[column]) for key, column in trait_keys
+        ]
+        session = (
+            "CASE WHEN json_exists(e.properties, '$.session_id')"
+            " THEN json_extract_string(e.properties, '$.session_id')"
+            " ELSE json_extract_string(e.properties, '$.\"$session_id\"') END"
+        )
+        select = [
+            "e.messageId AS message_id",
+            "coalesce(e.type, 'track') AS type",
+            f"{_EVENT_NAME_SQL} AS event",
+            "e.name AS name",
+            "e.userId AS user_id",
+            "e.anonymousId AS anonymous_id",
+            _ts_sql("e.timestamp") + " AS timestamp",
+            _ts_sql("nullif(e.originalTimestamp, '')") + " AS original_timestamp",
+            _ts_sql("nullif(e.sentAt, '')") + " AS sent_at",
+            _ts_sql("coalesce(nullif(e.receivedAt, ''), e.timestamp)") + " AS received_at",
+            "e.source AS source",
+            "c.locale AS locale",
+            "CASE WHEN c.device.model IS NOT NULL AND c.device.model <> ''"
+            " THEN c.device.model ELSE c.device.type END AS device",
+            "c.app.version AS app_version",
+            "c.os.name AS os",
+            f"{session} AS session_id",
+            f"coalesce({props}, '{{}}') AS properties",
+            "CASE WHEN e.context IS NULL OR json_type(e.context) = 'NULL' THEN '{}'"
+            " ELSE e.context END AS context",
+            "CASE WHEN e.traits IS NULL OR json_type(e.traits) = 'NULL' THEN '{}'"
+            " ELSE e.traits END AS traits",
+            *flat,
+        ]
+        extra = ""
+        if prop_struct:
+            extra += f", json_transform({props}, '{orjson.dumps(prop_struct).decode()}') AS p"
+        if trait_struct:
+            extra += (
+                f", json_transform(merged_traits, '{orjson.dumps(trait_struct).decode()}') AS t"
+            )
+        sources = f"(SELECT *{extra} FROM parsed)"
+        sql = f"SELECT {', '.join(select)} FROM {sources} ORDER BY row"
+        result = connection.sql(sql).to_arrow_table()
+    finally:
+        connection.close()
+    fields = list(ENVELOPE_FIELDS)
+    for _, column in sorted(prop_keys + trait_keys, key=lambda pair: pair[1]):
+        fields.append(pa.field(column, types.arrow_type(column)))
+    return result.select([f.name for f in fields]).cast(pa.schema(fields))
 
 
 def events_relation_sql(lake_dir: Path) -> str:
@@ -245,7 +499,7 @@ def events_relation_sql(lake_dir: Path) -> str:
     files = list(root.glob("date=*/event=*/*.parquet")) if root.exists() else []
     if not files:
         cols = ", ".join(
-            f"CAST(NULL AS {_duck_type(f.type)}) AS \"{f.name}\"" for f in ENVELOPE_FIELDS
+            f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in ENVELOPE_FIELDS
         )
         return f"(SELECT {cols} WHERE false)"
     pattern = str(root / "date=*" / "event=*" / "*.parquet").replace("'", "''")
@@ -264,4 +518,6 @@ def _duck_type(kind: pa.DataType) -> str:
 
 def create_events_view(connection: Any, lake_dir: Path, name: str = "events") -> None:
     """Create (or replace) the ``events`` view on a DuckDB connection."""
-    connection.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {events_relation_sql(lake_dir)}")
+    connection.execute(
+        f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {events_relation_sql(lake_dir)}"
+    )
