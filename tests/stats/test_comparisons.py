@@ -148,16 +148,16 @@ def test_per_cohort_vectorised_z_matches_reference(reference):
     rows = reference["fixtures"]["cohort"]["sufficient_stats"]
     locales = ["EN", "JP", "mixed"]
     by = {(r["arm"], r["locale"]): r for r in rows}
-    control = MeanStats.from_proportion([by["control", l]["n"] for l in locales],
-                                        [by["control", l]["sum_converted"] for l in locales])  # fmt: skip
-    treatment = MeanStats.from_proportion([by["treatment", l]["n"] for l in locales],
-                                          [by["treatment", l]["sum_converted"] for l in locales])  # fmt: skip
+    control = MeanStats.from_proportion([by["control", loc]["n"] for loc in locales],
+                                        [by["control", loc]["sum_converted"] for loc in locales])  # fmt: skip
+    treatment = MeanStats.from_proportion([by["treatment", loc]["n"] for loc in locales],
+                                          [by["treatment", loc]["sum_converted"] for loc in locales])  # fmt: skip
     result = two_proportion_z_test(control, treatment, pooled=False)
     ref = reference["results"]["cohort"]["per_locale_scipy"]
-    _close(result.absolute.estimate, [ref[l]["estimate"] for l in locales])
-    _close(result.absolute.se, [ref[l]["se"] for l in locales])
-    _close(result.absolute.p_value, [ref[l]["p_value"] for l in locales])
-    _close(result.relative.estimate, [ref[l]["rel"] for l in locales])
+    _close(result.absolute.estimate, [ref[loc]["estimate"] for loc in locales])
+    _close(result.absolute.se, [ref[loc]["se"] for loc in locales])
+    _close(result.absolute.p_value, [ref[loc]["p_value"] for loc in locales])
+    _close(result.relative.estimate, [ref[loc]["rel"] for loc in locales])
 
 
 # ----------------------------------------------------------------- scipy / statsmodels parity
