@@ -32,7 +32,7 @@ denominator is 0, never NaN) for the others, and the quantile for quantile metri
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import reduce
 from typing import Literal
 
@@ -288,6 +288,14 @@ def unit_aggregates(metric: MetricBase, table: ir.Table) -> dict[str, ir.Scalar]
             "y": _measure(table, metric.denominator, _cond(table, metric, metric.denominator)),
         }
     raise NotScalarMetric(f"metric {metric.name!r} ({metric.type}) has no per-unit form")
+
+
+def interval(delta: timedelta) -> ir.IntervalScalar:
+    """An interval literal (whole seconds, or milliseconds when finer)."""
+    millis = round(delta.total_seconds() * 1000)
+    if millis % 1000 == 0:
+        return ibis.interval(seconds=millis // 1000)
+    return ibis.interval(milliseconds=millis)
 
 
 def time_filter(

@@ -30,6 +30,7 @@ from tripwire.metrics.compile import (
     dimension,
     filter_condition,
     fold_other,
+    interval,
     time_filter,
     unit_key,
 )
@@ -100,7 +101,7 @@ def funnel_expr(
         joined = previous.join(candidates, "__group")
         ok = joined.ts >= joined.t_prev
         if isinstance(metric.within, timedelta):
-            ok = ok & (joined.ts <= joined.t_start + metric.within)
+            ok = ok & (joined.ts <= joined.t_start + interval(metric.within))
         step_times = (
             joined.filter(ok)
             .group_by("__group")

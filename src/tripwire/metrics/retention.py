@@ -27,6 +27,7 @@ from tripwire.metrics.compile import (
     dimension,
     filter_condition,
     fold_other,
+    interval,
     unit_key,
 )
 from tripwire.metrics.definitions import RetentionMetric
@@ -67,7 +68,7 @@ def retention_expr(
     first = starts.group_by("__unit").aggregate(
         t0=ts.min(), **{name: expr.argmin(ts) for name, expr in keys.items()}
     )
-    cohort_parts = [first.t0 + b <= data_end]
+    cohort_parts = [first.t0 + interval(b) <= data_end]
     if start is not None:
         cohort_parts.append(first.t0 >= start)
     if end is not None:
@@ -78,7 +79,9 @@ def retention_expr(
     returns = observed.filter(return_cond) if return_cond is not None else observed
     returns = returns.select(__unit=unit_key(returns, metric.unit), ts=returns.timestamp)
     joined = cohort.select("__unit", "t0").join(returns, "__unit")
-    hit = (joined.ts > joined.t0) & (joined.ts >= joined.t0 + a) & (joined.ts < joined.t0 + b)
+    hit = (joined.ts > joined.t0) & (joined.ts < joined.t0 + interval(b))
+    if a > timedelta(0):
+        hit = hit & (joined.ts >= joined.t0 + interval(a))
     retained = joined.filter(hit).select("__unit").distinct().mutate(__retained=ibis.literal(1))
     flagged = cohort.left_join(retained, "__unit")
     group_by = [flagged[k] for k in keys]
