@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -422,6 +423,19 @@ def payloads_to_table(payloads: Sequence[bytes], types: PropertyTypes) -> pa.Tab
         return envelopes_to_table([orjson.loads(p) for p in payloads], types)
 
 
+_DUCKDB_LOCK = threading.Lock()
+_DUCKDB: list[duckdb.DuckDBPyConnection] = []
+
+
+def _duckdb_cursor() -> duckdb.DuckDBPyConnection:
+    """A fresh cursor on a process-wide in-memory DuckDB (opening a database costs ~0.1 s;
+    a cursor is a cheap connection of its own, safe to use from any thread)."""
+    with _DUCKDB_LOCK:
+        if not _DUCKDB:
+            _DUCKDB.append(duckdb.connect())
+        return _DUCKDB[0].cursor()
+
+
 def _payloads_to_table_duckdb(payloads: Sequence[bytes], types: PropertyTypes) -> pa.Table:
     chunk = pa.table(
         {
@@ -429,7 +443,7 @@ def _payloads_to_table_duckdb(payloads: Sequence[bytes], types: PropertyTypes) -
             "payload": pa.array(payloads, pa.binary()).cast(pa.string()),
         }
     )
-    connection = duckdb.connect()
+    connection = _duckdb_cursor()
     try:
         connection.execute("SET TimeZone = 'UTC'").fetchall()
         connection.register("chunk", chunk)
@@ -486,7 +500,8 @@ def _payloads_to_table_duckdb(payloads: Sequence[bytes], types: PropertyTypes) -
         connection.close()
     fields = list(ENVELOPE_FIELDS)
     for _, column in sorted(prop_keys + trait_keys, key=lambda pair: pair[1]):
-        fields.append(pa.field(column, types.arrow_type(column)))
+        if result[column].null_count < result.num_rows:  # as the reference: only values seen
+            fields.append(pa.field(column, types.arrow_type(column)))
     return result.select([f.name for f in fields]).cast(pa.schema(fields))
 
 

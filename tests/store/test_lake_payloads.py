@@ -1,0 +1,130 @@
+"""The lake's DuckDB fast path gives the same rows as the reference Python conversion."""
+
+from __future__ import annotations
+
+import orjson
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tripwire.store.lake import PropertyTypes, envelopes_to_table, payloads_to_table, write_payloads
+
+JSON_COLUMNS = ("properties", "context", "traits")
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.text(max_size=8),
+)
+values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=2),
+    st.dictionaries(st.text(max_size=3), scalars, max_size=2),
+)
+keys = st.sampled_from(["revenue", "ok", "intent", "n", "bad key", "$x", "_y", "price"])
+objects = st.dictionaries(keys, values, max_size=5)
+
+
+@st.composite
+def envelope(draw, index: int = 0):
+    kind = draw(st.sampled_from(["track", "track", "identify", "page", "alias"]))
+    properties = draw(objects)
+    if draw(st.booleans()):
+        properties["session_id"] = draw(st.one_of(st.text(max_size=4), st.integers(0, 99)))
+    context = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "locale": st.sampled_from(["en-GB", "ja-JP"]),
+                "device": st.fixed_dictionaries(
+                    {},
+                    optional={"model": st.sampled_from(["Echo Show", ""]), "type": st.just("tv")},
+                ),
+                "app": st.fixed_dictionaries({"version": st.just("5.1")}),
+                "os": st.fixed_dictionaries({"name": st.just("iOS")}),
+                "traits": objects,
+            },
+        )
+    )
+    return {
+        "messageId": draw(st.uuids()).hex,
+        "type": kind,
+        "event": draw(st.sampled_from(["Order Completed", "A/B", "日本"]))
+        if kind == "track"
+        else None,
+        "name": draw(st.one_of(st.none(), st.just("Home"))),
+        "userId": draw(st.one_of(st.none(), st.just("u1"))),
+        "anonymousId": "a1",
+        "timestamp": draw(st.sampled_from(["2026-11-01T10:00:00Z", "2026-11-02T23:59:59.999999Z"])),
+        "originalTimestamp": draw(st.one_of(st.none(), st.just("2026-11-01T09:00:00.5Z"))),
+        "sentAt": None,
+        "receivedAt": "2026-11-02T10:00:00Z",
+        "properties": properties,
+        "traits": draw(objects) if kind == "identify" else {},
+        "context": context,
+        "source": "app",
+    }
+
+
+def assert_same(reference: pa.Table, fast: pa.Table) -> None:
+    assert reference.schema.equals(fast.schema), (reference.schema, fast.schema)
+    for name in reference.column_names:
+        left, right = reference[name].to_pylist(), fast[name].to_pylist()
+        if name in JSON_COLUMNS:
+            left = [orjson.loads(v) for v in left]
+            right = [orjson.loads(v) for v in right]
+        assert left == right, name
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(envelope(), min_size=1, max_size=12), min_size=1, max_size=3))
+def test_fast_path_matches_reference_chunk_after_chunk(tmp_path_factory, chunks):
+    folder = tmp_path_factory.mktemp("types")
+    reference_types = PropertyTypes(folder / "a.json")
+    fast_types = PropertyTypes(folder / "b.json")
+    for chunk in chunks:
+        payloads = [orjson.dumps(e) for e in chunk]
+        reference = envelopes_to_table([orjson.loads(p) for p in payloads], reference_types)
+        fast = payloads_to_table(payloads, fast_types)
+        assert_same(reference, fast)
+        assert reference_types.types == fast_types.types
+
+
+def test_first_type_seen_wins_within_and_across_chunks(tmp_path):
+    types = PropertyTypes(tmp_path / "t.json")
+    first = [
+        {"messageId": "a", "timestamp": "2026-11-01T10:00:00Z", "properties": {"k": None}},
+        {"messageId": "b", "timestamp": "2026-11-01T10:00:00Z", "properties": {"k": "text"}},
+        {"messageId": "c", "timestamp": "2026-11-01T10:00:00Z", "properties": {"k": 3}},
+    ]
+    table = payloads_to_table([orjson.dumps(e) for e in first], types)
+    assert types.types == {"prop_k": "string"}
+    assert table["prop_k"].to_pylist() == [None, "text", None]
+    later = [{"messageId": "d", "timestamp": "2026-11-01T10:00:00Z", "properties": {"k": 4.5}}]
+    # As in the reference conversion, a chunk without a value of the column's type has no
+    # such column (the view's union_by_name restores it as NULL).
+    assert "prop_k" not in payloads_to_table([orjson.dumps(e) for e in later], types).column_names
+
+
+def test_keys_differing_only_by_case_fall_back_to_the_reference_path(tmp_path):
+    envelope = {
+        "messageId": "a",
+        "timestamp": "2026-11-01T10:00:00Z",
+        "properties": {"K": 1, "k": 2},
+    }
+    table = payloads_to_table([orjson.dumps(envelope)], PropertyTypes(tmp_path / "t.json"))
+    assert (table["prop_K"].to_pylist(), table["prop_k"].to_pylist()) == ([1.0], [2.0])
+
+
+def test_write_payloads_partitions_like_write_events(tmp_path):
+    envelopes = [
+        {"messageId": "a", "type": "track", "event": "A/B", "timestamp": "2026-11-01T10:00:00Z"},
+        {"messageId": "b", "type": "identify", "timestamp": "2026-11-02T10:00:00Z"},
+    ]
+    files = write_payloads(tmp_path, [orjson.dumps(e) for e in envelopes], file_id="x")
+    assert sorted(f.relative_to(tmp_path).as_posix() for f in files) == [
+        "events/date=2026-11-01/event=A%2FB/part-x.parquet",
+        "events/date=2026-11-02/event=%24identify/part-x.parquet",
+    ]
