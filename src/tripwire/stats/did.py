@@ -14,6 +14,12 @@ variance is the cluster-robust sandwich clustered by unit (CR1, as statsmodels'
     V = G/(G−1) · (N−1)/(N−K) · (X'WX)⁻¹ (Σ_g s_g s_g') (X'WX)⁻¹,   s_g = Σ_{i∈g} x_i w_i e_i,
 
 with inference on t(G − 1). Optional weights (e.g. cell sizes) give weighted least squares.
+
+The unit and period effects are absorbed by alternating (weighted) demeaning rather than
+dummy columns (Frisch–Waugh–Lovell: the coefficient, residuals and the cluster-robust
+variance of τ are those of the full dummy regression), so memory stays O(rows) for panels
+of thousands of segments × hundreds of periods. K in the small-sample factor counts the
+absorbed effects as statsmodels does with explicit dummies.
 """
 
 from __future__ import annotations
@@ -63,10 +69,26 @@ def _codes(name: str, values: ArrayLike, n: int) -> NDArray[np.intp]:
     return np.asarray(codes, dtype=np.intp)
 
 
-def _dummies(codes: NDArray[np.intp], drop_first: bool) -> NDArray[np.float64]:
-    m = np.zeros((codes.size, int(codes.max()) + 1))
-    m[np.arange(codes.size), codes] = 1.0
-    return m[:, 1:] if drop_first else m
+def _absorb(
+    columns: NDArray[np.float64], groupings: list[NDArray[np.intp]], w: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Residualise columns on the fixed effects of every grouping (alternating projections).
+
+    One sweep is exact for balanced panels; unbalanced ones converge geometrically.
+    """
+    out = columns.copy()
+    weight_sums = [np.bincount(g, weights=w) for g in groupings]
+    scale = max(float(np.abs(columns).max()), 1.0)
+    for _ in range(10_000):
+        largest = 0.0
+        for g, ws in zip(groupings, weight_sums, strict=True):
+            for j in range(out.shape[1]):
+                means = np.bincount(g, weights=w * out[:, j], minlength=ws.size) / ws
+                out[:, j] -= means[g]
+                largest = max(largest, float(np.abs(means).max()))
+        if largest < 1e-11 * scale:
+            break
+    return out
 
 
 def difference_in_differences(
@@ -116,35 +138,38 @@ def difference_in_differences(
             "treated·post must take both values 0 and 1 (need treated post cells "
             "and comparison cells)"
         )
-    if fixed_effects:
-        t_codes = _codes("period", po if period is None else period, n)
-        x = np.column_stack([d, _dummies(g, drop_first=False), _dummies(t_codes, drop_first=True)])
-    else:
-        x = np.column_stack([d, np.ones(n), tr, po])
     if weights is None:
         w = np.ones(n)
     else:
         w = np.asarray(weights, dtype=np.float64)
         if w.shape != (n,) or not np.all(np.isfinite(w) & (w > 0)):
             raise ValueError(f"weights must be {n} finite positive numbers")
-    xtwx = x.T @ (x * w[:, None])
-    rank = int(np.linalg.matrix_rank(xtwx))
-    if rank < x.shape[1]:
+    if fixed_effects:
+        t_codes = _codes("period", po if period is None else period, n)
+        absorbed = _absorb(np.column_stack([d, y]), [g, t_codes], w)
+        k = 1 + n_clusters + int(t_codes.max())  # τ, unit effects, period effects but one
+    else:
+        others = np.column_stack([np.ones(n), tr, po])
+        sw = np.sqrt(w)[:, None]
+        coef = np.linalg.lstsq(others * sw, np.column_stack([d, y]) * sw, rcond=None)[0]
+        absorbed = np.column_stack([d, y]) - others @ coef
+        k = 4
+    d_res, y_res = absorbed[:, 0], absorbed[:, 1]
+    sxx = float(np.sum(w * d_res * d_res))
+    if sxx <= 1e-10 * float(np.sum(w * d * d)):
         raise ValueError(
             "the design is collinear: treated·post is not identified (check that treatment "
             "varies within periods and the panel has pre and post periods for both groups)"
         )
-    bread = np.linalg.inv(xtwx)
-    beta = bread @ (x.T @ (w * y))
-    resid = y - x @ beta
-    scores = np.zeros((n_clusters, x.shape[1]))
-    np.add.at(scores, g, x * (w * resid)[:, None])
-    meat = scores.T @ scores
-    k = x.shape[1]
+    if n <= k:
+        raise ValueError(f"{n} panel cells cannot identify {k} coefficients")
+    beta = float(np.sum(w * d_res * y_res)) / sxx
+    resid = y_res - beta * d_res
+    scores = np.bincount(g, weights=w * d_res * resid, minlength=n_clusters)
     factor = n_clusters / (n_clusters - 1) * (n - 1) / (n - k)
-    cov = factor * bread @ meat @ bread
-    effect = float(beta[0])
-    se = float(math.sqrt(max(cov[0, 0], 0.0)))
+    variance = factor * float(scores @ scores) / (sxx * sxx)
+    effect = beta
+    se = math.sqrt(max(variance, 0.0))
     df = n_clusters - 1
     t_stat = effect / se if se > 0 else math.copysign(math.inf, effect)
     crit = float(stats.t.isf(alpha / 2.0, df))
