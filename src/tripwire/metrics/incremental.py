@@ -1,0 +1,464 @@
+"""Incremental experiment statistics: per-day partial aggregates per unit, merged.
+
+A daily re-analysis should not rescan the whole lake. For one experiment and one set of
+per-unit metrics (a :class:`~tripwire.metrics.unit_stats.StatsPlan`), the state under
+``<data dir>/aggregates/<experiment>/`` holds
+
+* **exposure partials**: per (unit, arm, day) the earliest exposure and its cohort values;
+* **outcome partials**: per (unit, day, ``t0_used``) every component's contribution inside
+  the unit's analysis window (``a_<c>``) and its raw day total for the pre-period
+  (``r_<c>``, kept for days before the exposure day), where ``t0_used`` is the unit's first
+  exposure as known when the events were aggregated (null: not exposed yet);
+* a manifest: the lake files already aggregated (path, size, mtime), the plan fingerprint
+  and the part files.
+
+:func:`refresh` aggregates only lake files it has not seen. The merged result equals a
+full recomputation (:func:`tripwire.metrics.unit_stats.unit_stats`) **exactly** because
+every stored number is an integer (fixed-point sums, counts, 0/1 maxima) and the merge is a
+sum or max, and because the few rows that later information can invalidate are recomputed:
+
+* a stored row is valid iff ``t0_used`` equals the unit's current first exposure, or
+  ``t0_used`` is null and the row's day is before the unit's exposure day; other rows
+  (a late exposure moved ``t0`` earlier, or events of the exposure day were aggregated
+  before the exposure arrived) are dropped and their (unit, day) re-aggregated from the
+  already-seen lake files of that day;
+* a lake file that changed or disappeared (compaction) makes its whole day dirty: all of
+  that day's partials are dropped and the day's current files re-aggregated.
+
+``distinct`` measures (distinct sessions per unit) cannot be split into daily partials
+exactly (a session crosses midnight) and are rejected here; the full path computes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+from ibis.backends import BaseBackend
+
+from tripwire.metrics.compile import unit_key
+from tripwire.metrics.definitions import MetricBase
+from tripwire.metrics.exposures import (
+    ARM,
+    DEFAULT_SOURCE,
+    TS,
+    UNIT,
+    ExposureSource,
+    exposure_rows,
+    first_exposures,
+    summarize,
+)
+from tripwire.metrics.unit_stats import (
+    StatsPlan,
+    UnitStats,
+    UnitStatsError,
+    _aggregate,
+    analysed_units,
+    compute_from_units,
+    contribution,
+    day_index,
+    event_scan,
+    in_pre_period,
+    in_window,
+    plan_metrics,
+)
+from tripwire.store.engine import property_types
+from tripwire.store.lake import ENVELOPE_FIELDS, _duck_type, events_dir
+
+STATE_VERSION = 1
+MANIFEST = "manifest.json"
+_DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+_EPOCH = date(1970, 1, 1)
+_DUCK_TYPES = {"double": "DOUBLE", "boolean": "BOOLEAN", "string": "VARCHAR"}
+
+
+@dataclass(frozen=True)
+class IncrementalSpec:
+    """What the state aggregates: the experiment, its metrics, windows and cohorts."""
+
+    experiment: str
+    metrics: tuple[MetricBase, ...]
+    dimensions: tuple[str, ...] = ()
+    analysis_window: timedelta | None = None
+    pre_period_days: int | None = None
+    unit: str = "user"
+    sources: tuple[ExposureSource, ...] = (DEFAULT_SOURCE,)
+    max_cohort_values: int = 20
+
+    @property
+    def plan(self) -> StatsPlan:
+        return plan_metrics(
+            self.metrics,
+            analysis_window=self.analysis_window,
+            pre_period_days=self.pre_period_days,
+            unit=self.unit,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return json.dumps(
+            {
+                "version": STATE_VERSION,
+                "experiment": self.experiment,
+                "plan": self.plan.fingerprint,
+                "dimensions": list(self.dimensions),
+                "sources": [vars(s) for s in self.sources],
+            },
+            sort_keys=True,
+        )
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What one :func:`refresh` did (for logs and for tests of "scans only the new day")."""
+
+    new_files: tuple[str, ...]
+    dirty_days: tuple[str, ...]
+    invalidated_pairs: int
+    rescanned_files: tuple[str, ...]
+    rebuilt: bool
+
+
+def state_dir(data_dir: Path, experiment: str) -> Path:
+    """``<data dir>/aggregates/<experiment>`` (the experiment name must be path-safe)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", experiment):
+        raise UnitStatsError(f"experiment name {experiment!r} is not usable as a folder name")
+    return Path(data_dir) / "aggregates" / experiment
+
+
+def _day_of(rel: str) -> int:
+    match = _DATE_DIR.search(rel)
+    if not match:
+        raise UnitStatsError(f"lake file {rel} is not under a date=YYYY-MM-DD partition")
+    return (date.fromisoformat(match.group(1)) - _EPOCH).days
+
+
+def _lake_files(lake_dir: Path) -> dict[str, list[int]]:
+    root = events_dir(lake_dir)
+    if not root.exists():
+        return {}
+    out: dict[str, list[int]] = {}
+    for path in sorted(root.glob("date=*/event=*/*.parquet")):
+        stat = path.stat()
+        out[str(path.relative_to(root))] = [stat.st_size, stat.st_mtime_ns]
+    return out
+
+
+def _sql_list(paths: Sequence[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+class _Session:
+    """A DuckDB (Ibis) connection with helpers to read lake subsets and state parts."""
+
+    def __init__(self, lake_dir: Path, threads: int | None) -> None:
+        self.lake_dir = Path(lake_dir)
+        self.con: BaseBackend = ibis.duckdb.connect(**({"threads": threads} if threads else {}))
+        self._n = 0
+
+    def _name(self) -> str:
+        self._n += 1
+        return f"__tw_{self._n}"
+
+    def lake_subset(self, rels: Sequence[str]) -> ir.Table:
+        """An events table over some lake files, with every lake column (missing → null)."""
+        name = self._name()
+        columns = {f.name: _duck_type(f.type) for f in ENVELOPE_FIELDS}
+        columns |= {c: _DUCK_TYPES[k] for c, k in property_types(self.lake_dir).items()}
+        if not rels:
+            select = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items())
+            self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {select} WHERE false")  # type: ignore[attr-defined]
+            return self.con.table(name)
+        root = events_dir(self.lake_dir)
+        source = f"read_parquet({_sql_list([root / r for r in rels])}, union_by_name=true, hive_partitioning=false)"
+        self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name}_raw AS SELECT * FROM {source}")  # type: ignore[attr-defined]
+        present = set(self.con.table(f"{name}_raw").columns)
+        select = ", ".join(
+            f'"{c}"' if c in present else f'CAST(NULL AS {t}) AS "{c}"' for c, t in columns.items()
+        )
+        self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {select} FROM {name}_raw")  # type: ignore[attr-defined]
+        return self.con.table(name)
+
+    def parts(self, paths: Sequence[Path], schema: ibis.Schema) -> ir.Table:
+        if not paths:
+            name = self._name()
+            select = ", ".join(f'CAST(NULL AS {_ibis_duck(t)}) AS "{c}"' for c, t in schema.items())
+            self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {select} WHERE false")  # type: ignore[attr-defined]
+            return self.con.table(name)
+        return self.con.read_parquet([str(p) for p in paths])  # type: ignore[attr-defined,no-any-return]
+
+    def materialize(self, expr: ir.Table) -> ir.Table:
+        name = self._name()
+        return self.con.create_table(name, expr, temp=True)  # type: ignore[attr-defined,no-any-return]
+
+    def write(self, expr: ir.Table, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        self.con.to_parquet(expr, tmp, compression="zstd")  # type: ignore[attr-defined]
+        os.replace(tmp, path)
+
+
+def _ibis_duck(dtype: Any) -> str:
+    if dtype.is_timestamp():
+        return "TIMESTAMPTZ"
+    if dtype.is_integer():
+        return "BIGINT"
+    return "VARCHAR"
+
+
+def _exposure_schema(spec: IncrementalSpec) -> ibis.Schema:
+    fields = {UNIT: "string", ARM: "string", "day": "int64", TS: "timestamp('UTC')"}
+    fields |= {f"d{i}": "string" for i in range(len(spec.dimensions))}
+    return ibis.schema(fields)
+
+
+def _partial_schema(plan: StatsPlan) -> ibis.Schema:
+    fields: dict[str, str] = {UNIT: "string", "day": "int64", "t0_used": "timestamp('UTC')"}
+    fields |= {f"a_{c.key}": "int64" for c in plan.components}
+    fields |= {f"r_{c.key}": "int64" for c in plan.components}
+    return ibis.schema(fields)
+
+
+def exposure_partials(events: ir.Table, spec: IncrementalSpec) -> ir.Table:
+    """Per (unit, arm, day): earliest exposure that day and its (smallest) cohort values."""
+    rows = exposure_rows(events, spec.experiment, spec.sources, spec.dimensions)
+    rows = rows.mutate(day=day_index(rows[TS]))
+    dims = [f"d{i}" for i in range(len(spec.dimensions))]
+    firsts = rows.group_by([UNIT, ARM, "day"]).aggregate(__t0=rows[TS].min())
+    if not dims:
+        return firsts.rename({TS: "__t0"})
+    joined = rows.inner_join(
+        firsts,
+        [
+            rows[UNIT] == firsts[UNIT],
+            rows[ARM] == firsts[ARM],
+            rows["day"] == firsts["day"],
+            rows[TS] == firsts["__t0"],
+        ],
+    )
+    return joined.group_by([UNIT, ARM, "day"]).aggregate(
+        **{TS: joined["__t0"].min()}, **{d: joined[d].min() for d in dims}
+    )
+
+
+def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
+    """Per (unit, day, t0_used): ``a_<c>`` inside the analysis window, ``r_<c>`` raw day
+    totals for days before the exposure day (or every day while the unit is unexposed)."""
+    scan = event_scan(events, plan)
+    scan = scan.mutate(__unit=unit_key(scan, plan.unit).cast("string"))
+    scan = scan.filter(scan["__unit"].notnull())
+    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
+    joined = scan.left_join(known, scan["__unit"] == known["__u"])
+    day = day_index(joined.timestamp)
+    joined = joined.mutate(__day=day)
+    t0 = joined["__t0"]
+    before_exposure_day = t0.isnull() | (joined["__day"] < day_index(t0))
+    aggregates: dict[str, ir.Scalar] = {}
+    for component in plan.components:
+        value = contribution(joined, component)
+        windowed = t0.notnull() & in_window(joined.timestamp, t0, component)
+        aggregates[f"a_{component.key}"] = _aggregate(
+            ibis.ifelse(windowed.fill_null(False), value, 0), component.mode
+        )
+        aggregates[f"r_{component.key}"] = _aggregate(
+            ibis.ifelse(before_exposure_day, value, 0), component.mode
+        )
+    grouped = joined.group_by(
+        **{UNIT: joined["__unit"], "day": joined["__day"], "t0_used": joined["__t0"]}
+    ).aggregate(**aggregates)
+    return grouped.select(*_partial_schema(plan).names)
+
+
+def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
+    """``partials`` with a boolean ``__valid`` against the current first exposures."""
+    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
+    joined = partials.left_join(known, partials[UNIT] == known["__u"])
+    t0_used, t0 = joined["t0_used"], joined["__t0"]
+    same = t0_used.notnull() & t0.notnull() & (t0_used == t0)
+    unexposed_before = t0_used.isnull() & (t0.isnull() | (joined["day"] < day_index(t0)))
+    return joined.mutate(__valid=(same | unexposed_before).fill_null(False))
+
+
+def _merge_components(partials: ir.Table, units: ir.Table, plan: StatsPlan) -> ir.Table:
+    """Per analysed unit: ``a_<c>`` and ``p_<c>`` merged from the stored partials."""
+    joined = partials.inner_join(units, partials[UNIT] == units[UNIT])
+    aggregates: dict[str, ir.Scalar] = {}
+    for component in plan.components:
+        aggregates[f"a_{component.key}"] = _aggregate(joined[f"a_{component.key}"], component.mode)
+        if plan.pre_period_days:
+            pre = in_pre_period(joined["day"], day_index(joined.t0), plan.pre_period_days)
+            aggregates[f"p_{component.key}"] = _aggregate(
+                ibis.ifelse(pre, joined[f"r_{component.key}"], 0), component.mode
+            )
+    return joined.group_by(UNIT).aggregate(**aggregates)
+
+
+class IncrementalStats:
+    """Per-day partial aggregates of one experiment's per-unit statistics, kept on disk.
+
+    >>> # stats = IncrementalStats(ws.data_dir, ws.lake_dir, spec); stats.refresh(); stats.result()
+    """
+
+    def __init__(
+        self, data_dir: Path, lake_dir: Path, spec: IncrementalSpec, *, threads: int | None = None
+    ) -> None:
+        self.spec = spec
+        self.plan = spec.plan
+        for component in self.plan.components:
+            if not component.mergeable:
+                raise UnitStatsError(
+                    f"incremental statistics cannot merge the distinct measure on "
+                    f"{component.value!r} across days exactly; use a count of a session-start "
+                    "event, or compute this experiment with unit_stats (full scan)"
+                )
+        self.dir = state_dir(data_dir, spec.experiment)
+        self.lake_dir = Path(lake_dir)
+        self.threads = threads
+
+    # ------------------------------------------------------------------ state files
+    def _manifest(self) -> dict[str, Any] | None:
+        path = self.dir / MANIFEST
+        if not path.exists():
+            return None
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        if manifest.get("fingerprint") != self.spec.fingerprint:
+            return None  # the definitions changed: rebuild from scratch
+        return manifest
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        tmp = self.dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.replace(tmp, self.dir / MANIFEST)
+        keep = set(manifest["exposure_parts"]) | set(manifest["partial_parts"]) | {MANIFEST}
+        for path in self.dir.iterdir():
+            if path.name not in keep:
+                path.unlink() if path.is_file() else shutil.rmtree(path)
+
+    # ------------------------------------------------------------------ refresh
+    def refresh(self) -> RefreshReport:
+        """Aggregate the lake files not seen yet (and whatever they invalidate)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = self._manifest()
+        rebuilt = manifest is None
+        if manifest is None:
+            manifest = {"files": {}, "exposure_parts": [], "partial_parts": []}
+        seen: dict[str, list[int]] = manifest["files"]
+        current = _lake_files(self.lake_dir)
+        new = [r for r in current if r not in seen]
+        changed = [r for r in seen if current.get(r) != seen[r]]
+        dirty = sorted({_day_of(r) for r in changed})
+        dirty_files = [r for r in current if _day_of(r) in dirty and r not in new]
+        if not rebuilt and not new and not dirty and not changed:
+            return RefreshReport((), (), 0, (), rebuilt=False)
+        session = _Session(self.lake_dir, self.threads)
+        plan, spec = self.plan, self.spec
+
+        # 1. exposures: stored partials of clean days + partials of new and dirty files
+        old_exp = session.parts(
+            [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
+        )
+        old_exp = old_exp.filter(~old_exp.day.isin(dirty)) if dirty else old_exp
+        fresh_events = session.lake_subset(new + dirty_files)
+        fresh_exp = session.materialize(exposure_partials(fresh_events, spec))
+        exp_rows = ibis.union(old_exp, fresh_exp.select(*old_exp.columns), distinct=False)
+        exp_rows = session.materialize(exp_rows)
+        exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+
+        # 2. stored outcome partials: drop dirty days, find rows the exposures invalidate
+        old = session.parts(
+            [self.dir / p for p in manifest["partial_parts"]], _partial_schema(plan)
+        )
+        old = old.filter(~old.day.isin(dirty)) if dirty else old
+        checked = session.materialize(_valid(old, exposed))
+        invalid = session.materialize(
+            checked.filter(~checked["__valid"]).select(UNIT, "day").distinct()
+        )
+        invalid_days = sorted(
+            int(d) for d in invalid.select("day").distinct().to_pyarrow()["day"].to_pylist()
+        )
+        n_invalid = int(invalid.count().to_pyarrow().as_py())
+
+        # 3. aggregate new/dirty files fully and re-aggregate invalidated (unit, day) pairs
+        rescan = [
+            r for r in seen if r in current and _day_of(r) in invalid_days and r not in dirty_files
+        ]
+        fresh = outcome_partials(fresh_events, exposed, plan)
+        if rescan:
+            old_events = session.lake_subset(rescan)
+            pairs = invalid.select(__iu=invalid[UNIT], __iday=invalid.day)
+            keyed = old_events.mutate(
+                __k=unit_key(old_events, plan.unit).cast("string"),
+                __d=day_index(old_events.timestamp),
+            )
+            redo = keyed.semi_join(
+                pairs, [keyed["__k"] == pairs["__iu"], keyed["__d"] == pairs["__iday"]]
+            ).drop("__k", "__d")
+            fresh = ibis.union(fresh, outcome_partials(redo, exposed, plan), distinct=False)
+
+        # 4. write: new parts, a compacted copy of kept rows when some were dropped
+        token = uuid.uuid4().hex[:12]
+        exposure_parts = [f"exposures-{token}.parquet"]
+        session.write(exp_rows, self.dir / exposure_parts[0])
+        partial_parts = list(manifest["partial_parts"])
+        if dirty or n_invalid:
+            # drop every stored row of an invalidated (unit, day): the rescan redoes it whole
+            kept = old.anti_join(invalid, [old[UNIT] == invalid[UNIT], old.day == invalid.day])
+            partial_parts = [f"partials-{token}-kept.parquet"]
+            session.write(kept, self.dir / partial_parts[0])
+        new_part = f"partials-{token}.parquet"
+        session.write(fresh, self.dir / new_part)
+        partial_parts.append(new_part)
+        self._write_manifest(
+            {
+                "fingerprint": spec.fingerprint,
+                "files": current,
+                "exposure_parts": exposure_parts,
+                "partial_parts": partial_parts,
+            }
+        )
+        return RefreshReport(
+            new_files=tuple(new),
+            dirty_days=tuple(str(_EPOCH + timedelta(days=d)) for d in dirty),
+            invalidated_pairs=n_invalid,
+            rescanned_files=tuple(rescan),
+            rebuilt=rebuilt,
+        )
+
+    # ------------------------------------------------------------------ result
+    def result(self) -> UnitStats:
+        """The experiment's statistics merged from the stored partials (no lake scan)."""
+        manifest = self._manifest()
+        if manifest is None:
+            raise UnitStatsError(
+                f"no incremental state for {self.spec.experiment!r} (call refresh() first)"
+            )
+        session = _Session(self.lake_dir, self.threads)
+        spec, plan = self.spec, self.plan
+        exp_rows = session.parts(
+            [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
+        )
+        exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+        summary = summarize(exposed, spec.experiment)
+        units = analysed_units(exposed)
+        partials = session.parts(
+            [self.dir / p for p in manifest["partial_parts"]], _partial_schema(plan)
+        )
+        per_unit = _merge_components(partials, units, plan)
+        return compute_from_units(
+            per_unit,
+            units,
+            plan,
+            experiment=spec.experiment,
+            summary=summary,
+            dimensions=spec.dimensions,
+            max_cohort_values=spec.max_cohort_values,
+        )
