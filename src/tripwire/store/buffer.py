@@ -474,20 +474,13 @@ class Buffer:
         """
         if (offset is None) == (at is None):
             raise BufferError("rewind needs exactly one of offset= or at=")
-        first = self.first_offset()
         last = self.last_offset()
         if at is not None:
-            at_us = _micros(at, "at", 0)
-            rows = self._query("SELECT min(offset) FROM events WHERE received_at >= ?", (at_us,))
-            target = rows[0][0] if rows[0][0] is not None else last + 1
-            if first is not None and target == first and self._pruned_before(at_us):
-                raise BufferError(
-                    f"cannot rewind {consumer!r} to {at.isoformat()}: rows received before"
-                    f" {_from_micros(self._oldest_received()).isoformat()} were pruned"
-                )
+            target = self.offset_at(at)
         else:
             assert offset is not None
             target = offset
+            first = self.first_offset()
             if target < 1 or target > last + 1:
                 raise BufferError(
                     f"cannot rewind {consumer!r} to offset {offset}: offsets run from 1 to {last}"
@@ -500,6 +493,20 @@ class Buffer:
         self.commit(consumer, target - 1)
         return target - 1
 
+    def offset_at(self, at: datetime) -> int:
+        """The first offset received at or after ``at`` (the next offset if none yet).
+
+        Raises :class:`BufferError` when rows received at or after ``at`` may have been pruned.
+        """
+        at_us = _micros(at, "at", 0)
+        (found,) = self._query("SELECT min(offset) FROM events WHERE received_at >= ?", (at_us,))[0]
+        if self._has_pruned() and self._oldest_received() > at_us:
+            raise BufferError(
+                f"cannot go back to {at.isoformat()}: rows received before"
+                f" {_from_micros(self._oldest_received()).isoformat()} were pruned"
+            )
+        return int(found) if found is not None else self.last_offset() + 1
+
     def _has_pruned(self) -> bool:
         """True when rows were deleted from the start of the log (offsets begin at 1)."""
         first = self.first_offset()
@@ -508,9 +515,6 @@ class Buffer:
     def _oldest_received(self) -> int:
         rows = self._query("SELECT min(received_at) FROM events")
         return int(rows[0][0] or 0)
-
-    def _pruned_before(self, at_us: int) -> bool:
-        return self._has_pruned() and self._oldest_received() > at_us
 
     def first_offset(self) -> int | None:
         rows = self._query("SELECT min(offset) FROM events")
