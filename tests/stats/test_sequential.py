@@ -17,6 +17,7 @@ from tripwire.stats.sequential import (
     drift_for_power,
     evaluate_look,
     inflation_factor,
+    repeated_confidence_interval,
     sequential_boundaries,
     spending_function,
     update_design,
@@ -221,6 +222,36 @@ def test_update_design_keeps_past_boundaries_and_spends_all_at_final() -> None:
     assert skipped.cumulative_alpha[-1] == pytest.approx(0.05, abs=1e-9)
     with pytest.raises(ValueError, match="cannot be re-planned"):
         update_design(sequential_boundaries(EQUAL4, spending="classic_obf"), [0.3])
+
+
+def test_evaluate_look_at_the_actual_information_fraction() -> None:
+    planned = sequential_boundaries(EQUAL4, spending="obf")
+    late = evaluate_look(planned, 2, 2.5, information_fraction=0.6)
+    assert late.information_fraction == 0.6
+    assert late.efficacy_boundary == pytest.approx(update_design(planned, [0.25, 0.6]).efficacy[1])
+    assert late.alpha_spent == pytest.approx(2 * spending_function("obf", 0.6, 0.025), abs=1e-9)
+    # a final look that under-runs the planned information still spends all of alpha
+    short = evaluate_look(planned, 4, 2.0, information_fraction=0.9)
+    assert short.alpha_spent == pytest.approx(0.05, abs=1e-9)
+    assert short.efficacy_boundary < planned.efficacy[3]
+    # reaching full information early makes that look the final one
+    early = evaluate_look(planned, 3, 1.0, information_fraction=1.0)
+    assert early.decision is Decision.NOT_SIGNIFICANT
+    with pytest.raises(ValueError, match="cannot be re-planned"):
+        evaluate_look(sequential_boundaries(EQUAL4, spending="classic_obf"), 2, 1.0, 0.55)
+
+
+def test_repeated_confidence_intervals_cover_simultaneously() -> None:
+    design = sequential_boundaries(EQUAL4, spending="obf")
+    theta = 1.3  # effect in units of the final standard error
+    z = brownian_z(EQUAL4, 20_000, theta, seed=4)
+    se = 1.0 / np.sqrt(EQUAL4)  # se of the estimate at each look, final se = 1
+    estimates = z * se
+    covered = np.ones(z.shape[0], dtype=bool)
+    for k in range(4):
+        lo, hi = repeated_confidence_interval(design, k + 1, 0.0, float(se[k]))
+        covered &= (estimates[:, k] + lo <= theta) & (theta <= estimates[:, k] + hi)
+    assert covered.mean() == pytest.approx(0.95, abs=0.006)
 
 
 @settings(max_examples=15, deadline=None)

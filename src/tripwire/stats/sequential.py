@@ -649,12 +649,19 @@ def update_design(
     )
 
 
-def evaluate_look(design: SequentialDesign, look: int, z: float) -> LookResult:
+def evaluate_look(
+    design: SequentialDesign, look: int, z: float, information_fraction: float | None = None
+) -> LookResult:
     """Decide at look ``look`` (1-based) given the observed cumulative z statistic.
 
     Efficacy if z ≥ c_k (or z ≤ −c_k two-sided); futility if z < b_k; on the final look
-    without a crossing, ``NOT_SIGNIFICANT``; otherwise ``CONTINUE``. When the actual
-    information fraction differs from the plan, first call :func:`update_design`.
+    without a crossing, ``NOT_SIGNIFICANT``; otherwise ``CONTINUE``.
+
+    ``information_fraction`` is the fraction actually reached at this look (observed
+    information / planned maximum). When it differs from the plan, the boundary is
+    recomputed by :func:`update_design` with the design's earlier fractions as the past
+    looks; the look is final if it is the last planned one or the fraction reaches 1, and
+    a final look spends all remaining alpha.
 
     >>> d = sequential_boundaries([0.25, 0.5, 0.75, 1.0])
     >>> evaluate_look(d, 2, 3.1).decision.value
@@ -667,6 +674,12 @@ def evaluate_look(design: SequentialDesign, look: int, z: float) -> LookResult:
     if not math.isfinite(z):
         raise ValueError(f"z must be finite, got {z!r}")
     k = look - 1
+    if information_fraction is not None and not math.isclose(
+        information_fraction, design.information_fractions[k], rel_tol=1e-12
+    ):
+        final = look == design.n_looks or information_fraction >= 1.0
+        past = list(design.information_fractions[:k])
+        design = update_design(design, [*past, information_fraction], final=final)
     c = design.efficacy[k]
     lower_eff = -c if design.sides == 2 else None
     fut = None if design.futility is None else design.futility[k]
@@ -730,3 +743,25 @@ def inflation_factor(
     theta = drift_for_power(design, power, apply_futility)
     fixed = _normal.z_upper(design.alpha / design.sides) + _normal.z_upper(1.0 - power)
     return (theta / fixed) ** 2
+
+
+def repeated_confidence_interval(
+    design: SequentialDesign, look: int, estimate: float, se: float
+) -> tuple[float, float]:
+    """Repeated confidence interval estimate ± c_k · se at look k (J&T 2000, ch. 9).
+
+    Intervals built with the design's efficacy boundaries cover the true effect at every
+    look simultaneously with probability ≥ 1 − α (two-sided designs; one-sided designs give
+    a lower bound and +inf), so they can be shown at each interim without peeking bias.
+
+    >>> d = sequential_boundaries([0.5, 1.0], spending="classic_pocock")
+    >>> [round(x, 3) for x in repeated_confidence_interval(d, 1, 1.0, 0.5)]
+    [-0.089, 2.089]
+    """
+    if not 1 <= look <= design.n_looks:
+        raise ValueError(f"look must be between 1 and {design.n_looks}, got {look!r}")
+    if not (math.isfinite(estimate) and math.isfinite(se) and se > 0):
+        raise ValueError(f"need a finite estimate and se > 0, got {estimate!r}, {se!r}")
+    c = design.efficacy[look - 1]
+    upper = estimate + c * se if design.sides == 2 else math.inf
+    return estimate - c * se, upper
