@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from tripwire.stats.results import Effect
 from tripwire.stats.sufficient import as_real
@@ -21,13 +21,17 @@ RelativeCI = Literal["delta", "fieller"]
 
 
 def critical_value(alpha: float, df: Any) -> Any:
-    """Two-sided critical value t_{1−α/2, df} (normal when df = inf)."""
-    return stats.t.ppf(1.0 - alpha / 2.0, df)
+    """Two-sided critical value t_{1−α/2, df} (normal when df = inf).
+
+    Uses ``scipy.special.stdtrit`` directly: the same numbers as ``scipy.stats.t.ppf`` at a
+    hundredth of the call overhead, which matters for thousands of scalar comparisons.
+    """
+    return special.stdtrit(np.asarray(df, dtype=np.float64), 1.0 - alpha / 2.0)
 
 
 def two_sided_p(statistic: Any, df: Any) -> Any:
-    """p = 2 · P(T_df ≥ |statistic|) (normal when df = inf)."""
-    return 2.0 * stats.t.sf(np.abs(statistic), df)
+    """p = 2 · P(T_df ≥ |statistic|) (normal when df = inf), via ``scipy.special.stdtr``."""
+    return 2.0 * special.stdtr(np.asarray(df, dtype=np.float64), -np.abs(statistic))
 
 
 def relative_effect(

@@ -157,7 +157,7 @@ class MeanStats:
     def is_binary_compatible(self) -> bool:
         """True when the sums could come from 0/1 values (Σx² = Σx, 0 ≤ Σx ≤ n)."""
         s, ss, n = np.asarray(self.sum), np.asarray(self.sum_sq), np.asarray(self.n)
-        return bool(np.all(np.isclose(s, ss, rtol=1e-12, atol=1e-9) & (s <= n)))
+        return bool(np.all((np.abs(s - ss) <= 1e-9 + 1e-12 * np.abs(s)) & (s <= n)))
 
 
 @dataclass(frozen=True)
