@@ -74,7 +74,7 @@ ENVELOPE_KEYS = {
 }
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages)
 def test_any_message_is_normalized_or_rejected_with_a_field(raw):
     try:
@@ -90,7 +90,7 @@ def test_any_message_is_normalized_or_rejected_with_a_field(raw):
     assert stored["type"] in {"track", "identify", "page", "screen", "group", "alias"}
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(messages, max_size=8))
 def test_batches_split_into_accepted_and_indexed_rejections(batch):
     accepted, rejected = validate_batch(batch, received_at=RECEIVED, source=None)

@@ -294,8 +294,15 @@ def normalize_event(
             "type", f"must be one of {', '.join(MESSAGE_TYPES)}, got {str(kind)[:40]!r}"
         )
 
-    user_id = _identifier(raw, "userId")
-    anonymous_id = _identifier(raw, "anonymousId")
+    # Fast paths inline (a non-blank string, a dict); the helpers handle everything else.
+    user_id = raw.get("userId")
+    if user_id is not None and (type(user_id) is not str or not user_id or user_id.isspace()):
+        user_id = _identifier(raw, "userId")
+    anonymous_id = raw.get("anonymousId")
+    if anonymous_id is not None and (
+        type(anonymous_id) is not str or not anonymous_id or anonymous_id.isspace()
+    ):
+        anonymous_id = _identifier(raw, "anonymousId")
     if user_id is None and anonymous_id is None:
         raise EventValidationError("userId", "one of userId or anonymousId is required")
 
@@ -316,9 +323,15 @@ def normalize_event(
             "messageId", f"must be a string, got {type(message_id).__name__}"
         )
 
-    properties = _object(raw, "properties")
-    traits = _object(raw, "traits")
-    context = _object(raw, "context")
+    properties = raw.get("properties")
+    if type(properties) is not dict:
+        properties = _object(raw, "properties")
+    traits = raw.get("traits")
+    if type(traits) is not dict:
+        traits = _object(raw, "traits")
+    context = raw.get("context")
+    if type(context) is not dict:
+        context = _object(raw, "context")
     if base_context:
         context = {**base_context, **context}
 

@@ -66,7 +66,7 @@ def parse_json(data: bytes) -> Any:
     ...     parse_json(b'{"batch": [1,]}')
     ... except IngestError as error:
     ...     error.details["line"], error.details["column"], error.details["position"]
-    (1, 14, 13)
+    (1, 13, 12)
     """
     try:
         return orjson.loads(data)

@@ -1,0 +1,558 @@
+"""Ingest benchmarks: HTTP capture throughput and acknowledgement latency.
+
+``python -m bench.ingest [--quick]`` prints and returns the medians of several runs and
+writes them to ``bench/results/ingest.json``.
+
+HTTP capture (:func:`bench_http_capture`): ``tripwire``'s capture app runs under uvicorn in
+its own process (``--workers`` 1 by default) on a fresh workspace; a load generator in this
+process posts batches of 100 Segment track events (≈ 300 bytes each, unique messageIds, so
+nothing is deduplicated away) over keep-alive HTTP/1.1 connections on loopback.
+
+- *throughput*: ``clients`` connections in a closed loop for ``duration`` seconds; events
+  acknowledged (HTTP 200 = durable) per second.
+- *latency*: an open-loop schedule at a fixed rate (half the 30,000 events/s target); each
+  request's latency is measured from its scheduled send time (no coordinated omission).
+
+The load generator shares the machine's cores with the server; it is a minimal asyncio
+HTTP/1.1 client (pre-serialized bodies, one ``bytes.replace`` per request for the ids) so
+that it takes as little CPU as possible from the server. :func:`bench_capture_breakdown`
+times the server's per-batch steps in isolation (JSON parsing, validation, buffer encoding,
+one durable append) to say what bounds the number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+BATCH_EVENTS = 100
+ID_PLACEHOLDER = b"@@@@@@@@@@@@"  # 12 bytes, replaced by a per-request hex counter
+
+
+# -- the server under test ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(root: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    code = (
+        "import sys\n"
+        "from tripwire.ingest.server import serve\n"
+        "from tripwire.store.workspace import Workspace\n"
+        "serve(Workspace.load(sys.argv[1]), port=int(sys.argv[3]), workers=int(sys.argv[2]))\n"
+    )
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(root), str(workers), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 120
+    started = running = 0
+    while time.monotonic() < deadline:
+        line = process.stderr.readline().decode().lower()
+        started += "startup complete" in line
+        running += "running on" in line
+        if running and started >= workers:  # every worker has its app up, the socket listens
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, port
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError("capture server did not start")
+
+
+def _workspace(tmp: Path) -> tuple[Path, str]:
+    from tripwire.store.keys import KeyStore
+    from tripwire.store.workspace import init_workspace
+
+    workspace = init_workspace(tmp / "ws")
+    with KeyStore.for_workspace(workspace) as keys:
+        return workspace.root, keys.create("bench").secret
+
+
+# -- the load generator ---------------------------------------------------------------------
+
+
+def batch_body(events: int = BATCH_EVENTS) -> bytes:
+    """A Segment /v1/batch body whose messageIds contain :data:`ID_PLACEHOLDER`."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    batch = [
+        {
+            "type": "track",
+            "event": "Turn Completed",
+            "userId": f"user-{i}",
+            "messageId": f"{ID_PLACEHOLDER.decode()}-{i:03d}",
+            "timestamp": now,
+            "properties": {
+                "session_id": f"s-{i}",
+                "turn_index": i,
+                "intent": "product_search",
+                "resolved": True,
+                "latency_ms": 412.5,
+            },
+            "context": {
+                "locale": "en-US",
+                "device": {"model": "Echo Show"},
+                "app": {"version": "5.12.0"},
+            },
+        }
+        for i in range(events)
+    ]
+    return orjson.dumps({"batch": batch, "sentAt": now})
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection posting batches."""
+
+    def __init__(self, port: int, key: str, body: bytes) -> None:
+        self.port = port
+        auth = base64.b64encode(f"{key}:".encode()).decode()
+        self.head = (
+            f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.body = body
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def post(self, request_id: int) -> int:
+        assert self.reader is not None and self.writer is not None
+        body = self.body.replace(ID_PLACEHOLDER, b"%012x" % request_id)
+        self.writer.write(self.head + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _throughput(
+    port: int, key: str, body: bytes, clients: int, duration: float, start_id: int
+) -> dict[str, float]:
+    connections = [_Connection(port, key, body) for _ in range(clients)]
+    for connection in connections:
+        await connection.open()
+    counter = iter(range(start_id, 10**12))
+    acked = failed = 0
+    stop_at = time.perf_counter() + duration
+
+    async def worker(connection: _Connection) -> None:
+        nonlocal acked, failed
+        while time.perf_counter() < stop_at:
+            if await connection.post(next(counter)) == 200:
+                acked += 1
+            else:
+                failed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return {
+        "events_per_s": acked * BATCH_EVENTS / elapsed,
+        "requests": acked + failed,
+        "failed_requests": failed,
+    }
+
+
+async def _latency(
+    port: int,
+    key: str,
+    body: bytes,
+    rate_events: float,
+    duration: float,
+    clients: int,
+    start_id: int,
+) -> dict[str, float]:
+    interval = BATCH_EVENTS / rate_events
+    total = int(duration / interval)
+    pool: asyncio.Queue[_Connection] = asyncio.Queue()
+    for _ in range(clients):
+        connection = _Connection(port, key, body)
+        await connection.open()
+        pool.put_nowait(connection)
+    latencies: list[float] = []
+    statuses: list[int] = []
+    origin = time.perf_counter() + 0.05
+
+    async def one(index: int) -> None:
+        scheduled = origin + index * interval
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        connection = await pool.get()
+        try:
+            statuses.append(await connection.post(start_id + index))
+        finally:
+            pool.put_nowait(connection)
+        latencies.append(time.perf_counter() - scheduled)
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    while not pool.empty():
+        pool.get_nowait().close()
+    latencies.sort()
+    return {
+        "rate_events_per_s": rate_events,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "max_ms": 1000 * latencies[-1],
+        "non_200": sum(1 for s in statuses if s != 200),
+    }
+
+
+def _run(coroutine: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
+
+
+def bench_http_capture(
+    *,
+    runs: int = 3,
+    duration: float = 5.0,
+    clients: int = 8,
+    workers: int = 1,
+    latency_rate: float = 15_000.0,
+) -> dict[str, Any]:
+    """Median throughput and latency of HTTP capture over ``runs`` fresh servers."""
+    body = batch_body()
+    throughputs: list[dict[str, float]] = []
+    latencies: list[dict[str, float]] = []
+    for run in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            root, key = _workspace(Path(tmp))
+            process, port = _start_server(root, workers)
+            try:
+                _run(_throughput(port, key, body, clients, 1.0, 10**9))  # warm up
+                throughputs.append(
+                    _run(_throughput(port, key, body, clients, duration, (run + 1) * 10**10))
+                )
+                latencies.append(
+                    _run(
+                        _latency(
+                            port,
+                            key,
+                            body,
+                            latency_rate,
+                            duration,
+                            clients,
+                            (run + 1) * 10**10 + 10**9,
+                        )
+                    )
+                )
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+            print(
+                f"   run {run + 1}: {throughputs[-1]['events_per_s']:,.0f} events/s;"
+                f" at {latency_rate:,.0f}/s p50 {latencies[-1]['p50_ms']:.1f} ms"
+                f" p99 {latencies[-1]['p99_ms']:.1f} ms",
+                flush=True,
+            )
+    return {
+        "batch_events": BATCH_EVENTS,
+        "batch_bytes": len(body),
+        "clients": clients,
+        "workers": workers,
+        "runs": runs,
+        "throughput_events_per_s_median": statistics.median(t["events_per_s"] for t in throughputs),
+        "failed_requests": sum(t["failed_requests"] for t in throughputs),
+        "latency_rate_events_per_s": latency_rate,
+        "p50_ms_median": statistics.median(x["p50_ms"] for x in latencies),
+        "p99_ms_median": statistics.median(x["p99_ms"] for x in latencies),
+        "non_200_at_rate": sum(x["non_200"] for x in latencies),
+    }
+
+
+def bench_capture_breakdown(*, repeats: int = 200) -> dict[str, float]:
+    """CPU per 100-event batch of each server step, and one durable append, in isolation."""
+    from tripwire.events import validate_batch
+    from tripwire.store.buffer import Buffer, encode_envelopes
+
+    body = batch_body().replace(ID_PLACEHOLDER, b"000000000000")
+
+    def per_call(fn: Callable[[], object]) -> float:
+        samples = []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(repeats):
+                fn()
+            samples.append((time.process_time() - started) / repeats)
+        return 1e6 * statistics.median(samples)
+
+    parsed = orjson.loads(body)
+    now = datetime.now(UTC)
+
+    def validate() -> object:
+        return validate_batch(
+            parsed["batch"], received_at=now, source="bench", sent_at=parsed["sentAt"]
+        )
+
+    accepted, _ = validate()
+    result = {
+        "json_parse_us_per_batch": per_call(lambda: orjson.loads(body)),
+        "validate_us_per_batch": per_call(validate),
+        "encode_us_per_batch": per_call(lambda: encode_envelopes(accepted)),
+    }
+    with tempfile.TemporaryDirectory() as tmp, Buffer(Path(tmp) / "buffer.db") as buffer:
+        samples = []
+        for n in range(50):
+            batch = [{**e, "messageId": f"{n}-{i}"} for i, e in enumerate(accepted)]
+            started = time.perf_counter()
+            buffer.append(batch)
+            samples.append(time.perf_counter() - started)
+        result["durable_append_ms_per_batch"] = 1000 * statistics.median(samples)
+    return result
+
+
+def _save(section: str, values: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[section] = {
+        **values,
+        "cores": os.cpu_count(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quick = "--quick" in argv
+    results: dict[str, Any] = {}
+    print("   capture breakdown (CPU per 100-event batch)", flush=True)
+    results["capture_breakdown"] = bench_capture_breakdown(repeats=20 if quick else 200)
+    for name, value in results["capture_breakdown"].items():
+        print(f"     {name}: {value:,.1f}")
+    print("   HTTP capture (uvicorn, 1 worker)", flush=True)
+    results["http_capture"] = bench_http_capture(
+        runs=1 if quick else 3, duration=1.0 if quick else 5.0
+    )
+    capture = results["http_capture"]
+    print(
+        f"   HTTP capture median: {capture['throughput_events_per_s_median']:,.0f} events/s"
+        f" (target ≥ 30,000); p99 at {capture['latency_rate_events_per_s']:,.0f}/s:"
+        f" {capture['p99_ms_median']:.1f} ms (target ≤ 25 ms)",
+        flush=True,
+    )
+    if not quick:
+        for section, values in results.items():
+            _save(section, values)
+    return results
+
+
+if __name__ == "__main__":
+    main()
+
+
+# -- in-process API and archiver (store area) ------------------------------------------------
+
+
+def _world_message(i: int, day: int) -> dict[str, Any]:
+    """A raw Segment track message shaped like the synthetic world's (≈ 700 bytes normalized)."""
+    return {
+        "type": "track",
+        "event": ("Turn Completed", "Voice Utterance", "Cart Updated", "NLU Completed")[i % 4],
+        "userId": f"user-{i % 50_000}",
+        "messageId": f"bench-{day}-{i:09d}",
+        "timestamp": f"2026-11-{1 + day % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}.{i % 1000:03d}Z",
+        "properties": {
+            "session_id": f"s-{i // 12}",
+            "turn_index": i % 12,
+            "intent": "product_search",
+            "resolved": i % 3 != 0,
+            "escalated": i % 17 == 0,
+            "cache_hit": i % 2 == 0,
+            "latency_ms": 180.0 + i % 900,
+            "service": f"retrieval-shard-{i % 8}",
+        },
+        "context": {
+            "locale": ("en-US", "en-GB", "de-DE", "ja-JP")[i % 4],
+            "device": {"model": ("Echo Dot", "Echo Show", "Fire TV", "mobile app")[i % 4]},
+            "app": {"version": "5.12.0"},
+            "os": {"name": "Fire OS"},
+            "traits": {
+                "tenure": "established",
+                "prime": i % 2 == 0,
+                "payment_method": "credit-card",
+            },
+        },
+    }
+
+
+def bench_inprocess_track(
+    *, runs: int = 3, events: int = 200_000, batch: int = 10_000
+) -> dict[str, Any]:
+    """Median events/s of ``tw.track_many`` (validation included) + ``tw.flush()`` (durable).
+
+    Also times the steps alone on one batch (CPU per event): Segment validation and
+    normalization (``tripwire.events``), encoding for the buffer (orjson + timestamps), and
+    the durable append of already-encoded rows (SQLite inserts + one fsync per group).
+    """
+    import tripwire
+    from tripwire.events import validate_batch
+    from tripwire.store.buffer import Buffer, encode_envelopes
+    from tripwire.store.workspace import init_workspace
+
+    rates = []
+    for run in range(runs):
+        messages = [_world_message(i, run) for i in range(events)]
+        with tempfile.TemporaryDirectory() as tmp:
+            workspace = init_workspace(Path(tmp) / "ws")
+            with tripwire.open(workspace.root) as tw:
+                started = time.perf_counter()
+                for start in range(0, events, batch):
+                    assert not tw.track_many(messages[start : start + batch]).rejected
+                flushed = tw.flush()
+                elapsed = time.perf_counter() - started
+            assert flushed.stored == events, flushed
+        rates.append(events / elapsed)
+        print(f"   in-process run {run + 1}: {rates[-1]:,.0f} events/s (durable)", flush=True)
+
+    sample = [_world_message(i, 99) for i in range(batch)]
+    now = datetime.now(UTC)
+    started = time.process_time()
+    accepted, _ = validate_batch(sample, received_at=now, source="bench")
+    validate_us = 1e6 * (time.process_time() - started) / batch
+    started = time.process_time()
+    rows = encode_envelopes(accepted)
+    encode_us = 1e6 * (time.process_time() - started) / batch
+    with tempfile.TemporaryDirectory() as tmp, Buffer(Path(tmp) / "buffer.db") as buffer:
+        started = time.perf_counter()
+        buffer.append_rows(rows)
+        append_us = 1e6 * (time.perf_counter() - started) / batch
+    return {
+        "events": events,
+        "batch": batch,
+        "runs": runs,
+        "events_per_s_median": statistics.median(rates),
+        "validate_us_per_event": validate_us,
+        "encode_us_per_event": encode_us,
+        "durable_append_us_per_event": append_us,
+    }
+
+
+def bench_archiver(
+    *, runs: int = 3, events: int = 500_000, chunk_rows: int = 200_000
+) -> dict[str, Any]:
+    """Median events/s of buffer → Parquet lake (``Archiver.run``, files fsynced), on a buffer
+    prefilled with world-shaped envelopes over 28 days × 4 event names (not timed).
+
+    The breakdown times one chunk's steps: reading rows from SQLite, building the Arrow table
+    (JSON parsed inside DuckDB), and writing the partition files.
+    """
+    from tripwire.events import validate_batch
+    from tripwire.ingest.archiver import Archiver
+    from tripwire.store.buffer import Buffer, encode_envelopes
+    from tripwire.store.lake import PropertyTypes, payloads_to_table, write_table
+
+    now = datetime.now(UTC)
+    rates = []
+    breakdown: dict[str, float] = {}
+    for run in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            with Buffer(Path(tmp) / "buffer.db") as buffer:
+                for start in range(0, events, 50_000):
+                    messages = [
+                        _world_message(i, (i // 20_000) % 28)
+                        for i in range(start, min(events, start + 50_000))
+                    ]
+                    accepted, _ = validate_batch(messages, received_at=now, source="bench")
+                    buffer.append_rows(encode_envelopes(accepted))
+                if run == 0:
+                    started = time.perf_counter()
+                    rows = buffer.read_raw(0, chunk_rows)
+                    breakdown["read_us_per_event"] = (
+                        1e6 * (time.perf_counter() - started) / len(rows)
+                    )
+                    started = time.perf_counter()
+                    table = payloads_to_table(
+                        [r[4] for r in rows], PropertyTypes(Path(tmp) / "t.json")
+                    )
+                    breakdown["to_arrow_us_per_event"] = (
+                        1e6 * (time.perf_counter() - started) / len(rows)
+                    )
+                    started = time.perf_counter()
+                    write_table(Path(tmp) / "scratch", table, file_id="x", durable=True)
+                    breakdown["write_parquet_us_per_event"] = (
+                        1e6 * (time.perf_counter() - started) / len(rows)
+                    )
+                result = Archiver(buffer, Path(tmp) / "lake", chunk_rows=chunk_rows).run()
+            assert result.events == events, result
+        rates.append(events / result.seconds)
+        print(
+            f"   archiver run {run + 1}: {rates[-1]:,.0f} events/s ({result.files} files)",
+            flush=True,
+        )
+    return {
+        "events": events,
+        "chunk_rows": chunk_rows,
+        "runs": runs,
+        "events_per_s_median": statistics.median(rates),
+        **breakdown,
+    }
+
+
+def main_store(quick: bool) -> dict[str, Any]:
+    """The store-area measurements (called from :func:`main`)."""
+    results: dict[str, Any] = {}
+    print("   in-process track_many + flush (durable)", flush=True)
+    results["inprocess_track"] = bench_inprocess_track(
+        runs=1 if quick else 3, events=20_000 if quick else 200_000
+    )
+    print(
+        f"   in-process median: {results['inprocess_track']['events_per_s_median']:,.0f} events/s (target ≥ 200,000)"
+    )
+    print("   archiver buffer → Parquet", flush=True)
+    results["archiver"] = bench_archiver(
+        runs=1 if quick else 3, events=40_000 if quick else 500_000
+    )
+    print(
+        f"   archiver median: {results['archiver']['events_per_s_median']:,.0f} events/s (target ≥ 500,000)"
+    )
+    for section in ("inprocess_track", "archiver"):
+        for name, value in results[section].items():
+            if name.endswith("_us_per_event"):
+                print(f"     {section}.{name}: {value:,.2f}")
+    if not quick:
+        for section, values in results.items():
+            _save(section, values)
+    return results
