@@ -362,17 +362,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["capture_breakdown"] = bench_capture_breakdown(repeats=20 if quick else 200)
     for name, value in results["capture_breakdown"].items():
         print(f"     {name}: {value:,.1f}")
-    print("   HTTP capture (uvicorn, 1 worker)", flush=True)
-    results["http_capture"] = bench_http_capture(
-        runs=1 if quick else 3, duration=1.0 if quick else 5.0
-    )
-    capture = results["http_capture"]
-    print(
-        f"   HTTP capture median: {capture['throughput_events_per_s_median']:,.0f} events/s"
-        f" (target ≥ 30,000); p99 at {capture['latency_rate_events_per_s']:,.0f}/s:"
-        f" {capture['p99_ms_median']:.1f} ms (target ≤ 25 ms)",
-        flush=True,
-    )
+    for workers in (1, 2):
+        section = "http_capture" if workers == 1 else f"http_capture_{workers}_workers"
+        print(
+            f"   HTTP capture (uvicorn, {workers} worker{'s' if workers > 1 else ''})", flush=True
+        )
+        results[section] = capture = bench_http_capture(
+            runs=1 if quick else 3, duration=1.0 if quick else 5.0, workers=workers
+        )
+        print(
+            f"   median: {capture['throughput_events_per_s_median']:,.0f} events/s"
+            f" (target ≥ 30,000); p99 at {capture['latency_rate_events_per_s']:,.0f}/s:"
+            f" {capture['p99_ms_median']:.1f} ms (target ≤ 25 ms)",
+            flush=True,
+        )
     if not quick:
         for section, values in results.items():
             _save(section, values)
