@@ -117,9 +117,9 @@ def plan_incidents(
             metric="voice_checkout_conversion",
             affected_metrics=(
                 "voice_checkout_conversion",
-                "payment_step_conversion",
+                "voice_checkout_funnel",
                 "orders",
-                "checkout_errors",
+                "checkout_error_rate",
             ),
             segments=({"locale": "en-GB", "device": "Echo Show"},),
             funnel_step="payment",
@@ -158,7 +158,12 @@ def plan_incidents(
             start=telemetry_at,
             end=telemetry_at + timedelta(minutes=180),
             metric="orders",
-            affected_metrics=("orders", "voice_checkout_conversion", "revenue"),
+            affected_metrics=(
+                "orders",
+                "telemetry_ledger_order_ratio",
+                "voice_checkout_conversion",
+                "revenue",
+            ),
             segments=({"device": "mobile app", "app_version": "5.13.0"},),
             funnel_step=None,
             category="measurement issue",
@@ -192,12 +197,13 @@ def plan_incidents(
             title="retrieval index on retrieval-shard-3 collapses for product search",
             start=retrieval_at,
             end=retrieval_at + timedelta(minutes=120),
-            metric="turn_resolution_rate",
+            metric="resolution_rate",
             affected_metrics=(
-                "turn_resolution_rate",
+                "resolution_rate",
                 "escalation_rate",
                 "fallback_rate",
                 "turn_latency_p95",
+                "stage_latency_p95",
                 "thumbs_down_rate",
             ),
             segments=({"intent": "product_search", "service": BROKEN_SHARD},),
@@ -253,7 +259,6 @@ _ROUTINE: tuple[tuple[str, str, tuple[dict[str, Any], ...], str], ...] = (
     ("prompt", "smalltalk-prompt", ({"locale": "en-US"},), "smalltalk greeting wording"),
     ("deploy", "voice-ux", ({"device": "Echo Dot"}, {"device": "Fire TV"}), "voice-ux release"),
 )
-_DECOYS: dict[str, Change] = {}
 
 
 def _decoy(incident: Incident, rng: np.random.Generator) -> Change:

@@ -143,20 +143,27 @@ class World:
         if max_size < 1:
             raise ValueError(f"max_size must be ≥ 1, got {max_size}")
         for _, ordered in self.days():
-            if not len(ordered):
-                continue
-            hours = ordered.ts // HOUR_MS
-            bounds = np.flatnonzero(np.diff(hours)) + 1
-            for lo, hi in zip(
-                np.r_[0, bounds].tolist(), np.r_[bounds, len(ordered)].tolist(), strict=True
-            ):
-                hour = datetime.fromtimestamp(int(hours[lo]) * HOUR_MS / 1000, UTC)
-                codes = ordered.source[lo:hi]
-                for code, source in enumerate(SOURCES):
-                    picks = np.flatnonzero(codes == code) + lo
-                    for at in range(0, picks.size, max_size):
-                        chunk = picks[at : at + max_size].tolist()
-                        yield Batch(source, [ordered.messages[i] for i in chunk], hour)
+            yield from self.batches_of(ordered, max_size)
+
+    @staticmethod
+    def batches_of(
+        ordered: Ordered, max_size: int = 5000, *, by_hour: bool = True
+    ) -> Iterator[Batch]:
+        """Split one day's ordered messages into per-source batches (per hour by default)."""
+        if not len(ordered):
+            return
+        hours = ordered.ts // HOUR_MS
+        bounds = np.flatnonzero(np.diff(hours)) + 1 if by_hour else np.empty(0, dtype=np.int64)
+        for lo, hi in zip(
+            np.r_[0, bounds].tolist(), np.r_[bounds, len(ordered)].tolist(), strict=True
+        ):
+            hour = datetime.fromtimestamp(int(hours[lo]) * HOUR_MS / 1000, UTC)
+            codes = ordered.source[lo:hi]
+            for code, source in enumerate(SOURCES):
+                picks = np.flatnonzero(codes == code) + lo
+                for at in range(0, picks.size, max_size):
+                    chunk = picks[at : at + max_size].tolist()
+                    yield Batch(source, [ordered.messages[i] for i in chunk], hour)
 
     def messages(self) -> Iterator[dict[str, Any]]:
         """Every message of the range in time order (all sources interleaved)."""
@@ -393,14 +400,12 @@ class World:
             by_locale = np.array([volume[pop.locale == i].sum() for i in range(len(LOCALES))])
             effects = np.array([locales[name] for name in LOCALES])
             overall = float((by_locale * effects).sum() / by_locale.sum())
-            english = [LOCALES.index(n) for n in ENGLISH_LOCALES]
             others = [i for i, n in enumerate(LOCALES) if n not in ENGLISH_LOCALES and n != "ja-JP"]
             language = {
                 "english": float(RANKER_EFFECT_BY_LOCALE["en-US"]),
                 "ja-JP": float(RANKER_EFFECT_BY_LOCALE["ja-JP"]),
                 "other": float(RANKER_EFFECT_BY_LOCALE[LOCALES[others[0]]]),
             }
-            del english
             metric_effects: tuple[EffectTruth, ...] = (
                 EffectTruth(
                     "add_to_cart_per_user",

@@ -1,0 +1,253 @@
+"""Feeding a simulated world into a workspace: in process or over HTTP.
+
+Both paths send the same raw Segment messages per source, in time order, and write the
+world's ground truth to ``<data dir>/sim/ground_truth.json``.
+
+- In process: every batch goes through the same validation as the capture API
+  (:func:`tripwire.events.envelope.validate_batch`) and is appended durably to the workspace's
+  buffer, stamped with its source. The archiver then moves it to the lake.
+- HTTP: ``POST <url>/v1/batch`` with the source's write key as HTTP Basic user, bodies under
+  Segment's 500 KB limit, retrying 408/429/5xx and honouring ``Retry-After``.
+
+The world is a historical backfill, so messages are sent without ``sentAt``: with it, the
+server's clock-skew correction (``receivedAt − (sentAt − timestamp)``) would move every
+event to the time of the upload (Segment gives the same advice for historical imports).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from tripwire.events.envelope import MAX_BATCH_BYTES, validate_batch
+from tripwire.sim.config import WorldConfig
+from tripwire.sim.world import World
+from tripwire.store.buffer import AppendResult, Buffer
+from tripwire.store.workspace import Workspace
+
+#: Where the ground truth lives inside a workspace's data folder.
+GROUND_TRUTH_PATH = Path("sim") / "ground_truth.json"
+#: Leave room for the JSON wrapper (``{"batch": [...]}``) under Segment's batch limit.
+HTTP_BODY_LIMIT = MAX_BATCH_BYTES - 4 * 1024
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class SimFeedError(RuntimeError):
+    """The destination refused the world's events (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class SinkTotals:
+    stored: int
+    duplicates: int
+    rejected: int
+
+
+class Sink(Protocol):
+    """Where batches go: ``send`` may return before the batch is durable; ``close`` waits."""
+
+    def send(self, source: str, messages: list[dict[str, Any]]) -> None: ...
+
+    def close(self) -> SinkTotals: ...
+
+
+class InProcessSink:
+    """Validate like the capture API, then append durably to the workspace's buffer.
+
+    Appends are pipelined: the next batch is validated while the buffer fsyncs the previous
+    ones (at most ``max_pending`` batches in flight), and :meth:`close` waits for them all.
+    """
+
+    def __init__(self, workspace: Workspace, *, max_pending: int = 4) -> None:
+        self.buffer = Buffer.for_workspace(workspace)
+        self.max_event_bytes = int(workspace.setting("ingest", "max_event_bytes"))
+        self.max_pending = max_pending
+        self._pending: deque[Future[AppendResult]] = deque()
+        self._stored = self._duplicates = 0
+
+    def send(self, source: str, messages: list[dict[str, Any]]) -> None:
+        accepted, rejected = validate_batch(
+            messages,
+            received_at=datetime.now(UTC),
+            source=source,
+            max_event_bytes=self.max_event_bytes,
+        )
+        if rejected:
+            first = rejected[0]
+            raise SimFeedError(
+                f"{len(rejected)} simulated {source} events rejected; first: index {first.index}, "
+                f"field {first.field}: {first.reason}"
+            )
+        self._pending.append(self.buffer.submit(accepted))
+        while len(self._pending) > self.max_pending:
+            self._settle()
+
+    def _settle(self) -> None:
+        result = self._pending.popleft().result()
+        self._stored += result.stored
+        self._duplicates += result.duplicates
+
+    def close(self) -> SinkTotals:
+        try:
+            while self._pending:
+                self._settle()
+        finally:
+            self.buffer.close()
+        return SinkTotals(self._stored, self._duplicates, 0)
+
+
+class HttpSink:
+    """POST batches to a running ``tripwire serve`` (or any Segment-compatible endpoint)."""
+
+    def __init__(
+        self,
+        url: str,
+        write_keys: Mapping[str, str],
+        *,
+        timeout_s: float = 30.0,
+        max_attempts: int = 8,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/") + "/v1/batch"
+        self.write_keys = dict(write_keys)
+        self.max_attempts = max_attempts
+        self.client = client or httpx.Client(timeout=timeout_s)
+        self._totals = SinkTotals(0, 0, 0)
+
+    def _key(self, source: str) -> str:
+        key = self.write_keys.get(source) or self.write_keys.get("*")
+        if key is None:
+            raise SimFeedError(
+                f"no write key for source {source!r}; pass --write-key {source}=KEY (or one KEY for all)"
+            )
+        return key
+
+    def send(self, source: str, messages: list[dict[str, Any]]) -> None:
+        key = self._key(source)
+        stored = duplicates = rejected = 0
+        body: list[bytes] = []
+        size = 0
+        for message in messages:
+            encoded = orjson.dumps(message)
+            if body and size + len(encoded) + 1 > HTTP_BODY_LIMIT:
+                s, d, r = self._post(key, body)
+                stored, duplicates, rejected = stored + s, duplicates + d, rejected + r
+                body, size = [], 0
+            body.append(encoded)
+            size += len(encoded) + 1
+        if body:
+            s, d, r = self._post(key, body)
+            stored, duplicates, rejected = stored + s, duplicates + d, rejected + r
+        self._totals = SinkTotals(
+            self._totals.stored + stored,
+            self._totals.duplicates + duplicates,
+            self._totals.rejected + rejected,
+        )
+
+    def _post(self, key: str, encoded: list[bytes]) -> tuple[int, int, int]:
+        payload = b'{"batch":[' + b",".join(encoded) + b"]}"
+        delay = 0.2
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.client.post(
+                    self.url,
+                    content=payload,
+                    auth=(key, ""),
+                    headers={"Content-Type": "application/json"},
+                )
+            except httpx.TransportError as error:
+                if attempt == self.max_attempts:
+                    raise SimFeedError(f"POST {self.url} failed: {error}") from error
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if response.status_code == 200:
+                data = response.json() if response.content else {}
+                rejected = len(data.get("rejected", []) or [])
+                duplicates = int(data.get("duplicates", 0) or 0)
+                stored = int(data.get("stored", len(encoded) - rejected - duplicates))
+                return stored, duplicates, rejected
+            if response.status_code in RETRY_STATUSES and attempt < self.max_attempts:
+                retry_after = response.headers.get("Retry-After")
+                time.sleep(float(retry_after) if retry_after and retry_after.isdigit() else delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            raise SimFeedError(
+                f"POST {self.url} answered {response.status_code}: {response.text[:300]}"
+            )
+        raise SimFeedError(f"POST {self.url}: gave up after {self.max_attempts} attempts")
+
+    def close(self) -> SinkTotals:
+        self.client.close()
+        return self._totals
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """What a feed sent."""
+
+    events: int
+    stored: int
+    duplicates: int
+    rejected: int
+    by_source: dict[str, int]
+    seconds: float
+    ground_truth: Path
+    days: list[str] = field(default_factory=list)
+
+
+def feed(
+    config: WorldConfig,
+    sink: Sink,
+    workspace: Workspace,
+    *,
+    batch_size: int = 20_000,
+    on_day: Callable[[str, int], None] | None = None,
+) -> FeedResult:
+    """Simulate ``config`` and send every batch to ``sink``; write the ground truth.
+
+    ``on_day(day, events)`` is called after each simulated day (progress bars).
+    """
+    started = time.perf_counter()
+    world = World(config, sent_at=False)
+    truth_path = world.ground_truth().write(workspace.data_dir / GROUND_TRUTH_PATH)
+    counts: Counter[str] = Counter()
+    days: list[str] = []
+    closed = False
+    try:
+        for day, ordered in world.days():
+            for batch in world.batches_of(ordered, batch_size, by_hour=False):
+                sink.send(batch.source, batch.messages)
+                counts[batch.source] += len(batch)
+            days.append(day.date().isoformat())
+            if on_day is not None:
+                on_day(days[-1], len(ordered))
+        closed = True
+        totals = sink.close()
+    finally:
+        if not closed:
+            sink.close()
+    return FeedResult(
+        events=sum(counts.values()),
+        stored=totals.stored,
+        duplicates=totals.duplicates,
+        rejected=totals.rejected,
+        by_source=dict(counts),
+        seconds=time.perf_counter() - started,
+        ground_truth=truth_path,
+        days=days,
+    )
+
+
+def read_ground_truth_path(workspace: Workspace) -> Path:
+    """Where :func:`feed` wrote the workspace's ground truth."""
+    return workspace.data_dir / GROUND_TRUTH_PATH
