@@ -1,0 +1,92 @@
+"""Benchmark: the whole day-1 catalog hourly × (locale, device) over 14 days of a lake.
+
+Target (issue 3): ≤ 30 s on 2 cores for a 100M-event lake. ``bench.metrics`` builds that
+lake and calls :func:`bench_catalog_hourly`; run alone with ``python -m
+bench.metrics_catalog --lake DIR`` (or ``--quick`` for a small simulated lake).
+
+What bounds the number: DuckDB's Parquet scan and hash aggregation on 2 cores (all
+scalar metrics share one grouped scan; the funnel, retention and population proportions
+each add a scan of the events they read), plus exact quantiles (``quantile_cont`` keeps
+the values of each group). The machine is shared, so expect noise of ±20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tripwire.metrics.catalog import catalog_files
+from tripwire.metrics.loader import load_catalog
+from tripwire.metrics.timeseries import Query, data_end, timeseries
+from tripwire.store.engine import connect_lake
+
+
+def bench_catalog_hourly(
+    lake_dir: Path, *, repeats: int = 3, days: int = 14, threads: int = 2
+) -> dict[str, Any]:
+    """Median seconds to compute every catalog metric hourly × (locale, device).
+
+    The range is the last ``days`` days of the lake. Returns the median, each run's
+    time, the number of metrics and of result rows (as a sanity check).
+    """
+    catalog = load_catalog(catalog_files())
+    metrics = list(catalog)
+    backend = connect_lake(lake_dir, threads=threads)
+    end = data_end(backend)
+    if end is None:
+        raise ValueError(f"{lake_dir} holds no events")
+    query = Query(
+        grain="hour", dimensions=("locale", "device"), start=end - timedelta(days=days), end=end
+    )
+    times = []
+    rows = 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        results = timeseries(backend, metrics, query)
+        times.append(time.perf_counter() - started)
+        rows = sum(r.table.num_rows for r in results.values())
+    return {
+        "catalog_hourly_locale_device_s": statistics.median(times),
+        "runs_s": times,
+        "metrics": len(metrics),
+        "result_rows": rows,
+    }
+
+
+def _quick_lake(folder: Path) -> Path:
+    """A small simulated lake (300 users × 3 days) for a smoke run."""
+    from tripwire.sim import World, WorldConfig
+    from tripwire.store.lake import write_events
+
+    lake = folder / "lake"
+    messages = []
+    for batch in World(WorldConfig(seed=3, users=300, days=3)).batches():
+        messages += [{**m, "source": batch.source} for m in batch.messages]
+    write_events(lake, messages)
+    return lake
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lake", type=Path, help="Lake directory (holding events/).")
+    parser.add_argument("--quick", action="store_true", help="Small simulated lake, one run.")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = args.lake or _quick_lake(Path(tmp))
+        result = bench_catalog_hourly(lake, repeats=1 if args.quick else args.repeats)
+    print(
+        f"day-1 catalog ({result['metrics']} metrics) hourly × (locale, device): "
+        f"median {result['catalog_hourly_locale_device_s']:.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in result['runs_s'])}; {result['result_rows']} rows)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
