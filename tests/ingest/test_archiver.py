@@ -167,7 +167,8 @@ def test_archived_rows_past_retention_are_pruned(tmp_path):
         batch = envelopes(30)
         for envelope in batch[:20]:
             envelope["receivedAt"] = old
-        buf.append(batch)
+        buf.append(batch[:20])  # one segment, all past retention
+        buf.append(batch[20:])
         result = Archiver(buf, tmp_path / "lake").run()
         assert (result.events, result.pruned_events) == (30, 20)
         assert buf.status().rows == 10

@@ -7,6 +7,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from tripwire.store.buffer import ARCHIVER, Buffer, BufferClosed, BufferError, encode_envelopes
@@ -70,12 +71,32 @@ def test_dedupe_window_is_configurable(tmp_path):
 def test_pruning_events_keeps_dedupe_keys(tmp_path):
     with Buffer(tmp_path / "b.db", retention_days=1, dedupe_window_days=7) as buf:
         old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
-        buf.append([envelope("a", received=old), envelope("b")])
+        buf.append([envelope("a", received=old)])  # its own segment (group commit)
+        buf.append([envelope("b")])
         buf.commit(ARCHIVER, 2)
         pruned = buf.prune()
         assert (pruned.events, pruned.dedupe_keys) == (1, 0)
         assert [r.message_id for r in buf.read_after(0, 10)] == ["b"]
         assert buf.append([envelope("a")]).duplicates == 1
+
+
+def test_a_segment_is_pruned_only_when_its_newest_row_is_past_retention(tmp_path):
+    with Buffer(tmp_path / "b.db", retention_days=1) as buf:
+        buf.append([envelope("old", received="2020-01-01T00:00:00Z"), envelope("new")])
+        buf.commit(ARCHIVER, 2)
+        assert buf.prune().events == 0
+        assert [r.message_id for r in buf.read_after(0, 10)] == ["old", "new"]
+
+
+def test_reads_span_segments_and_start_mid_segment(buffer):
+    for batch in range(3):
+        buffer.append([envelope(f"{batch}-{i}") for i in range(4)])
+    chunk = buffer.read_chunk(2, 7)
+    assert (chunk.first_offset, chunk.last_offset, len(chunk)) == (3, 9, 7)
+    assert chunk.message_ids == ["0-2", "0-3", "1-0", "1-1", "1-2", "1-3", "2-0"]
+    payloads = [orjson.loads(p) for p in chunk.payloads.to_pylist()]
+    assert [p["messageId"] for p in payloads] == chunk.message_ids
+    assert buffer.read_chunk(12, 5) is None
 
 
 def test_pruning_waits_for_the_archiver_and_dedupe_keys_expire(tmp_path):
@@ -156,9 +177,10 @@ def test_consumers_are_independent_and_rewindable(buffer):
 
 def test_rewind_before_retention_is_refused(tmp_path):
     with Buffer(tmp_path / "b.db", retention_days=1) as buf:
-        buf.append([envelope("a", received="2020-01-01T00:00:00Z"), envelope("b")])
+        buf.append([envelope("a", received="2020-01-01T00:00:00Z")])
+        buf.append([envelope("b")])
         buf.commit(ARCHIVER, 2)
-        buf.prune()
+        assert buf.prune().events == 1
         with pytest.raises(BufferError, match="pruned"):
             buf.rewind("monitor", offset=1)
         with pytest.raises(BufferError, match="pruned"):

@@ -193,20 +193,17 @@ class Archiver:
     def archive_chunk(self) -> tuple[int, int]:
         """Archive the next chunk (lock must be held); returns ``(events, files)``."""
         committed = self.buffer.committed(self.consumer)
-        rows = self.buffer.read_raw(committed, self.chunk_rows)
-        if not rows:
+        chunk = self.buffer.read_chunk(committed, self.chunk_rows)
+        if chunk is None:
             return 0, 0
-        first, last = rows[0][0], rows[-1][0]
+        first, last = chunk.first_offset, chunk.last_offset
         files = write_payloads(
-            self.lake_dir,
-            [row[4] for row in rows],
-            file_id=archive_file_name(first, last),
-            durable=True,
+            self.lake_dir, chunk.payloads, file_id=archive_file_name(first, last), durable=True
         )
         if self.after_write is not None:
             self.after_write(first, last)
         self.buffer.commit(self.consumer, last)
-        return len(rows), len(files)
+        return len(chunk), len(files)
 
     def run(self, *, max_chunks: int | None = None, prune: bool = True) -> ArchiveResult:
         """Recover, then archive until the buffer is caught up (or ``max_chunks``), then prune

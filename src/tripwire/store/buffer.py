@@ -5,12 +5,19 @@ archiver, streaming monitors, ...) reads it from here at its own pace.
 
 Tables (``.tripwire/buffer.db``)::
 
-    events(offset INTEGER PRIMARY KEY AUTOINCREMENT, message_id, event_ts, received_at, payload)
+    segments(first_offset PRIMARY KEY, last_offset, min/max_received_at, raw_size, data)
+    log(last_offset)                                 -- highest offset ever assigned
     dedupe(message_id PRIMARY KEY, seen_at)          -- messageIds seen in the dedupe window
     consumers(name PRIMARY KEY, committed, required, updated_at)
 
-* **Offsets** increase monotonically and are never reused (``AUTOINCREMENT``: even after
-  every row has been pruned the next offset continues from the highest ever assigned).
+* **Offsets** number events 1, 2, 3, ... and are never reused (``log`` keeps the highest ever
+  assigned, even after every row has been pruned).
+* **Segments.** Each group commit stores its events as *one* row: the messageIds, event
+  and received times and the envelopes' JSON, LZ4-compressed (about 13× on envelopes). An
+  event costs ~60 bytes of WAL instead of ~800 and one B-tree insert is shared by the whole
+  group, so the disk's bandwidth, not SQLite, stops bounding ingest; readers get a segment's
+  payloads as one buffer (the archiver hands them to Arrow without a Python object per
+  event). Only the ``dedupe`` table has a row per event.
 * **Durability.** The database is in WAL mode with ``synchronous=FULL``: ``COMMIT`` returns
   only after the WAL has been fsynced, so a committed append survives SIGKILL of the process
   and a power loss. (``NORMAL`` would survive only a process crash: the WAL would be synced
@@ -33,8 +40,10 @@ Tables (``.tripwire/buffer.db``)::
 
 from __future__ import annotations
 
+import itertools
 import queue
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,7 +53,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 
 from tripwire.store.state import connect_sqlite
 from tripwire.store.workspace import DEFAULT_CONFIG, Workspace
@@ -59,14 +70,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    offset INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL,
-    event_ts INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    payload BLOB NOT NULL
+CREATE TABLE IF NOT EXISTS segments (
+    first_offset INTEGER PRIMARY KEY,
+    last_offset INTEGER NOT NULL,
+    min_received_at INTEGER NOT NULL,
+    max_received_at INTEGER NOT NULL,
+    raw_size INTEGER NOT NULL,
+    data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_received_at ON events(received_at);
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_offset INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO log(id, last_offset) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS dedupe (
     message_id TEXT PRIMARY KEY,
     seen_at INTEGER NOT NULL
@@ -78,6 +94,7 @@ CREATE TABLE IF NOT EXISTS consumers (
     updated_at INTEGER NOT NULL
 );
 """
+_LAST_OFFSET_SQL = "SELECT last_offset FROM log WHERE id = 1"
 
 
 class BufferError(RuntimeError):
@@ -215,6 +232,115 @@ def encode_envelopes(
             )
         )
     return rows
+
+
+# -- segments: one compressed row per group commit ------------------------------------------
+
+#: Compression of segment data (LZ4 frame via pyarrow: ~13x on envelopes, < 0.5 µs/event).
+_CODEC = "lz4"
+_HEADER_LENGTH = struct.Struct("<I")
+
+
+def encode_segment(rows: Sequence[tuple[str, int, int, bytes]]) -> tuple[bytes, int]:
+    """Compressed segment data for rows ``(message_id, event_ts, received_at, payload)`` and
+    its uncompressed size.
+
+    Layout before compression: ``u32 header length | header | payload bytes, concatenated``,
+    the header being the JSON ``[message_ids, event_ts, received_at, payload lengths]``.
+    """
+    ids, event_ts, received, payloads = zip(*rows, strict=True)
+    header = orjson.dumps([ids, event_ts, received, [len(p) for p in payloads]])
+    raw = b"".join((_HEADER_LENGTH.pack(len(header)), header, *payloads))
+    return pa.compress(raw, codec=_CODEC, asbytes=True), len(raw)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A decoded segment: parallel columns for offsets ``first_offset .. first_offset+n-1``.
+
+    ``data``/``ends`` hold the payloads back to back (payload i is
+    ``data[ends[i-1]:ends[i]]``), so that a reader can hand them to Arrow without a Python
+    object per event.
+    """
+
+    first_offset: int
+    message_ids: list[str]
+    event_ts: list[int]
+    received_at: list[int]
+    data: bytes
+    ends: list[int]
+
+    @classmethod
+    def decode(cls, first_offset: int, raw_size: int, blob: bytes) -> Segment:
+        raw = pa.decompress(blob, decompressed_size=raw_size, codec=_CODEC, asbytes=True)
+        (length,) = _HEADER_LENGTH.unpack_from(raw)
+        start = _HEADER_LENGTH.size + length
+        ids, event_ts, received, lengths = orjson.loads(raw[_HEADER_LENGTH.size : start])
+        return cls(
+            first_offset, ids, event_ts, received, raw[start:], list(itertools.accumulate(lengths))
+        )
+
+    def __len__(self) -> int:
+        return len(self.message_ids)
+
+    def payload(self, index: int) -> bytes:
+        return self.data[self.ends[index - 1] if index else 0 : self.ends[index]]
+
+
+@dataclass(frozen=True)
+class ReadChunk:
+    """Consecutive buffered events (offsets ``first_offset .. last_offset``) in columns."""
+
+    first_offset: int
+    last_offset: int
+    message_ids: list[str]
+    event_ts: list[int]
+    received_at: list[int]
+    payloads: pa.StringArray
+
+    def __len__(self) -> int:
+        return len(self.message_ids)
+
+    def events(self) -> list[BufferedEvent]:
+        payloads = self.payloads.to_pylist()
+        return [
+            BufferedEvent(
+                self.first_offset + i,
+                self.message_ids[i],
+                _from_micros(self.event_ts[i]),
+                _from_micros(self.received_at[i]),
+                payloads[i].encode(),
+            )
+            for i in range(len(self))
+        ]
+
+
+def _chunk_of(parts: list[tuple[Segment, int, int]]) -> ReadChunk | None:
+    """Join slices ``[start, stop)`` of segments into one chunk."""
+    if not parts:
+        return None
+    ids: list[str] = []
+    event_ts: list[int] = []
+    received: list[int] = []
+    arrays = []
+    for segment, start, stop in parts:
+        ids += segment.message_ids[start:stop]
+        event_ts += segment.event_ts[start:stop]
+        received += segment.received_at[start:stop]
+        begin = segment.ends[start - 1] if start else 0
+        offsets = np.asarray([0, *segment.ends[start:stop]], dtype=np.int64)
+        offsets[1:] -= begin
+        arrays.append(
+            pa.LargeStringArray.from_buffers(
+                stop - start,
+                pa.py_buffer(offsets),
+                pa.py_buffer(segment.data[begin : segment.ends[stop - 1]]),
+            )
+        )
+    first_segment, first_start, _ = parts[0]
+    first = first_segment.first_offset + first_start
+    payloads = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0]
+    return ReadChunk(first, first + len(ids) - 1, ids, event_ts, received, payloads)
 
 
 class Buffer:
@@ -359,40 +485,43 @@ class Buffer:
                 (now - self.dedupe_window_us, orjson.dumps(ids)),
             )
         }
-        (offset,) = connection.execute(
-            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
-        ).fetchone()
-        inserts: list[tuple[int, str, int, int, bytes]] = []
+        (offset,) = connection.execute(_LAST_OFFSET_SQL).fetchone()
+        first_stored = offset + 1
+        stored: list[tuple[str, int, int, bytes]] = []
         results = []
         for pending in group:
             first_offset = offset + 1
             duplicates = []
-            for index, (message_id, event_ts, received_at, payload) in enumerate(pending.rows):
-                if message_id in existing:
+            for index, row in enumerate(pending.rows):
+                if row[0] in existing:
                     duplicates.append(index)
                     continue
-                existing.add(message_id)
+                existing.add(row[0])
                 offset += 1
-                inserts.append((offset, message_id, event_ts, received_at, payload))
-            stored = len(pending.rows) - len(duplicates)
+                stored.append(row)
+            count = len(pending.rows) - len(duplicates)
             results.append(
                 AppendResult(
-                    stored=stored,
+                    stored=count,
                     duplicates=len(duplicates),
                     duplicate_indexes=tuple(duplicates),
-                    first_offset=first_offset if stored else None,
-                    last_offset=offset if stored else None,
+                    first_offset=first_offset if count else None,
+                    last_offset=offset if count else None,
                 )
             )
-        connection.executemany(
-            "INSERT INTO events(offset, message_id, event_ts, received_at, payload)"
-            " VALUES (?, ?, ?, ?, ?)",
-            inserts,
-        )
-        connection.executemany(
-            "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
-            [(row[1], now) for row in inserts],
-        )
+        if stored:
+            data, raw_size = encode_segment(stored)
+            received = [row[2] for row in stored]
+            connection.execute(
+                "INSERT INTO segments(first_offset, last_offset, min_received_at,"
+                " max_received_at, raw_size, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (first_stored, offset, min(received), max(received), raw_size, data),
+            )
+            connection.execute("UPDATE log SET last_offset = ? WHERE id = 1", (offset,))
+            connection.executemany(
+                "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
+                [(row[0], now) for row in stored],
+            )
         connection.execute("COMMIT")
         return results
 
@@ -408,18 +537,34 @@ class Buffer:
 
     def read_after(self, after_offset: int, max_rows: int) -> list[BufferedEvent]:
         """Up to ``max_rows`` rows with offset > ``after_offset``, in offset order."""
-        return [
-            BufferedEvent(offset, message_id, _from_micros(ts), _from_micros(rec), payload)
-            for offset, message_id, ts, rec, payload in self.read_raw(after_offset, max_rows)
-        ]
+        chunk = self.read_chunk(after_offset, max_rows)
+        return chunk.events() if chunk is not None else []
 
-    def read_raw(self, after_offset: int, max_rows: int) -> list[tuple[int, str, int, int, bytes]]:
-        """Rows as tuples ``(offset, message_id, event_ts_us, received_at_us, payload)``."""
-        return self._query(
-            "SELECT offset, message_id, event_ts, received_at, payload FROM events"
-            " WHERE offset > ? ORDER BY offset LIMIT ?",
-            (after_offset, max_rows),
-        )
+    def read_chunk(self, after_offset: int, max_rows: int) -> ReadChunk | None:
+        """Up to ``max_rows`` consecutive events after ``after_offset`` as columns (None when
+        there are none): the archiver's fast path (payloads as one Arrow string array)."""
+        if max_rows < 1:
+            return None
+        parts: list[tuple[Segment, int, int]] = []
+        wanted = max_rows
+        with self._control_lock:
+            cursor = self._control.execute(
+                "SELECT first_offset, raw_size, data FROM segments WHERE last_offset > ?"
+                " ORDER BY first_offset",
+                (after_offset,),
+            )
+            try:
+                for first_offset, raw_size, blob in cursor:
+                    segment = Segment.decode(first_offset, raw_size, blob)
+                    start = max(0, after_offset + 1 - first_offset)
+                    stop = min(len(segment), start + wanted)
+                    parts.append((segment, start, stop))
+                    wanted -= stop - start
+                    if not wanted:
+                        break
+            finally:
+                cursor.close()
+        return _chunk_of(parts)
 
     def register_consumer(self, name: str, *, required: bool = False) -> int:
         """Create consumer ``name`` (starting at the beginning of the log) if it does not exist.
@@ -499,13 +644,21 @@ class Buffer:
         Raises :class:`BufferError` when rows received at or after ``at`` may have been pruned.
         """
         at_us = _micros(at, "at", 0)
-        (found,) = self._query("SELECT min(offset) FROM events WHERE received_at >= ?", (at_us,))[0]
         if self._has_pruned() and self._oldest_received() > at_us:
             raise BufferError(
                 f"cannot go back to {at.isoformat()}: rows received before"
                 f" {_from_micros(self._oldest_received()).isoformat()} were pruned"
             )
-        return int(found) if found is not None else self.last_offset() + 1
+        candidates = self._query(
+            "SELECT first_offset, raw_size, data FROM segments WHERE max_received_at >= ?"
+            " ORDER BY first_offset LIMIT 1",
+            (at_us,),
+        )
+        if not candidates:
+            return self.last_offset() + 1
+        segment = Segment.decode(*candidates[0])
+        index = next(i for i, received in enumerate(segment.received_at) if received >= at_us)
+        return segment.first_offset + index
 
     def _has_pruned(self) -> bool:
         """True when rows were deleted from the start of the log (offsets begin at 1)."""
@@ -513,25 +666,22 @@ class Buffer:
         return first > 1 if first is not None else self.last_offset() > 0
 
     def _oldest_received(self) -> int:
-        rows = self._query("SELECT min(received_at) FROM events")
+        rows = self._query("SELECT min(min_received_at) FROM segments")
         return int(rows[0][0] or 0)
 
     def first_offset(self) -> int | None:
-        rows = self._query("SELECT min(offset) FROM events")
+        rows = self._query("SELECT min(first_offset) FROM segments")
         return None if rows[0][0] is None else int(rows[0][0])
 
     def last_offset(self) -> int:
-        rows = self._query(
-            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
-        )
+        rows = self._query(_LAST_OFFSET_SQL)
         return int(rows[0][0])
 
     def depth(self) -> int:
         """Rows not yet processed by the slowest required consumer (the archiver)."""
         rows = self._query(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events')"
-            " - coalesce((SELECT min(committed) FROM consumers WHERE required = 1),"
-            " (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'))"
+            f"SELECT ({_LAST_OFFSET_SQL}) - coalesce("
+            f"(SELECT min(committed) FROM consumers WHERE required = 1), ({_LAST_OFFSET_SQL}))"
         )
         return int(rows[0][0])
 
@@ -549,10 +699,11 @@ class Buffer:
             con = self._control
             con.execute("BEGIN")
             try:
-                (last,) = con.execute(
-                    "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+                (last,) = con.execute(_LAST_OFFSET_SQL).fetchone()
+                rows, first = con.execute(
+                    "SELECT coalesce(sum(last_offset - first_offset + 1), 0), min(first_offset)"
+                    " FROM segments"
                 ).fetchone()
-                rows, first = con.execute("SELECT count(*), min(offset) FROM events").fetchone()
                 consumer_rows = con.execute(
                     "SELECT name, committed, required, updated_at FROM consumers ORDER BY name"
                 ).fetchall()
@@ -587,7 +738,11 @@ class Buffer:
 
     def prune(self, *, now: datetime | None = None) -> PruneResult:
         """Delete rows older than retention that every required consumer has processed,
-        and dedupe keys older than the dedupe window."""
+        and dedupe keys older than the dedupe window.
+
+        Rows are stored in segments (one per group commit) and pruned a whole segment at a
+        time: a segment goes when its newest row is past retention and fully consumed.
+        """
         now_us = _micros(now, "now", 0) if now is not None else now_micros()
         with self._control_lock:
             self._control.execute("BEGIN IMMEDIATE")
@@ -595,10 +750,13 @@ class Buffer:
                 (safe,) = self._control.execute(
                     "SELECT coalesce(min(committed), 0) FROM consumers WHERE required = 1"
                 ).fetchone()
-                events = self._control.execute(
-                    "DELETE FROM events WHERE received_at < ? AND offset <= ?",
-                    (now_us - self.retention_us, safe),
-                ).rowcount
+                condition = "WHERE max_received_at < ? AND last_offset <= ?"
+                bounds = (now_us - self.retention_us, safe)
+                (events,) = self._control.execute(
+                    f"SELECT coalesce(sum(last_offset - first_offset + 1), 0) FROM segments {condition}",
+                    bounds,
+                ).fetchone()
+                self._control.execute(f"DELETE FROM segments {condition}", bounds)
                 keys = self._control.execute(
                     "DELETE FROM dedupe WHERE seen_at < ?", (now_us - self.dedupe_window_us,)
                 ).rowcount

@@ -221,7 +221,11 @@ def write_events(
 
 
 def write_payloads(
-    lake_dir: Path, payloads: Sequence[bytes], *, file_id: str, durable: bool = False
+    lake_dir: Path,
+    payloads: Sequence[bytes] | pa.Array,
+    *,
+    file_id: str,
+    durable: bool = False,
 ) -> list[Path]:
     """Like :func:`write_events` for envelopes serialized as JSON (the buffer's rows).
 
@@ -406,21 +410,22 @@ def _flattened_keys(
     return chosen
 
 
-def payloads_to_table(payloads: Sequence[bytes], types: PropertyTypes) -> pa.Table:
+def payloads_to_table(payloads: Sequence[bytes] | pa.Array, types: PropertyTypes) -> pa.Table:
     """The same table as ``envelopes_to_table([orjson.loads(p) for p in payloads], types)``,
     computed with the JSON parsed by DuckDB (vectorised, multi-threaded) instead of Python.
 
     Falls back to :func:`envelopes_to_table` for chunks DuckDB cannot express (e.g. property
     keys differing only by case, which DuckDB structs cannot hold).
     """
-    if not payloads:
+    if len(payloads) == 0:
         return envelopes_to_table([], types)
     snapshot = dict(types.types)
     try:
         return _payloads_to_table_duckdb(payloads, types)
     except (duckdb.InvalidInputException, duckdb.ConversionException):
         types.types = snapshot
-        return envelopes_to_table([orjson.loads(p) for p in payloads], types)
+        texts = payloads.to_pylist() if isinstance(payloads, pa.Array) else payloads
+        return envelopes_to_table([orjson.loads(p) for p in texts], types)
 
 
 _DUCKDB_LOCK = threading.Lock()
@@ -436,13 +441,15 @@ def _duckdb_cursor() -> duckdb.DuckDBPyConnection:
         return _DUCKDB[0].cursor()
 
 
-def _payloads_to_table_duckdb(payloads: Sequence[bytes], types: PropertyTypes) -> pa.Table:
-    chunk = pa.table(
-        {
-            "row": pa.array(range(len(payloads)), pa.int64()),
-            "payload": pa.array(payloads, pa.binary()).cast(pa.string()),
-        }
+def _payloads_to_table_duckdb(
+    payloads: Sequence[bytes] | pa.Array, types: PropertyTypes
+) -> pa.Table:
+    texts = (
+        payloads
+        if isinstance(payloads, pa.Array)
+        else pa.array(payloads, pa.binary()).cast(pa.string())
     )
+    chunk = pa.table({"row": pa.array(range(len(payloads)), pa.int64()), "payload": texts})
     connection = _duckdb_cursor()
     try:
         connection.execute("SET TimeZone = 'UTC'").fetchall()
