@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from tripwire.stats.did import difference_in_differences
+from tripwire.stats.did import difference_in_differences, pre_trend_test
 
 
 def panel(units: int, periods: int, effect: float, rho: float, rng: np.random.Generator):
@@ -116,3 +116,47 @@ def test_unbalanced_panel_matches_statsmodels_dummies() -> None:
     fit = sm.WLS(y, x, weights=w).fit(cov_type="cluster", cov_kwds={"groups": unit}, use_t=True)
     assert got.effect == pytest.approx(fit.params[0], abs=1e-9)
     assert got.se == pytest.approx(fit.bse[0], rel=1e-7)
+
+
+def test_pre_trend_test_matches_statsmodels_event_study() -> None:
+    rng = np.random.default_rng(2)
+    y, treated, post, unit, period = panel(20, 8, 0.5, 0.3, rng)
+    w = rng.integers(10, 90, y.size).astype(float)
+    got = pre_trend_test(y, treated, post, unit, period, weights=w)
+    assert got.reference_period == "3" and got.n_pre_tested == 3
+    others = [j for j in range(8) if j != 3]
+    x = np.column_stack(
+        [treated * (period == j) for j in others] + [np.eye(20)[unit], np.eye(8)[period][:, 1:]]
+    )
+    fit = sm.WLS(y, x, weights=w).fit(cov_type="cluster", cov_kwds={"groups": unit}, use_t=True)
+    assert got.estimates == pytest.approx(fit.params[:7], abs=1e-9)
+    assert got.ses == pytest.approx(fit.bse[:7], rel=1e-7)
+    ftest = fit.f_test(np.eye(x.shape[1])[:3])
+    assert got.f_stat == pytest.approx(float(ftest.fvalue), rel=1e-7)
+    assert got.p_value == pytest.approx(float(ftest.pvalue), rel=1e-6)
+
+
+def test_pre_trend_test_size_and_power() -> None:
+    rng = np.random.default_rng(6)
+    parallel = diverging = 0
+    reps = 300
+    for _ in range(reps):
+        y, treated, post, unit, period = panel(30, 8, 0.5, 0.5, rng)
+        parallel += pre_trend_test(y, treated, post, unit, period).p_value <= 0.05
+        drift = 0.8 * treated * period  # treated units were already pulling away
+        diverging += pre_trend_test(y + drift, treated, post, unit, period).p_value <= 0.05
+    # CR1 Wald tests with ~30 clusters are slightly conservative (about 3-4% at 5%)
+    assert 0.01 <= parallel / reps <= 0.08
+    assert diverging / reps >= 0.8
+
+
+def test_pre_trend_test_bad_input() -> None:
+    y, treated, post, unit, period = panel(6, 4, 0.0, 0.0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="at least 2 pre-treatment periods"):
+        pre_trend_test(y, treated, (period >= 1).astype(float), unit, period)
+    mixed = post.copy()
+    mixed[0] = 1.0
+    with pytest.raises(ValueError, match="constant within a period"):
+        pre_trend_test(y, treated, mixed, unit, period)
+    with pytest.raises(ValueError, match="time order"):
+        pre_trend_test(y, treated, (period % 2).astype(float), unit, period)

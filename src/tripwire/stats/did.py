@@ -187,3 +187,112 @@ def difference_in_differences(
         alpha=float(alpha),
         fixed_effects=fixed_effects,
     )
+
+
+@dataclass(frozen=True)
+class PreTrendResult:
+    """Event-study check of parallel pre-trends.
+
+    ``periods[j]`` and ``estimates[j]``/``ses[j]``: the treated-minus-comparison difference
+    in period j relative to ``reference_period`` (the last pre period), for every period but
+    the reference. The joint test covers the pre periods only: F = b'V⁻¹b / q on
+    F(q, G − 1); a small p-value says the groups were already diverging before treatment.
+    """
+
+    periods: tuple[str, ...]
+    estimates: tuple[float, ...]
+    ses: tuple[float, ...]
+    reference_period: str
+    n_pre_tested: int
+    f_stat: float
+    p_value: float
+    df: int
+
+
+def pre_trend_test(
+    outcome: ArrayLike,
+    treated: ArrayLike,
+    post: ArrayLike,
+    cluster: ArrayLike,
+    period: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+) -> PreTrendResult:
+    """Test parallel pre-trends with an event-study regression clustered by unit.
+
+    y_it = α_i + γ_t + Σ_{s ≠ ref} δ_s · treated_i · 1[t = s] + ε_it, with ref the last
+    pre-treatment period; H₀: δ_s = 0 for every pre period s (Wald F with the CR1 covariance,
+    denominator df G − 1). The post-period δ_s trace the effect over time. Period ids must
+    sort in time order. Bertrand, Duflo & Mullainathan (2004); Roth (2022) on what a
+    pre-test can and cannot rule out (low power with few pre periods).
+    """
+    y = np.asarray(outcome, dtype=np.float64)
+    if y.ndim != 1 or y.size == 0 or not np.all(np.isfinite(y)):
+        raise ValueError("outcome must be a non-empty, finite 1-D array")
+    n = y.size
+    tr = _flag("treated", treated, n)
+    po = _flag("post", post, n)
+    g = _codes("cluster", cluster, n)
+    per = np.asarray(period)
+    if per.shape != (n,):
+        raise ValueError(f"period must have shape ({n},) like outcome, got {per.shape}")
+    labels, t_codes = np.unique(per, return_inverse=True)
+    n_periods = labels.size
+    post_of = np.full(n_periods, -1.0)
+    for j in range(n_periods):
+        vals = np.unique(po[t_codes == j])
+        if vals.size != 1:
+            raise ValueError(f"post must be constant within a period; period {labels[j]!r} mixes")
+        post_of[j] = vals[0]
+    pre = np.flatnonzero(post_of == 0)
+    if pre.size < 2:
+        raise ValueError("need at least 2 pre-treatment periods to test pre-trends")
+    post_periods = np.flatnonzero(post_of == 1)
+    if post_periods.size and post_periods.min() < pre.max():
+        raise ValueError("period ids must sort in time order with every pre period first")
+    ref = int(pre.max())
+    n_clusters = int(g.max()) + 1
+    others = [j for j in range(n_periods) if j != ref]
+    x = np.column_stack([tr * (t_codes == j) for j in others])
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or not np.all(np.isfinite(w) & (w > 0)):
+        raise ValueError(f"weights must be {n} finite positive numbers")
+    absorbed = _absorb(np.column_stack([x, y]), [g, t_codes.astype(np.intp)], w)
+    xr, yr = absorbed[:, :-1], absorbed[:, -1]
+    bread_inv = xr.T @ (xr * w[:, None])
+    if np.linalg.matrix_rank(bread_inv) < xr.shape[1]:
+        raise ValueError(
+            "event-study design is collinear: need treated and comparison units "
+            "observed in every period"
+        )
+    bread = np.linalg.inv(bread_inv)
+    beta = bread @ (xr.T @ (w * yr))
+    resid = yr - xr @ beta
+    weighted = xr * (w * resid)[:, None]
+    scores = np.column_stack(
+        [np.bincount(g, weights=col, minlength=n_clusters) for col in weighted.T]
+    )
+    k = xr.shape[1] + n_clusters + n_periods - 1
+    factor = n_clusters / (n_clusters - 1) * (n - 1) / (n - k)
+    cov = factor * bread @ (scores.T @ scores) @ bread
+    tested = [i for i, j in enumerate(others) if post_of[j] == 0]
+    q = len(tested)
+    if q > n_clusters - 1:
+        raise ValueError(
+            f"{q} pre-period coefficients cannot be tested with {n_clusters} "
+            "clusters; use fewer pre periods"
+        )
+    b = beta[tested]
+    v = cov[np.ix_(tested, tested)]
+    f_stat = float(b @ np.linalg.solve(v, b)) / q
+    p = float(stats.f.sf(f_stat, q, n_clusters - 1))
+    return PreTrendResult(
+        periods=tuple(str(labels[j]) for j in others),
+        estimates=tuple(float(v_) for v_ in beta),
+        ses=tuple(float(math.sqrt(max(c, 0.0))) for c in np.diag(cov)),
+        reference_period=str(labels[ref]),
+        n_pre_tested=q,
+        f_stat=f_stat,
+        p_value=p,
+        df=n_clusters - 1,
+    )
