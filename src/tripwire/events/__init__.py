@@ -19,6 +19,7 @@ from tripwire.events.envelope import (
     validate_batch,
 )
 from tripwire.events.errors import EventValidationError, Rejection
+from tripwire.events.posthog import posthog_to_segment, posthog_write_key
 
 __all__ = [
     "CHANGE_KINDS",
@@ -31,5 +32,7 @@ __all__ = [
     "Rejection",
     "new_message_id",
     "normalize_event",
+    "posthog_to_segment",
+    "posthog_write_key",
     "validate_batch",
 ]
