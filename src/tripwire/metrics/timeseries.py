@@ -72,7 +72,13 @@ class SeriesResult:
 
     @property
     def is_empty(self) -> bool:
-        return self.table.num_rows == 0
+        """No rows, or (totals without grain/dimensions) nothing counted at all."""
+        if self.table.num_rows == 0:
+            return True
+        counted = [
+            c for c in ("numerator", "denominator", "entered") if c in self.table.column_names
+        ]
+        return all(not any(self.table[c].to_pylist()) for c in counted)
 
 
 @dataclass(frozen=True)
