@@ -123,7 +123,8 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1) (got {alpha!r})")
 
 
-def _describe(mask: Any, reason: str) -> str:
+def insufficient_message(mask: Any, reason: str) -> str:
+    """A result message naming which elements lack data and why ("" when none do)."""
     bad = np.asarray(mask, dtype=bool)
     if not bad.any():
         return ""
@@ -165,8 +166,8 @@ def welch_t_test(
         alpha=alpha,
         relative_ci=relative_ci,
         insufficient=small | flat,
-        message=_describe(small, "fewer than 2 units in an arm")
-        + _describe(flat, "zero variance in both arms"),
+        message=insufficient_message(small, "fewer than 2 units in an arm")
+        + insufficient_message(flat, "zero variance in both arms"),
     )
 
 
@@ -234,7 +235,7 @@ def two_proportion_z_test(
         alpha=alpha,
         relative_ci=relative_ci,
         insufficient=empty,
-        message=_describe(empty, "an arm has no units"),
+        message=insufficient_message(empty, "an arm has no units"),
         p_value_se=pooled_se if pooled else None,
         exact=exact,
     )
@@ -349,9 +350,9 @@ def delta_method_ratio_test(
         alpha=alpha,
         relative_ci=relative_ci,
         insufficient=small | no_den | flat,
-        message=_describe(small, "fewer than 2 units in an arm")
-        + _describe(no_den, "denominator sums to 0 in an arm")
-        + _describe(flat, "zero variance in both arms"),
+        message=insufficient_message(small, "fewer than 2 units in an arm")
+        + insufficient_message(no_den, "denominator sums to 0 in an arm")
+        + insufficient_message(flat, "zero variance in both arms"),
     )
 
 
@@ -360,6 +361,7 @@ __all__ = [
     "Status",
     "build_comparison",
     "delta_method_ratio_test",
+    "insufficient_message",
     "ratio_variance",
     "two_proportion_z_test",
     "welch_df",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tripwire.stats.comparisons import _describe, build_comparison, welch_df
+from tripwire.stats.comparisons import build_comparison, insufficient_message, welch_df
 from tripwire.stats.relative import RelativeCI
 from tripwire.stats.results import ArmSummary, ComparisonResult
 from tripwire.stats.sufficient import CupedMeanStats, CupedRatioStats, Real, as_real, covariance
@@ -95,8 +95,8 @@ def cuped_mean_test(
         alpha=alpha,
         relative_ci=relative_ci,
         insufficient=small | flat,
-        message=_describe(small, "fewer than 2 units in an arm")
-        + _describe(flat, "zero variance in both arms"),
+        message=insufficient_message(small, "fewer than 2 units in an arm")
+        + insufficient_message(flat, "zero variance in both arms"),
         control_mean_for_relative=control.outcome.mean,
         treatment_mean_for_relative=treatment.outcome.mean,
         theta=as_real(theta),
@@ -205,9 +205,9 @@ def cuped_ratio_test(
         alpha=alpha,
         relative_ci=relative_ci,
         insufficient=small | no_den | flat,
-        message=_describe(small, "fewer than 2 units in an arm")
-        + _describe(no_den, "a denominator sums to 0 in an arm")
-        + _describe(flat, "zero variance in both arms"),
+        message=insufficient_message(small, "fewer than 2 units in an arm")
+        + insufficient_message(no_den, "a denominator sums to 0 in an arm")
+        + insufficient_message(flat, "zero variance in both arms"),
         control_mean_for_relative=as_real(rc_ctl),
         treatment_mean_for_relative=as_real(rt_trt),
         theta=as_real(theta),
