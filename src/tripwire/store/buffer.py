@@ -27,7 +27,7 @@ Tables (``.tripwire/buffer.db``)::
   writes it in *one* transaction, so N concurrent callers cost one fsync, not N. The
   caller returns only after that transaction committed: acknowledged means durable.
 * **Deduplication** by ``messageId`` within ``ingest.dedupe_window_days`` (default 7) uses
-  the ``dedupe`` table, which is separate from ``events`` so pruning old events never forgets
+  the ``dedupe`` table, which is separate from ``segments`` so pruning old events never forgets
   a key still inside the window.
 * **Consumers** are named cursors (``committed`` = last offset processed). They are
   independent (fan-out) and can be rewound to an offset or a received time within
@@ -386,6 +386,7 @@ class Buffer:
         self._stats_lock = threading.Lock()
         self._appends = self._commits = self._events = 0
         self._depth_cache: tuple[float, int] = (-1.0, 0)
+        self._last_segment: Segment | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name="tripwire-buffer", daemon=True
         )
@@ -555,7 +556,7 @@ class Buffer:
             )
             try:
                 for first_offset, raw_size, blob in cursor:
-                    segment = Segment.decode(first_offset, raw_size, blob)
+                    segment = self._decode(first_offset, raw_size, blob)
                     start = max(0, after_offset + 1 - first_offset)
                     stop = min(len(segment), start + wanted)
                     parts.append((segment, start, stop))
@@ -565,6 +566,16 @@ class Buffer:
             finally:
                 cursor.close()
         return _chunk_of(parts)
+
+    def _decode(self, first_offset: int, raw_size: int, blob: bytes) -> Segment:
+        """Decode a segment, reusing the last one decoded (segments never change, and a
+        consumer reading small batches would otherwise decode the same segment many times)."""
+        cached = self._last_segment
+        if cached is not None and cached.first_offset == first_offset:
+            return cached
+        segment = Segment.decode(first_offset, raw_size, blob)
+        self._last_segment = segment
+        return segment
 
     def register_consumer(self, name: str, *, required: bool = False) -> int:
         """Create consumer ``name`` (starting at the beginning of the log) if it does not exist.
