@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import samplesize_proportions_2indep_onetail
 
@@ -171,3 +173,25 @@ def test_sequential_plan_has_planned_power_by_simulation() -> None:
 def test_bad_input(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.floats(0.01, 3.0),
+    st.floats(0.001, 2.0),
+    st.floats(0.5, 0.99),
+    st.floats(0.2, 5.0),
+    st.sampled_from([1, 2]),
+)
+def test_sample_size_is_monotone_and_mde_inverts_it(
+    sd: float, mde: float, power: float, ratio: float, sides: int
+) -> None:
+    plan = sample_size_means(sd, mde, power=power, ratio=ratio, sides=sides)
+    assert all(n >= 2 for n in plan.n_per_arm)
+    bigger = sample_size_means(sd, mde * 1.5, power=power, ratio=ratio, sides=sides)
+    assert bigger.fixed_n_control <= plan.fixed_n_control
+    ratio_plan = sample_size_ratio(sd**2, mde, power=power, ratio=ratio, sides=sides)
+    back = mde_from_variance(
+        ratio_plan.fixed_n_control, sd**2, power=power, ratio=ratio, sides=sides
+    )
+    assert back.absolute == pytest.approx(mde, rel=1e-9)

@@ -150,7 +150,10 @@ def _t_power(n_c: float, sd: float, delta: float, alpha: float, sides: int, rati
     nc = delta / (sd * math.sqrt(1.0 / n_c + 1.0 / n_t))
     crit = float(stats.t.isf(alpha / sides, df))
     upper = float(stats.nct.sf(crit, df, nc))
-    return upper + (float(stats.nct.cdf(-crit, df, nc)) if sides == 2 else 0.0)
+    if not math.isfinite(upper):  # scipy's nct loses accuracy for huge nc: power ~ 1
+        upper = float(_normal.sf(crit - nc))
+    lower = float(stats.nct.cdf(-crit, df, nc)) if sides == 2 else 0.0
+    return upper + (lower if math.isfinite(lower) else 0.0)
 
 
 def _plan(
@@ -218,17 +221,18 @@ def sample_size_means(
     vf = _variance_factor(cuped_correlation)
     sd_adj = sd * math.sqrt(vf)
     start = _z_n_control(sd_adj**2, sd_adj**2, delta, alpha_c, power, sides, ratio)
-    lo = max(start, 2.0 / (1.0 + ratio) + 1e-6)
-    hi = max(start * 2.0, 4.0 / ratio + 4.0)
-    while _t_power(lo, sd_adj, delta, alpha_c, sides, ratio) > power and lo > 1.0 + 1e-9:
-        lo = max(lo / 2.0, 1.0 + 1e-9)
-    while _t_power(hi, sd_adj, delta, alpha_c, sides, ratio) < power:
+    smallest = max(2.0, 2.0 / ratio)  # two units per arm: a variance in each
+
+    def shortfall(n: float) -> float:
+        return _t_power(n, sd_adj, delta, alpha_c, sides, ratio) - power
+
+    lo = max(start, smallest)
+    hi = max(start * 2.0, smallest * 2.0)
+    while shortfall(hi) < 0:
         hi *= 2.0
-    n_c = float(
-        optimize.brentq(
-            lambda n: _t_power(n, sd_adj, delta, alpha_c, sides, ratio) - power, lo, hi, xtol=1e-9
-        )
-    )
+    if shortfall(lo) >= 0:
+        lo = smallest
+    n_c = lo if shortfall(lo) >= 0 else float(optimize.brentq(shortfall, lo, hi, xtol=1e-9))
     return _plan(
         "mean", n_c, delta, mean, alpha, alpha_c, power, sides, ratio, n_treatment_arms, vf, design
     )
