@@ -77,6 +77,8 @@ class Block:
                 columns.append(value)
             else:
                 columns.append([value] * n)
+        if not keys:
+            return [{} for _ in range(n)]
         return _row_builder(tuple(keys))(*columns)
 
 
@@ -96,10 +98,9 @@ def _row_builder(keys: tuple[str, ...]) -> Any:
         args = ", ".join(f"c{i}" for i in range(len(keys)))
         row = ", ".join(f"{key!r}: c{i}_" for i, key in enumerate(keys))
         names = ", ".join(f"c{i}_" for i in range(len(keys)))
-        if keys:
-            source = f"def build({args}):\n    return [{{{row}}} for {names}, in zip({args}, strict=True)]\n"
-        else:
-            source = "def build():\n    return []\n"
+        source = (
+            f"def build({args}):\n    return [{{{row}}} for {names}, in zip({args}, strict=True)]\n"
+        )
         namespace: dict[str, Any] = {}
         exec(compile(source, f"<row builder {keys}>", "exec"), namespace)
         builder = _BUILDERS[keys] = namespace["build"]
@@ -118,7 +119,7 @@ def iso_ms(ts: np.ndarray) -> list[str]:
     written into a byte matrix, which is ~4× faster than ``numpy.datetime_as_string``.
 
     >>> iso_ms(np.array([0, 1_795_000_000_123]))
-    ['1970-01-01T00:00:00.000Z', '2026-11-18T07:06:40.123Z']
+    ['1970-01-01T00:00:00.000Z', '2026-11-18T11:06:40.123Z']
     """
     ts = np.asarray(ts, dtype=np.int64)
     days, ms_of_day = np.divmod(ts, 86_400_000)
