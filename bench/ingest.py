@@ -280,9 +280,14 @@ def bench_http_capture(
             try:
                 _run(_throughput(port, key, body, clients, 1.0, 10**9))  # warm up
                 cpu_before = _cpu_seconds(process.pid)
+                client_before = time.process_time()
                 base = (run + 1) * 10**10
                 measured = _run(_throughput(port, key, body, clients, duration, base))
+                client_cpu = time.process_time() - client_before
                 cpu = _cpu_seconds(process.pid) - cpu_before
+                measured["client_cpu_ms_per_request"] = (
+                    1000 * client_cpu / max(1, measured["requests"])
+                )
                 measured["server_cpu_ms_per_request"] = 1000 * cpu / max(1, measured["requests"])
                 measured["server_cores_busy"] = cpu / duration
                 throughputs.append(measured)
@@ -298,7 +303,8 @@ def bench_http_capture(
             print(
                 f"   run {run + 1}: {throughputs[-1]['events_per_s']:,.0f} events/s"
                 f" (server CPU {throughputs[-1]['server_cpu_ms_per_request']:.1f} ms/request,"
-                f" {throughputs[-1]['server_cores_busy']:.2f} cores busy);"
+                f" {throughputs[-1]['server_cores_busy']:.2f} cores busy; load generator"
+                f" {throughputs[-1]['client_cpu_ms_per_request']:.2f} ms/request);"
                 f" at {latency_rate:,.0f}/s p50 {latencies[-1]['p50_ms']:.1f} ms"
                 f" p99 {latencies[-1]['p99_ms']:.1f} ms;"
                 f" at {latencies[-1]['half_measured_rate']:,.0f}/s (half the measured maximum)"
@@ -323,6 +329,9 @@ def bench_http_capture(
             t["server_cpu_ms_per_request"] for t in throughputs
         ),
         "server_cores_busy_median": statistics.median(t["server_cores_busy"] for t in throughputs),
+        "client_cpu_ms_per_request_median": statistics.median(
+            t["client_cpu_ms_per_request"] for t in throughputs
+        ),
         "non_200_at_rate": sum(x["non_200"] for x in latencies),
     }
 

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,9 +23,9 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
+from tripwire.store.buffer import Buffer
 from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import init_workspace
 
@@ -94,16 +93,13 @@ def _load(
 
 
 def _stored_counts(buffer_path: Path) -> dict[str, int]:
-    connection = sqlite3.connect(buffer_path)
-    try:
-        counts: dict[str, int] = {}
-        for message_id, payload in connection.execute("SELECT message_id, payload FROM events"):
-            envelope = orjson.loads(payload)
-            assert envelope["messageId"] == message_id
-            counts[message_id] = counts.get(message_id, 0) + 1
-        return counts
-    finally:
-        connection.close()
+    """messageId → how many times the buffer holds it (every payload must decode)."""
+    counts: dict[str, int] = {}
+    with Buffer(buffer_path) as buffer:
+        for row in buffer.read_after(0, 10**9):
+            assert row.envelope()["messageId"] == row.message_id
+            counts[row.message_id] = counts.get(row.message_id, 0) + 1
+    return counts
 
 
 @pytest.mark.slow
