@@ -132,7 +132,10 @@ def msprt(
 
 
 def confidence_sequence_halfwidth(variance: float, tau2: float, alpha: float = 0.05) -> float:
-    """Half-width √(V(V+τ²)/τ² · (2 ln(1/α) + ln(1 + τ²/V))) of the mSPRT confidence set."""
+    """Half-width √(V(V+τ²)/τ² · (2 ln(1/α) + ln(1 + τ²/V))) of the mSPRT confidence set.
+
+    The set {θ₀: Λ(θ₀) < 1/α} solved for θ₀ (Johari et al. 2017; Howard et al. 2021).
+    """
     if not (variance > 0 and tau2 > 0 and 0 < alpha < 1):
         raise ValueError(
             f"need variance > 0, tau2 > 0 and alpha in (0, 1); got {variance!r}, {tau2!r}, "
@@ -151,7 +154,9 @@ def mixing_variance(planned_variance: float, alpha: float = 0.05) -> float:
 
     Minimises :func:`confidence_sequence_halfwidth` over τ² (one-dimensional, on the log
     scale). The optimum is a fixed multiple of the planned variance that depends only on α,
-    so the test is tuned to the precision reached at the end of the planned runtime.
+    so the test is tuned to the precision reached at the end of the planned runtime
+    (tuning for a planned sample size as in Howard et al. 2021; Johari et al. 2017
+    instead fit τ to a prior of past effect sizes, which this replaces when none exists).
 
     >>> round(mixing_variance(1.0, 0.05), 3)
     8.212

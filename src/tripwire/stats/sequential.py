@@ -735,7 +735,8 @@ def evaluate_look(
     information / planned maximum). When it differs from the plan, the boundary is
     recomputed by :func:`update_design` with the design's earlier fractions as the past
     looks; the look is final if it is the last planned one or the fraction reaches 1, and
-    a final look spends all remaining alpha.
+    a final look spends all remaining alpha. Jennison & Turnbull (2000), ch. 7 (error
+    spending with observed information levels).
 
     >>> d = sequential_boundaries([0.25, 0.5, 0.75, 1.0])
     >>> evaluate_look(d, 2, 3.1).decision.value

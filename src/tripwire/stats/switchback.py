@@ -100,7 +100,8 @@ def _check_lengths(n_periods: int, block_length: int, burn_in: int) -> None:
 def autocovariance(series: ArrayLike) -> NDArray[np.float64]:
     """Biased sample autocovariance γ̂(h) = (1/n) Σ_t (y_t − ȳ)(y_{t+h} − ȳ), h = 0…n−1.
 
-    The 1/n (biased) form keeps every Toeplitz matrix built from it positive semi-definite.
+    The 1/n (biased) form keeps every Toeplitz matrix built from it positive semi-definite
+    (Brockwell & Davis 1991). Computed by FFT in O(n log n).
 
     >>> np.round(autocovariance([1.0, 2.0, 3.0, 4.0]), 4).tolist()
     [1.25, 0.3125, -0.375, -0.5625]
@@ -188,6 +189,11 @@ def switchback_design(
     n_periods: int, block_length: int, *, burn_in: int = 0, seed: Seed = None
 ) -> SwitchbackDesign:
     """Balanced random schedule: ⌊B/2⌋ or ⌈B/2⌉ of the B blocks treated, uniformly at random.
+
+    Blocks are consecutive runs of ``block_length`` periods (the last may be shorter); the
+    schedule is a complete randomisation of block labels, the design that
+    :func:`switchback_test` re-draws (Bojinov & Shephard 2019; Bojinov, Simchi-Levi & Zhao
+    2023).
 
     >>> d = switchback_design(12, 3, seed=1)
     >>> d.n_blocks, sum(d.block_assignment)
