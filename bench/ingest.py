@@ -415,11 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not quick:
         for section, values in results.items():
             _save(section, values)
+    results.update(main_store(quick))
     return results
-
-
-if __name__ == "__main__":
-    main()
 
 
 # -- in-process API and archiver (store area) ------------------------------------------------
@@ -593,3 +590,7 @@ def main_store(quick: bool) -> dict[str, Any]:
         for section, values in results.items():
             _save(section, values)
     return results
+
+
+if __name__ == "__main__":
+    main()
