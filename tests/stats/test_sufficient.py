@@ -103,3 +103,21 @@ def test_frozen():
     s = MeanStats.from_values([1.0, 2.0])
     with pytest.raises(AttributeError):
         s.n = 5  # type: ignore[misc]
+
+
+any_float = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**25), 10**25)
+)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@settings(max_examples=150, deadline=None)
+@given(any_float, any_float, any_float)
+def test_arbitrary_input_is_either_valid_or_a_clear_error(n, total, squares):
+    try:
+        s = MeanStats(n=n, sum=total, sum_sq=squares)
+    except ValueError as error:
+        assert str(error).startswith("MeanStats")
+        return
+    assert s.n >= 0 and s.sum_sq >= 0
+    assert math.isfinite(s.variance) and s.variance >= 0

@@ -79,9 +79,14 @@ def _validate(
     n = np.asarray(obj.n)
     for total, squares in square_pairs:
         s, ss = np.asarray(getattr(obj, total)), np.asarray(getattr(obj, squares))
+        with np.errstate(over="ignore", invalid="ignore"):
+            square, bound = s * s, n * ss
+        if not (np.all(np.isfinite(square)) and np.all(np.isfinite(bound))):
+            raise ValueError(
+                f"{name}: {total} or {squares} too large for float64 moments (overflow)"
+            )
         # Cauchy-Schwarz: (sum x)^2 <= n * sum x^2; rounding may break it by a few ulps.
-        excess = s * s - n * ss
-        bad = excess > _RELATIVE_ROUNDING * np.maximum(n * ss, 1e-300)
+        bad = square - bound > _RELATIVE_ROUNDING * np.maximum(bound, 1e-300)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(
