@@ -1,0 +1,118 @@
+"""The engine connection and the field-reference resolver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tripwire.store.engine import (
+    UnknownField,
+    column_for,
+    connect,
+    connect_lake,
+    engine_name,
+    events_table,
+    field_kind,
+    register_events,
+    resolve_field,
+)
+from tripwire.store.lake import write_events
+from tripwire.store.workspace import Workspace, init_workspace
+
+EVENT = {
+    "messageId": "m1",
+    "type": "track",
+    "event": "Turn Completed",
+    "userId": "u1",
+    "timestamp": "2026-11-02T10:00:00Z",
+    "receivedAt": "2026-11-02T10:05:30Z",
+    "properties": {
+        "latency_ms": 120,
+        "intent": "returns",
+        "nested": {"a": {"b": 7}},
+        "session_id": "s1",
+    },
+    "context": {
+        "locale": "de-DE",
+        "device": {"model": "Echo Show"},
+        "app": {"version": "5.1"},
+        "os": {"name": "Fire OS"},
+        "traits": {"tenure": "loyal"},
+        "campaign": {"source": "mail"},
+    },
+}
+
+
+def _select(backend, table, **exprs):
+    return backend.to_pyarrow(table.select(**exprs)).to_pylist()[0]
+
+
+def test_references_resolve_to_columns_json_and_derived(tmp_path: Path) -> None:
+    write_events(tmp_path, [EVENT])
+    backend = connect_lake(tmp_path)
+    table = events_table(backend)
+    row = _select(
+        backend,
+        table,
+        latency=resolve_field(table, "properties.latency_ms"),
+        intent=resolve_field(table, "properties.intent"),
+        locale=resolve_field(table, "context.locale"),
+        device=resolve_field(table, "context.device.model"),
+        version=resolve_field(table, "context.app.version"),
+        tenure=resolve_field(table, "context.traits.tenure"),
+        tenure2=resolve_field(table, "traits.tenure"),
+        session=resolve_field(table, "properties.session_id"),
+        nested=resolve_field(table, "properties.nested.a.b", "double"),
+        campaign=resolve_field(table, "context.campaign.source"),
+        late=resolve_field(table, "lateness_seconds"),
+        source=resolve_field(table, "event"),
+    )
+    assert row == {
+        "latency": 120.0,
+        "intent": "returns",
+        "locale": "de-DE",
+        "device": "Echo Show",
+        "version": "5.1",
+        "tenure": "loyal",
+        "tenure2": "loyal",
+        "session": "s1",
+        "nested": 7.0,
+        "campaign": "mail",
+        "late": 330.0,
+        "source": "Turn Completed",
+    }
+    assert column_for("properties.latency_ms", set(table.columns)) == "prop_latency_ms"
+    assert field_kind(table, "properties.latency_ms") == "double"
+    assert field_kind(table, "properties.nested.a.b") is None
+    with pytest.raises(UnknownField, match="unknown field 'lokale'"):
+        resolve_field(table, "lokale")
+
+
+def test_empty_lake_has_the_envelope_and_view_refreshes(tmp_path: Path) -> None:
+    backend = connect_lake(tmp_path)
+    table = events_table(backend)
+    assert {"event", "timestamp", "locale", "properties"} <= set(table.columns)
+    assert backend.to_pyarrow(table.count().as_table()).to_pylist()[0] is not None
+    write_events(tmp_path, [EVENT])
+    register_events(backend, tmp_path)
+    assert backend.to_pyarrow(events_table(backend).count().as_table()).column(0)[0].as_py() == 1
+
+
+def test_workspace_engine_setting(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    assert engine_name(ws) == "duckdb"
+    assert connect(ws).name == "duckdb"
+    spark = Workspace(root=ws.root, config={"engine": {"query": "spark"}})
+    assert engine_name(spark) == "spark"
+    with pytest.raises(ValueError, match="engine.query must be duckdb or spark"):
+        engine_name(Workspace(root=ws.root, config={"engine": {"query": "oracle"}}))
+
+
+def test_timestamps_are_utc(tmp_path: Path) -> None:
+    write_events(tmp_path, [EVENT])
+    backend = connect_lake(tmp_path)
+    table = events_table(backend)
+    (row,) = backend.to_pyarrow(table.select("timestamp")).to_pylist()
+    assert row["timestamp"] == datetime(2026, 11, 2, 10, tzinfo=UTC)
