@@ -53,8 +53,8 @@ def test_http_feed_posts_batches_under_the_limit_with_each_sources_key(tmp_path:
         if request.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         batch = json.loads(body)["batch"]
-        key = httpx.BasicAuth  # noqa: F841 - documents the auth scheme checked below
         user = request.headers["authorization"]
+        assert user.startswith("Basic ")
         seen.append((user, len(body), len(batch)))
         assert all("sentAt" not in m or m["sentAt"] is None for m in batch)
         return httpx.Response(
@@ -84,3 +84,27 @@ def test_http_feed_reports_a_refusal(tmp_path: Path) -> None:
     )
     with pytest.raises(SimFeedError, match="401"):
         feed(CONFIG, HttpSink("http://test", {"*": "k"}, client=client), ws)
+
+
+def test_http_feed_into_the_real_capture_app_lands_every_event_with_its_source(
+    tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from tripwire.ingest.app import create_app
+    from tripwire.store.keys import KeyStore
+
+    ws = init_workspace(tmp_path / "ws")
+    with KeyStore.for_workspace(ws) as store:
+        keys = {
+            source: store.create(source).secret for source in ("app", "order-ledger", "deploy-bot")
+        }
+    with TestClient(create_app(ws)) as client:
+        result = feed(CONFIG, HttpSink(str(client.base_url), keys, client=client), ws)
+    assert result.rejected == 0 and result.stored == result.events
+    with Buffer.for_workspace(ws) as buffer:
+        rows = [row.envelope() for row in buffer.read_after(0, result.events + 10)]
+    assert len(rows) == result.events
+    sources = {row["source"] for row in rows if row["event"] == "Ledger Order Recorded"}
+    assert sources == {"order-ledger"}
+    assert min(row["timestamp"] for row in rows).startswith("2026-11-02")
