@@ -91,7 +91,8 @@ class Tripwire:
         self._in_flight: list[Future[AppendResult]] = []
         self._stored = self._duplicates = 0
         self._error: BaseException | None = None
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # something was queued (or we are closing)
+        self._stop = threading.Event()  # closing: stop waiting for more events
         self._closed = False
         self._flusher = threading.Thread(
             target=self._flush_loop, name="tripwire-flush", daemon=True
@@ -196,9 +197,10 @@ class Tripwire:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"tripwire client for {self.workspace.root} is closed")
+            was_empty = not self._queued
             self._queued.extend(rows)
             full = len(self._queued) >= self.flush_at
-        if full:
+        if was_empty or full:
             self._wake.set()
 
     # -- flushing ----------------------------------------------------------------------------
@@ -229,9 +231,17 @@ class Tripwire:
         self._in_flight = pending
 
     def _flush_loop(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.flush_interval_s)
+        """Sleep until something is queued, let ``flush_interval_s`` gather more (unless
+        ``flush_at`` events are already waiting), then hand the queue to the buffer."""
+        while True:
+            self._wake.wait()
             self._wake.clear()
+            if self._closed:
+                return
+            with self._lock:
+                full = len(self._queued) >= self.flush_at
+            if not full:
+                self._stop.wait(self.flush_interval_s)
             self._submit_queued()
 
     def flush(self) -> FlushResult:
@@ -284,6 +294,7 @@ class Tripwire:
         finally:
             with self._lock:
                 self._closed = True
+            self._stop.set()
             self._wake.set()
             self._flusher.join()
             self.buffer.close()
