@@ -278,3 +278,23 @@ def test_bad_configs_are_refused_with_a_reason() -> None:
         WorldConfig(days=14, incident_days=(3, 5, 20))
     with pytest.raises(ValueError, match="timezone-aware"):
         WorldConfig(start=datetime(2026, 1, 1))
+
+
+def test_turn_latency_sampling_thins_only_turn_latency_events() -> None:
+    full = list(World(WorldConfig(seed=3, users=300, days=1)).messages())
+    thin = list(World(WorldConfig(seed=3, users=300, days=1, turn_latency_sampling=0.2)).messages())
+
+    def is_turn_latency(m: dict[str, Any]) -> bool:
+        return m.get("event") == "$latency" and m["properties"]["pipeline"] == "turn"
+
+    kept = sum(map(is_turn_latency, thin)) / sum(map(is_turn_latency, full))
+    assert 0.15 < kept < 0.25
+
+    def key(m: dict[str, Any]) -> tuple[Any, ...]:
+        # ids embed the config's hash, which differs; everything else is identical
+        props = m.get("properties") or {}
+        props = {k: v for k, v in props.items() if k not in ("session_id", "order_id")}
+        return m["timestamp"], m.get("event"), m.get("userId"), props
+
+    kept_full = [key(m) for m in full if not is_turn_latency(m)]
+    assert kept_full == [key(m) for m in thin if not is_turn_latency(m)]

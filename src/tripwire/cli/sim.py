@@ -30,21 +30,37 @@ def parse_write_keys(values: list[str]) -> dict[str, str]:
 
 
 def world_config(
-    *, days: int, users: int, seed: int, start: str | None, end_now: bool, rate: float | None
+    *,
+    days: int,
+    users: int,
+    seed: int,
+    start: str | None,
+    end_now: bool,
+    rate: float | None,
+    turn_latency_sampling: float = 1.0,
 ) -> WorldConfig:
     """Build the world's config from CLI options (with clear errors)."""
     rate = WorldConfig.sessions_per_user_day if rate is None else rate
     try:
         if end_now:
             return WorldConfig.ending_now(
-                days=days, users=users, seed=seed, sessions_per_user_day=rate
+                days=days,
+                users=users,
+                seed=seed,
+                sessions_per_user_day=rate,
+                turn_latency_sampling=turn_latency_sampling,
             )
         begin = None
         if start is not None:
             parsed = datetime.fromisoformat(start)
             begin = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         return WorldConfig(
-            days=days, users=users, seed=seed, start=begin, sessions_per_user_day=rate
+            days=days,
+            users=users,
+            seed=seed,
+            start=begin,
+            sessions_per_user_day=rate,
+            turn_latency_sampling=turn_latency_sampling,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
@@ -106,6 +122,10 @@ def register(app: typer.Typer) -> None:
         rate: Annotated[
             float | None, typer.Option(help="Mean sessions per user per day (default 0.25).")
         ] = None,
+        turn_latency_sampling: Annotated[
+            float,
+            typer.Option(help="Share of turns whose per-stage $latency events are sent (0–1)."),
+        ] = 1.0,
         via: Annotated[
             str, typer.Option(help="inprocess (buffer of the workspace) or http.")
         ] = "inprocess",
@@ -123,7 +143,13 @@ def register(app: typer.Typer) -> None:
         """Simulate the synthetic product world and feed it into the workspace."""
         ws = open_workspace(workspace)
         config = world_config(
-            days=days, users=users, seed=seed, start=start, end_now=end_now, rate=rate
+            days=days,
+            users=users,
+            seed=seed,
+            start=start,
+            end_now=end_now,
+            rate=rate,
+            turn_latency_sampling=turn_latency_sampling,
         )
         sink: Sink
         if via == "inprocess":

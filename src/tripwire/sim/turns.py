@@ -67,8 +67,14 @@ def simulate_turns(
     population: Population,
     catalog: Catalog,
     incidents: list[inc.Incident],
+    latency_sampling: float = 1.0,
 ) -> TurnsResult:
-    """Draw every turn of the day's sessions and the recommendation events around them."""
+    """Draw every turn of the day's sessions and the recommendation events around them.
+
+    ``latency_sampling`` is the share of turns whose per-stage ``$latency`` events are sent
+    (tracing-style sampling; ``Turn Completed.latency_ms`` is always there). The sampling
+    draw is made whatever the share, so every other event is the same at any share.
+    """
     s = sessions
     total = int(s.turns.sum())
     sess = np.repeat(np.arange(s.size), s.turns)
@@ -132,6 +138,7 @@ def simulate_turns(
     down_p = np.where(resolved, THUMBS_DOWN_IF_RESOLVED, THUMBS_DOWN_IF_UNRESOLVED)
     down_p = np.where(s.prompt_treated[sess], down_p * (1 + PROMPT_THUMBS_DOWN_EFFECT), down_p)
     thumbs_down = rng.random(total) < down_p
+    traced = rng.random(total) < latency_sampling
 
     session_ids = np.array(s.ids, dtype=object)
     sid = session_ids[sess]
@@ -169,7 +176,7 @@ def simulate_turns(
     ]
     stage_end = turn_start[:, None] + np.cumsum(stage_ms, axis=1)
     for j, stage in enumerate(TURN_STAGES):
-        rows = voice if stage in ("asr", "tts") else np.ones(total, dtype=bool)
+        rows = traced & voice if stage in ("asr", "tts") else traced
         blocks.append(
             Block(
                 "$latency",

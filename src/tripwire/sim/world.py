@@ -195,7 +195,9 @@ class World:
             prompt_start_ms=_ms(design[PROMPT].start) if PROMPT in design else None,
             id_prefix=f"s-{self.tag}-{index:03d}-",
         )
-        turns = simulate_turns(rng, sessions, pop, self.catalog, self.incidents)
+        turns = simulate_turns(
+            rng, sessions, pop, self.catalog, self.incidents, self.config.turn_latency_sampling
+        )
         begin = turns.end_ms + np.rint(
             np.exp(rng.normal(np.log(3000.0), 0.5, sessions.size))
         ).astype(np.int64)
