@@ -468,20 +468,26 @@ def bench_inprocess_track(
     from tripwire.store.buffer import Buffer, encode_envelopes
     from tripwire.store.workspace import init_workspace
 
-    rates = []
+    rates: list[float] = []
+    cpu_rates: list[float] = []  # events per CPU-second of this process (all its threads)
     for run in range(runs):
         messages = [_world_message(i, run) for i in range(events)]
         with tempfile.TemporaryDirectory() as tmp:
             workspace = init_workspace(Path(tmp) / "ws")
             with tripwire.open(workspace.root) as tw:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 for start in range(0, events, batch):
                     assert not tw.track_many(messages[start : start + batch]).rejected
                 flushed = tw.flush()
                 elapsed = time.perf_counter() - started
+                cpu_rates.append(events / (time.process_time() - cpu))
             assert flushed.stored == events, flushed
         rates.append(events / elapsed)
-        print(f"   in-process run {run + 1}: {rates[-1]:,.0f} events/s (durable)", flush=True)
+        print(
+            f"   in-process run {run + 1}: {rates[-1]:,.0f} events/s (durable);"
+            f" {cpu_rates[-1]:,.0f} events per CPU-second",
+            flush=True,
+        )
 
     sample = [_world_message(i, 99) for i in range(batch)]
     now = datetime.now(UTC)
@@ -500,6 +506,8 @@ def bench_inprocess_track(
         "batch": batch,
         "runs": runs,
         "events_per_s_median": statistics.median(rates),
+        "events_per_cpu_s_median": statistics.median(cpu_rates),
+        "load_average_1min": os.getloadavg()[0],
         "validate_us_per_event": validate_us,
         "encode_us_per_event": encode_us,
         "durable_append_us_per_event": append_us,
@@ -521,7 +529,8 @@ def bench_archiver(
     from tripwire.store.lake import PropertyTypes, payloads_to_table, write_table
 
     now = datetime.now(UTC)
-    rates = []
+    rates: list[float] = []
+    cpu_rates: list[float] = []  # events per CPU-second of this process (DuckDB threads too)
     breakdown: dict[str, float] = {}
     for run in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -549,11 +558,14 @@ def bench_archiver(
                     breakdown["write_parquet_us_per_event"] = (
                         1e6 * (time.perf_counter() - started) / len(chunk)
                     )
+                cpu = time.process_time()
                 result = Archiver(buffer, Path(tmp) / "lake", chunk_rows=chunk_rows).run()
+                cpu_rates.append(events / (time.process_time() - cpu))
             assert result.events == events, result
         rates.append(events / result.seconds)
         print(
-            f"   archiver run {run + 1}: {rates[-1]:,.0f} events/s ({result.files} files)",
+            f"   archiver run {run + 1}: {rates[-1]:,.0f} events/s ({result.files} files);"
+            f" {cpu_rates[-1]:,.0f} events per CPU-second",
             flush=True,
         )
     return {
@@ -561,6 +573,8 @@ def bench_archiver(
         "chunk_rows": chunk_rows,
         "runs": runs,
         "events_per_s_median": statistics.median(rates),
+        "events_per_cpu_s_median": statistics.median(cpu_rates),
+        "load_average_1min": os.getloadavg()[0],
         **breakdown,
     }
 
