@@ -216,6 +216,8 @@ def encode_envelopes(
     fallback = received_at if received_at is not None else now_micros()
     rows = []
     dumps = orjson.dumps
+    last_received: Any = None
+    last_received_us = fallback
     for index, envelope in enumerate(envelopes):
         try:
             message_id = envelope["messageId"]
@@ -223,13 +225,15 @@ def encode_envelopes(
         except KeyError as error:
             raise BufferError(f"envelope {index}: missing {error.args[0]!r}") from None
         received = envelope.get("receivedAt")
+        if received is None:
+            received_us = fallback
+        elif received == last_received:  # a batch shares one receivedAt: parse it once
+            received_us = last_received_us
+        else:
+            received_us = last_received_us = _micros(received, "receivedAt", index)
+            last_received = received
         rows.append(
-            (
-                str(message_id),
-                _micros(timestamp, "timestamp", index),
-                fallback if received is None else _micros(received, "receivedAt", index),
-                dumps(envelope),
-            )
+            (str(message_id), _micros(timestamp, "timestamp", index), received_us, dumps(envelope))
         )
     return rows
 
