@@ -115,7 +115,7 @@ def test_tokenization_failures_and_bad_version_only_in_the_segment_during_the_wi
         )
 
 
-def test_traffic_has_diurnal_and_weekly_seasonality(by_event) -> None:
+def test_traffic_follows_the_local_diurnal_curve(by_event) -> None:
     starts = np.array(
         [
             _at(m["timestamp"]).hour
