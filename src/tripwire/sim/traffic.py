@@ -55,6 +55,9 @@ DIURNAL = DIURNAL / DIURNAL.mean()
 #: Relative traffic by local weekday (Monday first), mean 1.
 WEEKLY = np.array([0.95, 0.94, 0.96, 0.98, 1.05, 1.10, 1.02])
 WEEKLY = WEEKLY / WEEKLY.mean()
+#: Sessions start at least this many ms into their minute: the user's ``identify`` and
+#: ``$exposure`` go 2 ms and 1 ms before ``Session Started`` and must stay in the same day.
+IDENTIFY_LEAD_MS = 2
 #: Relative daily growth of traffic.
 GROWTH_PER_DAY = 0.002
 
@@ -114,7 +117,9 @@ def draw_session_starts(
         cdf /= cdf[-1]
         minutes = np.searchsorted(cdf, rng.random(n), side="right")
         users_parts.append(np.repeat(members, counts))
-        starts_parts.append(day_start_ms + minutes * MINUTE_MS + rng.integers(0, MINUTE_MS, n))
+        starts_parts.append(
+            day_start_ms + minutes * MINUTE_MS + rng.integers(IDENTIFY_LEAD_MS, MINUTE_MS, n)
+        )
     if not users_parts:
         empty = np.empty(0, dtype=np.int64)
         return SessionStarts(empty, empty)
