@@ -202,7 +202,8 @@ def _event_name(value: Any) -> str:
         raise EventValidationError(
             "event", f"is {len(value)} characters, over the {MAX_EVENT_NAME_CHARS}-character limit"
         )
-    if len(value) * 9 > MAX_EVENT_DIR_BYTES and len(quote(value, safe="")) > MAX_EVENT_DIR_BYTES:
+    worst_case = len(value) * (3 if value.isascii() else 9)  # bytes once url-quoted
+    if worst_case > MAX_EVENT_DIR_BYTES and len(quote(value, safe="")) > MAX_EVENT_DIR_BYTES:
         raise EventValidationError(
             "event", f"url-quoted it exceeds {MAX_EVENT_DIR_BYTES} bytes (it names a lake folder)"
         )
