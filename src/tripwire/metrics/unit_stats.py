@@ -39,7 +39,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from fractions import Fraction
 from typing import Any, Literal
 
 import ibis
@@ -326,34 +325,53 @@ def event_scan(events: ir.Table, plan: StatsPlan) -> ir.Table:
 
 def per_unit_components(events: ir.Table, units: ir.Table, plan: StatsPlan) -> ir.Table:
     """Per analysed unit: ``a_<c>`` (analysis window) and ``p_<c>`` (pre-period) for every
-    component, from raw events. Units without events are absent (callers left-join)."""
+    component, from raw events. Units without events are absent (callers left-join).
+
+    Row-level flags (each distinct window, the pre-period, each component's contribution)
+    are computed once in a projection, then summed per unit.
+    """
     scan = event_scan(events, plan)
     scan = scan.mutate(__unit=unit_key(scan, plan.unit).cast("string"))
     joined = scan.inner_join(units, scan["__unit"] == units[UNIT])
-    day = day_index(joined.timestamp)
-    t0_day = day_index(joined.t0)
-    aggregates: dict[str, ir.Scalar] = {}
+    columns: dict[str, ir.Value] = {}
+    window_of: dict[str, str] = {}
     for component in plan.components:
-        windowed = in_window(joined.timestamp, joined.t0, component)
+        bounds = f"__w{int(component.window_start.total_seconds())}_" + (
+            "open"
+            if component.window_end is None
+            else str(int(component.window_end.total_seconds()))
+        )
+        if bounds not in columns:
+            columns[bounds] = in_window(joined.timestamp, joined.t0, component)
+        window_of[component.key] = bounds
         if component.mode == "distinct":
             assert component.value is not None
-            values = resolve_field(joined, component.value, "string")
-            matches = _matches(joined, component)
-            aggregates[f"a_{component.key}"] = values.nunique(where=matches & windowed)
-            if plan.pre_period_days:
-                pre = in_pre_period(day, t0_day, plan.pre_period_days)
-                aggregates[f"p_{component.key}"] = values.nunique(where=matches & pre)
-            continue
-        value = contribution(joined, component)
-        aggregates[f"a_{component.key}"] = _aggregate(
-            ibis.ifelse(windowed, value, 0), component.mode
+            columns[f"__m_{component.key}"] = _matches(joined, component)
+            columns[f"__s_{component.key}"] = resolve_field(joined, component.value, "string")
+        else:
+            columns[f"__v_{component.key}"] = contribution(joined, component)
+    if plan.pre_period_days:
+        columns["__pre"] = in_pre_period(
+            day_index(joined.timestamp), day_index(joined.t0), plan.pre_period_days
         )
+    rows = joined.select(joined[UNIT], **columns)
+    aggregates: dict[str, ir.Scalar] = {}
+    for component in plan.components:
+        windowed = rows[window_of[component.key]]
+        key = component.key
+        if component.mode == "distinct":
+            values, matches = rows[f"__s_{key}"], rows[f"__m_{key}"]
+            aggregates[f"a_{key}"] = values.nunique(where=matches & windowed)
+            if plan.pre_period_days:
+                aggregates[f"p_{key}"] = values.nunique(where=matches & rows["__pre"])
+            continue
+        value = rows[f"__v_{key}"]
+        aggregates[f"a_{key}"] = _aggregate(ibis.ifelse(windowed, value, 0), component.mode)
         if plan.pre_period_days:
-            pre = in_pre_period(day, t0_day, plan.pre_period_days)
-            aggregates[f"p_{component.key}"] = _aggregate(
-                ibis.ifelse(pre, value, 0), component.mode
+            aggregates[f"p_{key}"] = _aggregate(
+                ibis.ifelse(rows["__pre"], value, 0), component.mode
             )
-    return joined.group_by(UNIT).aggregate(**aggregates)
+    return rows.group_by(UNIT).aggregate(**aggregates)
 
 
 def component_columns(plan: StatsPlan) -> list[str]:
@@ -537,8 +555,9 @@ def _moment_scale(plan: StatsPlan, m: MetricVariables, parts: tuple[str, ...]) -
     return scale
 
 
-def _to_fraction(value: Any) -> Fraction:
-    return Fraction(0) if value is None else Fraction(value)
+def _to_int(value: Any) -> int:
+    """Engine sums are integral (``DECIMAL(38, 0)`` or integers): convert exactly."""
+    return 0 if value is None else int(value)
 
 
 def collect(
@@ -549,9 +568,7 @@ def collect(
 ) -> pa.Table:
     """Roll exact per-cell sums up to the all-units total and to each cohort dimension's
     marginals, and convert to floats once (sum / scale)."""
-    totals: dict[tuple[str, str, str], dict[str, Fraction]] = defaultdict(
-        lambda: defaultdict(Fraction)
-    )
+    totals: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in cells.to_pylist():
         targets = [(row["arm"], ALL, ALL)]
         targets += [
@@ -563,7 +580,7 @@ def collect(
             for key, value in row.items():
                 if key == "arm" or key in cohorts:
                     continue
-                bucket[key] += _to_fraction(value)
+                bucket[key] += _to_int(value)
     records: list[dict[str, Any]] = []
     for (arm, dimension, value), sums in sorted(totals.items()):
         for m in plan.metrics:
@@ -659,6 +676,7 @@ def unit_stats(
         metrics, analysis_window=analysis_window, pre_period_days=pre_period_days, unit=unit
     )
     exposed = resolve_exposures(events, experiment, sources=sources, dimensions=dimensions)
+    exposed = exposed.cache()  # read by three queries: resolve the exposures once
     summary = summarize(exposed, experiment)
     units = analysed_units(exposed)
     per_unit = per_unit_components(events, units, plan)
