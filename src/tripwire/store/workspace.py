@@ -31,6 +31,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "max_event_bytes": 32 * 1024,
         "max_batch_bytes": 500 * 1024,
         "high_water_mark": 2_000_000,
+        "retry_after_seconds": 5,
     },
     "retention": {"buffer_days": 7},
     "notifiers": [],
