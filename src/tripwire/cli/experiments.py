@@ -16,13 +16,25 @@ Helpers shared by every group (:func:`load_or_exit`, :func:`ensure_current_or_ex
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import math
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tripwire.cli.common import WorkspaceOption, console, err_console, open_workspace
+from tripwire.experiments.analysis import AnalysisError, ExperimentAnalysis, analyze
+from tripwire.experiments.decision import (
+    ExperimentDecision,
+    decide_analysis,
+    override,
+    record,
+)
 from tripwire.experiments.planner import ExperimentPlan, PlanningError, plan_experiment
 from tripwire.experiments.registry import (
     AlreadyLocked,
@@ -49,9 +61,11 @@ from tripwire.experiments.spec import (
     load_specs,
 )
 from tripwire.metrics.definitions import parse_duration
+from tripwire.metrics.exposures import ExposureConfigError, exposure_sources
 from tripwire.metrics.loader import MetricCatalog, MetricDefinitionError, load_metrics
 from tripwire.metrics.query import parse_time
-from tripwire.store.engine import connect
+from tripwire.report.experiment_readout import render_readout, write_readout
+from tripwire.store.engine import connect, events_table
 from tripwire.store.workspace import Workspace
 
 experiment_app = typer.Typer(
@@ -505,9 +519,176 @@ def register_rollout(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------- analysis
 
 
+def _run_analysis(
+    ws: Workspace, catalog: MetricCatalog, loaded: LoadedSpec, spec_hash: str, at: date
+) -> ExperimentAnalysis:
+    """The analysis of every look up to ``at``, with a Rich progress line while it runs."""
+    try:
+        sources = exposure_sources(ws.setting("exposure_mappings"))
+    except ExposureConfigError as error:
+        raise fail(str(error), 2) from error
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"analysing {loaded.spec.name}", total=None)
+
+        def report(text: str) -> None:
+            progress.update(task, description=f"{loaded.spec.name}: {text}")
+
+        try:
+            return analyze(
+                events_table(connect(ws)), loaded.spec, catalog.metrics, at=at,
+                spec_hash=spec_hash, sources=sources, progress=report,
+            )  # fmt: skip
+        except AnalysisError as error:
+            progress.stop()
+            raise fail(str(error)) from error
+
+
+def _signed(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x * 100:+.2f}%"
+
+
+def print_scorecard(analysis: ExperimentAnalysis, decision: ExperimentDecision) -> None:
+    """The Rich scorecard of the current look: metrics, guardrails, validity, verdict."""
+    look = analysis.current
+    status = look.sequential_for(decision.treatment or look.treatments[0])
+    kind = "final look" if status.final else f"look {status.look} of {status.n_looks}"
+    table = Table(
+        title=f"{analysis.spec.name} · {kind} · data until {_when(look.cutoff)} · "
+        f"spec {analysis.spec_hash[:12] or 'unlocked'}"
+    )
+    for column in ("role", "metric", "arm", "control", "treatment", "relative", "95% CI", "p"):
+        table.add_column(column, justify="left" if column in ("role", "metric", "arm") else "right")
+    seen: set[tuple[str, str]] = set()
+    for r in (*look.primary, *look.secondary, *look.guardrail_metrics):
+        if (r.metric, r.treatment) in seen:
+            continue
+        seen.add((r.metric, r.treatment))
+        c = r.comparison
+        rel, p = float(c.relative.estimate), r.adjusted_p_value
+        style = ("green" if rel > 0 else "red") if p <= analysis.spec.alpha else "default"
+        table.add_row(
+            r.role, r.metric + (" (CUPED)" if r.cuped else ""), r.treatment,
+            f"{float(c.control.mean):.4g}", f"{float(c.treatment.mean):.4g}",
+            f"[{style}]{_signed(rel)}[/{style}]",
+            f"[{_signed(float(c.relative.ci_low))}, {_signed(float(c.relative.ci_high))}]",
+            f"{p:.3g}",
+        )  # fmt: skip
+    console.print(table)
+    checks = [c for family in look.guardrails for c in family.checks]
+    if checks:
+        guards = Table(title="guardrails (one-sided non-inferiority)")
+        for column in ("check", "threshold", "effect", "bound", "p", "level", "result"):
+            guards.add_column(column, justify="left" if column in ("check", "result") else "right")
+        for check in checks:
+            t = check.test
+            fmt = _signed if t.scale == "relative" else (lambda v: f"{v:+.4g}")
+            result = (
+                "[red]BREACHED[/red]" if check.breached
+                else "[green]pass[/green]" if check.passed else "[yellow]not shown[/yellow]"
+            )  # fmt: skip
+            guards.add_row(
+                escape(check.name), fmt(t.threshold), fmt(t.estimate), fmt(t.bound),
+                f"{t.p_value:.3g}", f"{check.level:.3g}", result,
+            )  # fmt: skip
+        console.print(guards)
+    v = look.validity
+    arms = ", ".join(f"{a} {n:,}" for a, n in v.units_per_arm.items())
+    problems = "" if v.ok else "\n[magenta]" + escape("\n".join(v.problems)) + "[/magenta]"
+    console.print(
+        f"validity: units {arms}; SRM p = {v.srm.p_value:.3g}; units in several arms "
+        f"{v.multi_arm_units:,} (excluded){problems}",
+        highlight=False,
+    )
+    body = escape(decision.explanation)
+    if decision.overridden:
+        body += (
+            f"\n\noverridden by {escape(decision.override_author or '')} (mechanical: "
+            f"{decision.mechanical_verdict}): {escape(decision.override_reason or '')}"
+        )
+    colour = {"SHIP": "green", "VETO": "red", "INVALID": "magenta", "CONTINUE": "blue"}
+    console.print(
+        Panel(
+            body,
+            title=f"[bold]{decision.verdict.value}[/bold] — rule {decision.rule}",
+            border_style=colour.get(decision.verdict.value, "yellow"),
+        )
+    )
+
+
 def register_analysis(app: typer.Typer) -> None:
-    """``analyze`` and ``report`` (added by the analysis area)."""
-    del app
+    """``analyze`` and ``report`` (issue 5, items 6–8)."""
+
+    @app.command("analyze")
+    def analyze_command(
+        name: NameArg,
+        at: Annotated[
+            str | None, typer.Option("--at", help="Analyse as of this date (UTC; default today).")
+        ] = None,
+        amend: AmendOption = None,
+        override_reason: Annotated[
+            str | None,
+            typer.Option("--override", help="Override the mechanical verdict, with why."),
+        ] = None,
+        override_to: Annotated[
+            str | None,
+            typer.Option("--to", help="The verdict that --override puts in force (e.g. SHIP)."),
+        ] = None,
+        author: AuthorOption = None,
+        workspace: WorkspaceOption = None,
+    ) -> None:
+        """Analyse every look up to --at (validity first, primary with CUPED, secondaries,
+        guardrails, cohorts, sequential status), print the scorecard and the verdict with
+        its rule, and record the look and the verdict in the decision log."""
+        if (override_reason is None) != (override_to is None):
+            raise fail('--override "reason" and --to VERDICT go together', 2)
+        ws = open_workspace(workspace)
+        loaded, catalog = load_or_exit(ws, name)
+        when = (_parse_at(at) or datetime.now(UTC)).date()
+        with open_registry(ws) as registry:
+            spec_hash = ensure_current_or_exit(registry, loaded, amend, author)
+            analysis = _run_analysis(ws, catalog, loaded, spec_hash, when)
+            decision = decide_analysis(analysis)
+            if override_reason is not None and override_to is not None:
+                try:
+                    decision = override(
+                        decision, override_to, override_reason, author=author or default_author()
+                    )
+                except ValueError as error:
+                    raise fail(str(error), 2) from error
+            record(registry, analysis, decision, author=author)
+        print_scorecard(analysis, decision)
+
+    @app.command("report")
+    def report_command(
+        name: NameArg,
+        at: Annotated[
+            str | None, typer.Option("--at", help="Report as of this date (UTC; default today).")
+        ] = None,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="Folder for NAME.md and NAME.html.")
+        ] = None,
+        workspace: WorkspaceOption = None,
+    ) -> None:
+        """Write the readout: Markdown and a self-contained HTML page with plots."""
+        ws = open_workspace(workspace)
+        loaded, catalog = load_or_exit(ws, name)
+        when = (_parse_at(at) or datetime.now(UTC)).date()
+        with open_registry(ws) as registry:
+            lock = registry.lock_of(loaded.spec.name)
+            amendments = registry.amendments(loaded.spec.name)
+            analysis = _run_analysis(ws, catalog, loaded, loaded.hash, when)
+            decision = decide_analysis(analysis)
+            latest = registry.latest_verdict(loaded.spec.name)
+            overrides = registry.overrides(loaded.spec.name)
+            if overrides and (latest is None or overrides[-1].at >= latest.at):
+                last = overrides[-1]
+                decision = override(decision, last.to_verdict, last.reason, author=last.author)
+            log = registry.decisions(loaded.spec.name)
+        readout = render_readout(analysis, decision, lock=lock, amendments=amendments, log=log)
+        files = write_readout(readout, output or ws.reports_dir / "experiments")
+        console.print(f"{decision.verdict.value} ({decision.rule})", highlight=False)
+        console.print(f"readout: {files.markdown}\n         {files.html}", highlight=False)
 
 
 # --------------------------------------------------------------------------- decisions

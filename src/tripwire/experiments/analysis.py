@@ -537,8 +537,9 @@ def sequential_status(
     decision = result.decision
     if final and decision in (Decision.CONTINUE, Decision.FUTILITY):
         decision = Decision.NOT_SIGNIFICANT
+    n_looks = len(dates) if dates is not None else design.n_looks
     return SequentialStatus(
-        primary.treatment, plan, look, current.n_looks, t, i_max, z, result.efficacy_boundary,
+        primary.treatment, plan, look, n_looks, t, i_max, z, result.efficacy_boundary,
         result.futility_boundary, result.nominal_alpha, result.alpha_spent, decision, final,
         next_look, current,
     )  # fmt: skip
