@@ -1,0 +1,309 @@
+"""Automatic calibration: thresholds from a false-alarm target, by replaying history.
+
+Hand-tuned ``h = 5`` pages too often on a noisy segment and never on a smooth one. Instead:
+
+1. choose the seasonal components per series: a daily (weekly) term is modelled only if a
+   robust STL of the history shows a seasonal strength ≥ ``min_strength``
+   (:func:`~tripwire.monitor.baselines.seasonal_strength`);
+2. replay the history through the detector's own baseline (never firing) to get its
+   one-step-ahead standardised residuals — whatever their real tails and autocorrelation;
+3. resample them with a moving-block bootstrap (Künsch 1989; blocks of an hour keep the
+   short-range dependence) into ``paths × replay_days`` of null data, run the CUSUM/EWMA
+   recursion on them for a grid of thresholds at once (with the same reset after an alarm),
+   and count false alarms per day for each threshold;
+4. pick the threshold whose rate meets the target (e.g. 1 per 30 days): log(rate) is close
+   to linear in ``h`` for CUSUM (Siegmund 1985) and in ``L²`` for EWMA, so the rate is
+   extrapolated from the well-estimated upper part of the grid instead of needing millions
+   of simulated days.
+
+The result carries per-series thresholds and seasonality switches and a bank already warmed
+on the history, ready to stream the next tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from tripwire.monitor.baselines import DAY_SECONDS, WEEK_SECONDS, mad_scale, seasonal_strength
+from tripwire.monitor.detectors import (
+    DetectorBank,
+    DetectorConfig,
+    RunResult,
+    cusum_update,
+    ewma_update,
+)
+
+SCORE_WINSOR = 6.0  # residuals beyond ±6σ in history are anomalies, not noise to calibrate on
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-series calibration of one detector config (arrays of length ``n_series``)."""
+
+    config: DetectorConfig
+    thresholds: NDArray[np.float64]
+    daily: NDArray[np.bool_]
+    weekly: NDArray[np.bool_]
+    estimated_false_alarms_per_day: NDArray[np.float64]
+    target_false_alarms_per_day: float
+    history_points: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """A calibration and the bank that replayed the history (state ready for the next tick)."""
+
+    calibration: Calibration
+    bank: DetectorBank
+    history: RunResult
+
+
+def choose_seasonality(
+    timestamps: NDArray[np.int64],
+    values: NDArray[np.float64],
+    *,
+    min_strength: float = 0.4,
+    default_daily: bool = True,
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Per-series (daily, weekly) switches from robust-STL seasonal strength of ``values (T, S)``.
+
+    Strength is only trusted over at least four periods: with less history the daily term is
+    ``default_daily`` (for values, keep it: missing a real daily cycle costs far more than
+    modelling an absent one; for proportions, drop it: at minute grain binomial noise dwarfs
+    the daily swing of a rate, and traffic seasonality is already in the binomial weights)
+    and the weekly term is left out (it could not be learnt in time anyway).
+    """
+    ts = np.asarray(timestamps, dtype=np.int64)
+    span = int(ts[-1] - ts[0]) if ts.size else 0
+    vals = np.asarray(values, float)
+    if vals.ndim == 1:
+        vals = vals[:, None]
+    daily = np.zeros(vals.shape[1], dtype=bool)
+    weekly = np.zeros(vals.shape[1], dtype=bool)
+    for s in range(vals.shape[1]):
+        if span >= 4 * DAY_SECONDS:
+            daily[s] = seasonal_strength(ts, vals[:, s], DAY_SECONDS) >= min_strength
+        else:  # a daily profile needs a day to initialise and another to be calibrated on
+            daily[s] = default_daily and span >= 2 * DAY_SECONDS
+        if span >= 4 * WEEK_SECONDS:
+            weekly[s] = seasonal_strength(ts, vals[:, s], WEEK_SECONDS) >= min_strength
+    return daily, weekly
+
+
+def excursions(history: RunResult, confirm_points: int) -> NDArray[np.bool_]:
+    """Points belonging to an alarm: its excursion (statistic off zero) up to the hold's end."""
+    out = history.in_alarm.copy()
+    stat = history.statistic
+    for t, s in zip(*np.nonzero(history.fired), strict=True):
+        start = t
+        while start > 0 and stat[start - 1, s] != 0.0:
+            start -= 1
+        out[start : t + 1, s] = True
+    return out
+
+
+def threshold_grid(config: DetectorConfig, size: int = 28) -> NDArray[np.float64]:
+    """Candidate thresholds: CUSUM h in [1, 60], EWMA L in [1.5, 15], geometric."""
+    low, high = (1.0, 60.0) if config.method == "cusum" else (1.5, 15.0)
+    return np.geomspace(low, high, size)
+
+
+def bootstrap_alarm_rates(
+    scores: list[NDArray[np.float64]],
+    config: DetectorConfig,
+    grid: NDArray[np.float64],
+    *,
+    points_per_day: float,
+    replay_days: float,
+    paths: int,
+    block: int,
+    rng: np.random.Generator,
+) -> NDArray[np.float64]:
+    """False alarms per day, shape ``(n_series, len(grid))``, on block-bootstrapped scores."""
+    n_series = len(scores)
+    steps = int(np.ceil(replay_days * points_per_day))
+    n_blocks = -(-steps // block)
+    counts = np.zeros((grid.size, n_series * paths))
+    g = grid[:, None]
+    lam, k = config.lam, config.k
+    offsets = np.arange(block)
+    # null replay: each path is a chain of random blocks of the series' own scores
+    z = np.empty((n_blocks * block, n_series * paths))
+    for i, s in enumerate(scores):
+        starts = rng.integers(0, max(s.size - block, 0) + 1, size=(n_blocks, paths))
+        idx = np.minimum(starts[:, None, :] + offsets[None, :, None], s.size - 1)
+        z[:, i * paths : (i + 1) * paths] = s[idx].reshape(n_blocks * block, paths)
+    z = z[:steps]
+    pos = np.zeros_like(counts)
+    neg = np.zeros_like(counts)
+    ewma_n = np.zeros_like(counts)
+    for t in range(steps):
+        zt = z[t]
+        if config.method == "cusum":
+            pos, neg = cusum_update(pos, neg, zt, k)
+            fire = (pos > g) | (neg > g)
+            pos[fire] = 0.0
+            neg[fire] = 0.0
+        else:
+            pos, ewma_n, stat = ewma_update(pos, ewma_n, zt, lam)
+            fire = np.abs(stat) > g
+            pos[fire] = 0.0
+            ewma_n[fire] = 0.0
+        counts += fire
+    days = steps / points_per_day
+    return np.asarray((counts.reshape(grid.size, n_series, paths).sum(axis=2) / (paths * days)).T)
+
+
+def threshold_for_rate(
+    grid: NDArray[np.float64],
+    rates: NDArray[np.float64],
+    target: float,
+    *,
+    method: str,
+    min_alarms_per_point: float,
+    days: float,
+) -> tuple[float, float]:
+    """Smallest threshold whose (extrapolated) false-alarm rate is ≤ ``target``.
+
+    Fits log(rate) linearly in ``h`` (CUSUM) or ``L²`` (EWMA) over the top of the grid with
+    enough simulated alarms, and never returns less than a threshold empirically above target.
+    """
+    x = grid if method == "cusum" else grid**2
+    reliable = rates * days >= min_alarms_per_point
+    above = np.flatnonzero(rates > target)
+    floor = grid[above.max()] if above.size else grid[0]
+    if not reliable.any():
+        return float(floor), float(rates[np.searchsorted(grid, floor)])
+    idx = np.flatnonzero(reliable)[-4:]
+    if idx.size >= 2:
+        slope, intercept = np.polyfit(x[idx], np.log(rates[idx]), 1)
+    else:
+        slope, intercept = 0.0, float(np.log(rates[idx[0]]))
+    if slope < 0:
+        xs = (np.log(target) - intercept) / slope
+        h = float(np.sqrt(xs)) if method == "ewma" and xs > 0 else float(xs)
+    else:
+        h = float(grid[-1])
+    h = float(np.clip(max(h, floor), grid[0], grid[-1]))
+    xh = h if method == "cusum" else h * h
+    est = float(np.exp(intercept + slope * xh)) if slope < 0 else float(rates[idx[-1]])
+    return h, est
+
+
+def calibrate(
+    config: DetectorConfig,
+    timestamps: ArrayLike,
+    values: ArrayLike | None = None,
+    numerators: ArrayLike | None = None,
+    denominators: ArrayLike | None = None,
+    *,
+    false_alarms_per_day: float = 1.0 / 30.0,
+    seasonality: str = "auto",
+    min_strength: float = 0.4,
+    replay_days: float = 30.0,
+    paths: int = 4,
+    block_seconds: int = 3600,
+    seed: int = 0,
+) -> CalibrationRun:
+    """Calibrate ``config`` on history arrays ``(T, S)`` (or ``(T,)`` for one series).
+
+    ``false_alarms_per_day`` is per series: for one false page per metric per 30 days over
+    ``m`` segments, pass ``1 / (30 · m)``. ``seasonality="auto"`` picks daily/weekly terms per
+    series from the history; ``"config"`` keeps the config's switches.
+    """
+    if false_alarms_per_day <= 0:
+        raise ValueError(f"false_alarms_per_day must be > 0, got {false_alarms_per_day}")
+    if seasonality not in ("auto", "config"):
+        raise ValueError(f"seasonality must be 'auto' or 'config', got {seasonality!r}")
+    ts = np.asarray(timestamps)
+
+    def as2d(a: ArrayLike | None) -> NDArray[np.float64] | None:
+        if a is None:
+            return None
+        arr = np.asarray(a, float)
+        return arr[:, None] if arr.ndim == 1 else arr
+
+    v, num, den = as2d(values), as2d(numerators), as2d(denominators)
+    first = next(a for a in (v, num, den) if a is not None)
+    n_series = first.shape[1]
+    stamps = (
+        ts.astype("datetime64[s]").astype(np.int64) if ts.dtype.kind == "M" else ts.astype(np.int64)
+    )
+    if seasonality == "auto":
+        if config.kind == "value":
+            assert v is not None
+            level = v
+        else:
+            assert num is not None and den is not None
+            level = num / np.where(den > 0, den, np.nan)
+        daily, weekly = choose_seasonality(
+            stamps, level, min_strength=min_strength, default_daily=config.kind == "value"
+        )
+    else:
+        daily = np.full(n_series, config.daily)
+        weekly = np.full(n_series, config.weekly)
+
+    # replay with the config's default threshold so changes in the history fire and are
+    # re-baselined as they would be live; their excursions and holds are left out of the
+    # null sample (they are the signal, not the noise)
+    bank = DetectorBank(config, n_series, daily=daily, weekly=weekly)
+    history = bank.run_batch(stamps, v, num, den)
+    excluded = excursions(history, config.confirm_points)
+    warm_from = min(config.warmup_points, max(len(stamps) - 1, 0))
+    scores = []
+    for s in range(n_series):
+        z = history.score[:, s]
+        seen = np.cumsum(np.isfinite(history.observed[:, s]))
+        z = z[(seen > warm_from) & np.isfinite(z) & ~excluded[:, s]]
+        if z.size < 30:
+            raise ValueError(
+                f"series {s}: only {z.size} scored points after warm-up "
+                f"({config.warmup_points} points); give a longer history"
+            )
+        # standardise by the scores' own robust sd: early in a replay the baseline's scale
+        # is still inflated by its cold start, so raw scores would understate live ones
+        sd = mad_scale(z)
+        z = z / sd if sd > 0 else z
+        scores.append(np.clip(z, -SCORE_WINSOR, SCORE_WINSOR))
+
+    step = config.baseline.step_seconds
+    points_per_day = DAY_SECONDS / step
+    block = max(5, min(block_seconds // step, min(z.size for z in scores) // 4))
+    grid = threshold_grid(config)
+    rng = np.random.default_rng(seed)
+    rates = bootstrap_alarm_rates(
+        scores,
+        config,
+        grid,
+        points_per_day=points_per_day,
+        replay_days=replay_days,
+        paths=paths,
+        block=block,
+        rng=rng,
+    )
+    thresholds = np.empty(n_series)
+    estimated = np.empty(n_series)
+    for s in range(n_series):
+        thresholds[s], estimated[s] = threshold_for_rate(
+            grid,
+            rates[s],
+            false_alarms_per_day,
+            method=config.method,
+            min_alarms_per_point=5.0,
+            days=replay_days * paths,
+        )
+    bank.thresholds = thresholds.copy()
+    bank.reset_statistics()
+    calibration = Calibration(
+        config=config,
+        thresholds=thresholds,
+        daily=daily,
+        weekly=weekly,
+        estimated_false_alarms_per_day=estimated,
+        target_false_alarms_per_day=false_alarms_per_day,
+        history_points=np.isfinite(history.score).sum(axis=0),
+    )
+    return CalibrationRun(calibration=calibration, bank=bank, history=history)
