@@ -532,14 +532,14 @@ def sequential_status(
         past = [f for f in past if 0 < f < t]
         past = [f for i, f in enumerate(past) if i == 0 or f > past[i - 1]]
         current = update_design(design, [*past, t], final=final)
-        look = len(past) + 1
+        look = len(past) + 1  # the look's index in the re-planned design
     result = evaluate_look(current, look, sign * z)
     decision = result.decision
     if final and decision in (Decision.CONTINUE, Decision.FUTILITY):
         decision = Decision.NOT_SIGNIFICANT
     n_looks = len(dates) if dates is not None else design.n_looks
     return SequentialStatus(
-        primary.treatment, plan, look, n_looks, t, i_max, z, result.efficacy_boundary,
+        primary.treatment, plan, k, n_looks, t, i_max, z, result.efficacy_boundary,
         result.futility_boundary, result.nominal_alpha, result.alpha_spent, decision, final,
         next_look, current,
     )  # fmt: skip
