@@ -35,7 +35,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
-from tripwire.store.engine import UnknownField, resolve_field
+from tripwire.store.engine import UnknownField, column_for, resolve_field
 
 EXPOSURE_EVENT = "$exposure"
 #: Column names of an exposure-rows table (before the per-unit reduction).
@@ -128,10 +128,25 @@ def _string(table: ir.Table, ref: str) -> ir.StringValue:
 
 
 def _optional(table: ir.Table, ref: str) -> ir.StringValue | None:
+    """The field as a string column, or None when the lake has never seen it.
+
+    A top-level property or trait that the lake has not flattened into a column has never
+    been sent (every top-level scalar is flattened), so no JSON extraction is attempted
+    for it; deeper paths (``context.a.b``) are read from the raw JSON.
+    """
+    if column_for(ref, set(table.columns)) is None and _flattenable(ref):
+        return None
     try:
         return _string(table, ref)
     except UnknownField:
         return None
+
+
+def _flattenable(ref: str) -> bool:
+    head, _, rest = ref.partition(".")
+    if head in ("properties", "traits"):
+        return "." not in rest
+    return head == "context" and rest.startswith("traits.") and rest.count(".") == 1
 
 
 def exposure_rows(
