@@ -3,9 +3,9 @@
 Both paths send the same raw Segment messages per source, in time order, and write the
 world's ground truth to ``<data dir>/sim/ground_truth.json``.
 
-- In process: every batch goes through the same validation as the capture API
-  (:func:`tripwire.events.envelope.validate_batch`) and is appended durably to the workspace's
-  buffer, stamped with its source. The archiver then moves it to the lake.
+- In process: through :func:`tripwire.api.open` (one client per source, so each event is
+  stamped with its source), which validates like the capture API and group-commits to the
+  workspace's durable buffer. The archiver then moves it to the lake.
 - HTTP: ``POST <url>/v1/batch`` with the source's write key as HTTP Basic user, bodies under
   Segment's 500 KB limit, retrying 408/429/5xx and honouring ``Retry-After``.
 
@@ -17,21 +17,20 @@ event to the time of the upload (Segment gives the same advice for historical im
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import orjson
 
-from tripwire.events.envelope import MAX_BATCH_BYTES, validate_batch
+from tripwire.api import Tripwire
+from tripwire.api import open as open_workspace_client
+from tripwire.events.envelope import MAX_BATCH_BYTES
 from tripwire.sim.config import WorldConfig
 from tripwire.sim.world import World
-from tripwire.store.buffer import AppendResult, Buffer
 from tripwire.store.workspace import Workspace
 
 #: Where the ground truth lives inside a workspace's data folder.
@@ -61,48 +60,40 @@ class Sink(Protocol):
 
 
 class InProcessSink:
-    """Validate like the capture API, then append durably to the workspace's buffer.
+    """Send through the in-process API (:func:`tripwire.api.open`), one client per source.
 
-    Appends are pipelined: the next batch is validated while the buffer fsyncs the previous
-    ones (at most ``max_pending`` batches in flight), and :meth:`close` waits for them all.
+    ``track_many`` validates like the capture API and queues; the clients' background
+    threads group-commit to the durable buffer while the world keeps simulating, and
+    :meth:`close` flushes (blocks until everything is durable).
     """
 
-    def __init__(self, workspace: Workspace, *, max_pending: int = 4) -> None:
-        self.buffer = Buffer.for_workspace(workspace)
-        self.max_event_bytes = int(workspace.setting("ingest", "max_event_bytes"))
-        self.max_pending = max_pending
-        self._pending: deque[Future[AppendResult]] = deque()
-        self._stored = self._duplicates = 0
+    def __init__(self, workspace: Workspace) -> None:
+        self.root = workspace.root
+        self.clients: dict[str, Tripwire] = {}
 
     def send(self, source: str, messages: list[dict[str, Any]]) -> None:
-        accepted, rejected = validate_batch(
-            messages,
-            received_at=datetime.now(UTC),
-            source=source,
-            max_event_bytes=self.max_event_bytes,
-        )
-        if rejected:
-            first = rejected[0]
+        client = self.clients.get(source)
+        if client is None:
+            client = self.clients[source] = open_workspace_client(self.root, source=source)
+        result = client.track_many(messages)
+        if result.rejected:
+            first = result.rejected[0]
             raise SimFeedError(
-                f"{len(rejected)} simulated {source} events rejected; first: index {first.index}, "
-                f"field {first.field}: {first.reason}"
+                f"{len(result.rejected)} simulated {source} events rejected; first: index "
+                f"{first.index}, field {first.field}: {first.reason}"
             )
-        self._pending.append(self.buffer.submit(accepted))
-        while len(self._pending) > self.max_pending:
-            self._settle()
-
-    def _settle(self) -> None:
-        result = self._pending.popleft().result()
-        self._stored += result.stored
-        self._duplicates += result.duplicates
 
     def close(self) -> SinkTotals:
+        stored = duplicates = 0
         try:
-            while self._pending:
-                self._settle()
+            for client in self.clients.values():
+                flushed = client.flush()
+                stored += flushed.stored
+                duplicates += flushed.duplicates
         finally:
-            self.buffer.close()
-        return SinkTotals(self._stored, self._duplicates, 0)
+            for client in self.clients.values():
+                client.close()
+        return SinkTotals(stored, duplicates, 0)
 
 
 class HttpSink:
