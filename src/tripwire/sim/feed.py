@@ -210,7 +210,7 @@ def feed(
     """
     started = time.perf_counter()
     world = World(config, sent_at=False)
-    truth_path = world.ground_truth().write(workspace.data_dir / GROUND_TRUTH_PATH)
+    truth_path = world.ground_truth().write(ground_truth_path(workspace))
     counts: Counter[str] = Counter()
     days: list[str] = []
     closed = False
@@ -239,6 +239,6 @@ def feed(
     )
 
 
-def read_ground_truth_path(workspace: Workspace) -> Path:
+def ground_truth_path(workspace: Workspace) -> Path:
     """Where :func:`feed` wrote the workspace's ground truth."""
     return workspace.data_dir / GROUND_TRUTH_PATH
