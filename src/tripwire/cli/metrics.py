@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 def _fail_definitions(error: MetricDefinitionError) -> typer.Exit:
     err_console.print(f"[red]{len(error.errors)} error(s) in metric definitions:[/red]")
     for problem in error.errors:
-        err_console.print(f"  {problem}", markup=False, highlight=False)
+        err_console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 

@@ -78,39 +78,37 @@ def funnel_expr(
     group = _group_key(metric, base)
     base = base.mutate(__group=group).filter(ibis._["__group"].notnull())
 
-    first_cond = filter_condition(base, metric.steps[0])
-    first_events = base.filter(first_cond) if first_cond is not None else base
+    # One pass: per group, the (sorted-free) list of each step's timestamps, and the
+    # bucket/dimensions of its first step-1 event; then the greedy ordered match is a
+    # chain of list expressions, t_k = min(x in list_k where x >= t_{k-1}).
+    ts = base.timestamp
+    step_conds = [filter_condition(base, step) for step in metric.steps]
+    first_cond = step_conds[0]
     keys: dict[str, ir.Value] = {}
-    time_bucket = bucket(first_events, grain)
+    time_bucket = bucket(base, grain)
     if time_bucket is not None:
         keys["__bucket"] = time_bucket
     for i, ref in enumerate(dimensions):
         kept = (dimension_values or {}).get(ref)
-        keys[f"__dim{i}"] = fold_other(dimension(first_events, ref), kept)
-    ts = first_events.timestamp
-    first = first_events.group_by("__group").aggregate(
-        t0=ts.min(), **{name: expr.argmin(ts) for name, expr in keys.items()}
-    )
-    reached = first
-    previous = first.select("__group", t_prev=first.t0, t_start=first.t0)
-    for index, step in enumerate(metric.steps[1:], start=1):
-        cond = filter_condition(base, step)
-        candidates = (base.filter(cond) if cond is not None else base).select(
-            "__group", ts=base.timestamp
-        )
-        joined = previous.join(candidates, "__group")
-        ok = joined.ts >= joined.t_prev
-        if isinstance(metric.within, timedelta):
-            ok = ok & (joined.ts <= joined.t_start + interval(metric.within))
-        step_times = (
-            joined.filter(ok)
-            .group_by("__group")
-            .aggregate(t=ibis._.ts.min(), t_start=ibis._.t_start.min())
-        )
-        previous = step_times.select("__group", t_prev=step_times.t, t_start=step_times.t_start)
-        reached = reached.left_join(
-            step_times.select("__group", **{f"t{index}": step_times.t}), "__group"
-        ).drop("__group_right")
+        keys[f"__dim{i}"] = fold_other(dimension(base, ref), kept)
+    lists = {f"__l{i}": ts.collect(where=cond) for i, cond in enumerate(step_conds)}
+    firsts = {name: expr.argmin(ts, where=first_cond) for name, expr in keys.items()}
+    reached = base.group_by("__group").aggregate(**lists, **firsts)
+    reached = reached.filter(reached["__l0"].length() > 0)
+    reached = reached.mutate(t0=reached["__l0"].mins())
+    for index in range(1, len(metric.steps)):
+        previous = reached[f"t{index - 1}"]
+        start_time = reached["t0"]
+
+        def after(
+            x: ir.Value, previous: ir.Value = previous, start_time: ir.Value = start_time
+        ) -> ir.Value:
+            ok = x >= previous
+            if isinstance(metric.within, timedelta):
+                ok = ok & (x <= start_time + interval(metric.within))
+            return ok
+
+        reached = reached.mutate(**{f"t{index}": reached[f"__l{index}"].filter(after).mins()})
     aggregates = {
         f"reached_{i}": reached[f"t{i}"].count().cast("int64") for i in range(len(metric.steps))
     }

@@ -23,7 +23,7 @@ combination seen) with zero counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import ibis
@@ -68,7 +68,13 @@ class SeriesResult:
     dimensions: tuple[str, ...]
     start: datetime | None
     end: datetime | None
-    sql: str
+    expr: ir.Expr | None = field(default=None, repr=False, compare=False)
+    dialect: str = "duckdb"
+
+    @property
+    def sql(self) -> str:
+        """The SQL that computed this series (compiled on demand)."""
+        return "" if self.expr is None else compile_sql(self.expr, self.dialect)
 
     @property
     def is_empty(self) -> bool:
@@ -113,9 +119,8 @@ def timeseries(
     for group in groups:
         expr = _scalar_expr(table, group, query, kept, extra)
         arrow = backend.to_pyarrow(expr)
-        sql = compile_sql(expr, _dialect(backend))
         for metric in group:
-            results[metric.name] = _scalar_result(metric, arrow, query, sql)
+            results[metric.name] = _scalar_result(metric, arrow, query, expr, _dialect(backend))
     for metric in metrics:
         if isinstance(metric, FunnelMetric):
             results[metric.name] = _funnel_result(backend, table, metric, query, kept, extra)
@@ -206,7 +211,9 @@ def _keys(query: Query) -> list[str]:
     return (["bucket"] if query.grain else []) + list(query.dimensions)
 
 
-def _scalar_result(metric: MetricBase, arrow: pa.Table, query: Query, sql: str) -> SeriesResult:
+def _scalar_result(
+    metric: MetricBase, arrow: pa.Table, query: Query, expr: ir.Expr, dialect: str
+) -> SeriesResult:
     keys = _keys(query)
     columns = {k: arrow[k] for k in keys}
     for part in ("numerator", "denominator", "value"):
@@ -214,7 +221,9 @@ def _scalar_result(metric: MetricBase, arrow: pa.Table, query: Query, sql: str) 
     table = _normalise(pa.table(columns), keys)
     if query.fill and query.grain and query.start and query.end:
         table = _fill(table, metric, query)
-    return SeriesResult(metric, table, query.grain, query.dimensions, query.start, query.end, sql)
+    return SeriesResult(
+        metric, table, query.grain, query.dimensions, query.start, query.end, expr, dialect
+    )
 
 
 def _normalise(table: pa.Table, keys: Sequence[str]) -> pa.Table:
@@ -317,13 +326,7 @@ def _funnel_result(
     if long.num_rows == 0:
         long = _empty(keys, FUNNEL_COLUMNS)
     return SeriesResult(
-        metric,
-        long,
-        query.grain,
-        query.dimensions,
-        query.start,
-        query.end,
-        compile_sql(expr, _dialect(backend)),
+        metric, long, query.grain, query.dimensions, query.start, query.end, expr, _dialect(backend)
     )
 
 
@@ -367,9 +370,7 @@ def _retention_result(
     end = query.end or data_end(backend)
     if end is None:
         empty = _empty(keys, ("numerator", "denominator", "value"))
-        return SeriesResult(
-            metric, empty, query.grain, query.dimensions, query.start, query.end, ""
-        )
+        return SeriesResult(metric, empty, query.grain, query.dimensions, query.start, query.end)
     expr = _retention_expr(table, metric, query, kept, extra, end)
     arrow = _normalise(backend.to_pyarrow(expr), keys)
     return SeriesResult(
@@ -379,7 +380,8 @@ def _retention_result(
         query.dimensions,
         query.start,
         query.end,
-        compile_sql(expr, _dialect(backend)),
+        expr,
+        _dialect(backend),
     )
 
 

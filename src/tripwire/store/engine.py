@@ -21,6 +21,7 @@ reference                column
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -83,8 +84,16 @@ def connect_lake(
     if engine == "spark":
         return _connect_spark(Path(lake_dir))
     backend = ibis.duckdb.connect(**({"threads": threads} if threads else {}))
+    _allow_arrow_lambdas(backend)
     register_events(backend, Path(lake_dir))
     return backend
+
+
+def _allow_arrow_lambdas(backend: BaseBackend) -> None:
+    """Ibis compiles list lambdas as ``x -> ...``, which DuckDB ≥ 1.3 deprecates."""
+    # older DuckDB has no such setting: the arrow syntax is the only one there
+    with contextlib.suppress(Exception):
+        backend.raw_sql("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")  # type: ignore[attr-defined]
 
 
 def register_events(backend: BaseBackend, lake_dir: Path) -> None:
