@@ -65,6 +65,14 @@ def test_the_shipped_examples_are_valid_against_the_day1_catalog() -> None:
     assert ranker.sequential is not None and ranker.sequential.n_looks == 3
 
 
+def test_the_stored_form_parses_back_to_the_same_spec() -> None:
+    for path in example_files():
+        loaded = load_spec_file(path)
+        stored = loaded.spec.model_dump(mode="json")
+        assert stored["rollout"]["stages"][0]["min_duration"] == "1d"
+        assert spec_hash(parse_spec(stored)) == loaded.hash
+
+
 def test_defaults_control_and_tests() -> None:
     spec = parse_spec({
         "name": "x", "arms": [{"name": "a", "weight": 2}, {"name": "b", "weight": 1}],

@@ -38,12 +38,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from tripwire.metrics.definitions import NAME_PATTERN, Duration, EventFilter, Predicate
+from tripwire.metrics.definitions import NAME_PATTERN, EventFilter, Predicate, parse_duration
 from tripwire.metrics.loader import (
     DefinitionError,
     MetricCatalog,
@@ -75,6 +76,30 @@ def parse_fraction(value: Any) -> Any:
 
 #: A number that may be written as a percentage (``"2%"``).
 Fraction = Annotated[float, BeforeValidator(parse_fraction)]
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact ``7d``/``36h``/``15m``/``90s`` form (what the spec's JSON holds,
+    so a stored spec parses back to the same value).
+
+    >>> format_duration(timedelta(days=3)), format_duration(timedelta(hours=36))
+    ('3d', '36h')
+    >>> format_duration(timedelta(seconds=1.5))
+    '1.5s'
+    """
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:g}s"
+
+
+#: A duration written ``7d``, ``24h``, ``30m``, ``90s`` (serialised the same way).
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
 
 TestName = Literal[
     "welch", "two_proportion_z", "delta_method", "bootstrap_quantile", "mann_whitney"
