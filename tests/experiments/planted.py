@@ -115,42 +115,50 @@ def spec(**overrides: Any) -> ExperimentSpec:
 # --------------------------------------------------------------------------- statistics
 
 
-def _moments(x: np.ndarray, c: np.ndarray | None) -> dict[str, Any]:
-    out: dict[str, Any] = {f"sum_{m}": None for m in ("y", "yy", "xy", "d", "dd", "cd", "xd")}
-    out |= {f"sum_{m}": None for m in ("yc", "yd")}
-    xf = x.astype(np.float64)
-    out["sum_x"], out["sum_xx"] = float(xf.sum()), float(xf @ xf)
-    if c is None:
-        out |= {"sum_c": None, "sum_cc": None, "sum_xc": None}
-    else:
-        cf = c.astype(np.float64)
-        out |= {"sum_c": float(cf.sum()), "sum_cc": float(cf @ cf), "sum_xc": float(xf @ cf)}
-    return out
+_NONE = ("y", "yy", "xy", "d", "dd", "cd", "xd", "yc", "yd")
 
 
 def unit_stats_of(units: Units, *, cuped: bool = False, multi_arm: int = 0) -> UnitStats:
-    """The :class:`UnitStats` the engine would return for these units (locale cohorts)."""
+    """The :class:`UnitStats` the engine would return for these units (locale cohorts):
+    per (arm, locale) cell sums by ``bincount``, rolled up to locale and overall rows."""
+    cell = units.arm * len(LOCALES) + units.locale
+    size = 2 * len(LOCALES)
+    n = np.bincount(cell, minlength=size).reshape(2, -1)
+    sums: dict[str, dict[str, np.ndarray]] = {}
+    for metric, x, c in (
+        ("adds", units.adds, units.pre_adds),
+        ("errored", units.errored, units.pre_errored),
+    ):
+        xf, cf = x.astype(np.float64), c.astype(np.float64)
+        moments = {"x": xf, "xx": xf * xf, "c": cf, "cc": cf * cf, "xc": xf * cf}
+        sums[metric] = {
+            k: np.bincount(cell, weights=v, minlength=size).reshape(2, -1)
+            for k, v in moments.items()
+        }
     rows: list[dict[str, Any]] = []
-    arms = ("control", "treatment")
-    for a, arm in enumerate(arms):
-        in_arm = units.arm == a
-        cells = [(ALL, ALL, in_arm)] + [
-            ("locale", name, in_arm & (units.locale == i)) for i, name in enumerate(LOCALES)
+    for a, arm in enumerate(("control", "treatment")):
+        cells = [(ALL, ALL, slice(None))] + [
+            ("locale", name, slice(i, i + 1)) for i, name in enumerate(LOCALES)
         ]
-        for dimension, value, mask in cells:
-            for metric, x, c in (
-                ("adds", units.adds, units.pre_adds),
-                ("errored", units.errored, units.pre_errored),
-            ):
-                row = {"metric": metric, "arm": arm, "dimension": dimension, "value": value}
-                row |= {"kind": "mean", "n": int(mask.sum()), "zero_den": None}
-                row |= _moments(x[mask], c[mask] if cuped else None)
+        for dimension, value, part in cells:
+            for metric in ("adds", "errored"):
+                m = sums[metric]
+                row: dict[str, Any] = {"metric": metric, "arm": arm, "dimension": dimension}
+                row |= {"value": value, "kind": "mean", "n": int(n[a, part].sum())}
+                row |= {"zero_den": None} | {f"sum_{k}": None for k in _NONE}
+                for k in ("x", "xx", "c", "cc", "xc"):
+                    use = k in ("x", "xx") or cuped
+                    row[f"sum_{k}"] = float(m[k][a, part].sum()) if use else None
                 rows.append(row)
-    per_arm = {arm: int((units.arm == a).sum()) for a, arm in enumerate(arms)}
+    per_arm = {"control": int(n[0].sum()), "treatment": int(n[1].sum())}
     summary = ExposureSummary("planted", per_arm, multi_arm, START, START)
-    return UnitStats(
-        "planted", summary, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), ("locale",)
-    )
+    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    return UnitStats("planted", summary, table, ("locale",))
+
+
+def subset(units: Units, mask: np.ndarray) -> Units:
+    """The units selected by ``mask`` (e.g. those exposed before a look's cut-off)."""
+    return Units(*(getattr(units, f)[mask] for f in Units.__dataclass_fields__))
 
 
 # --------------------------------------------------------------------------- the lake

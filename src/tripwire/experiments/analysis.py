@@ -30,6 +30,7 @@ in, a :class:`LookAnalysis` out); :func:`analyze` runs it at each look against t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -436,7 +437,7 @@ def base_design(spec: ExperimentSpec) -> SequentialDesign:
     alpha = spec.alpha / max(1, len(spec.treatment_arms))
     plan = spec.sequential
     if plan is None:
-        return sequential_boundaries([1.0], alpha=alpha, sides=spec.sides)
+        return _boundaries((1.0,), alpha, "obf", spec.sides, None, None)
     if plan.information_fractions is not None:
         fractions = list(plan.information_fractions)
     else:
@@ -451,14 +452,29 @@ def base_design(spec: ExperimentSpec) -> SequentialDesign:
         if plan.futility
         else None
     )
-    return sequential_boundaries(
-        fractions,
-        alpha=alpha,
-        spending=plan.spending,
-        sides=spec.sides,
-        futility=futility,
-        spending_parameter=plan.spending_parameter,
+    return _boundaries(
+        tuple(fractions), alpha, plan.spending, spec.sides, futility, plan.spending_parameter
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _boundaries(
+    fractions: tuple[float, ...],
+    alpha: float,
+    spending: Any,
+    sides: Literal[1, 2],
+    futility: FutilityPlan | None,
+    parameter: float | None,
+) -> SequentialDesign:
+    """Designs are pure functions of their parameters: computed once per process."""
+    return sequential_boundaries(
+        fractions, alpha=alpha, spending=spending, sides=sides, futility=futility,
+        spending_parameter=parameter,
+    )  # fmt: skip
+
+
+#: θ for the requested power depends only on the design (a root-find over integrations).
+_drift_for_power = functools.lru_cache(maxsize=256)(drift_for_power)
 
 
 def max_information(spec: ExperimentSpec, design: SequentialDesign, control_mean: float) -> float:
@@ -469,7 +485,7 @@ def max_information(spec: ExperimentSpec, design: SequentialDesign, control_mean
         delta *= abs(control_mean)
     if not (math.isfinite(delta) and delta > 0):
         return math.nan
-    theta = drift_for_power(design, spec.power)
+    theta = _drift_for_power(design, spec.power)
     return (theta / delta) ** 2
 
 
