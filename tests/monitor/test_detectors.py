@@ -172,8 +172,8 @@ def test_proportion_drop_delay_at_segment_traffic():
 def test_low_traffic_does_not_fire():
     """A segment at ~1 session/min with large swings in its raw rate never pages."""
     rng = np.random.default_rng(9)
-    ts, x, n = proportion_world(rng, 40, 3, sessions=1.0)
-    bank = DetectorBank(DetectorConfig(kind="proportion", daily=False), 40, thresholds=9.0)
+    ts, x, n = proportion_world(rng, 25, 2.5, sessions=1.0)
+    bank = DetectorBank(DetectorConfig(kind="proportion", daily=False), 25, thresholds=9.0)
     out = bank.run_batch(ts, numerators=x, denominators=n)
     raw = np.where(n > 0, x / np.maximum(n, 1), np.nan)
     assert np.nanmax(np.abs(np.diff(raw, axis=0))) == 1.0  # raw swings are 0% ↔ 100%
@@ -206,12 +206,13 @@ def test_missing_points_leave_state_unchanged():
 
 def test_daily_profile_is_learnt():
     rng = np.random.default_rng(4)
-    steps = 4 * DAY
-    ts = START + np.arange(steps) * 60
+    steps = 4 * 288  # 5-minute data
+    ts = START + np.arange(steps) * 300
     shape = 30 * np.sin(2 * np.pi * (ts % 86400) / 86400)
     values = 100 + shape + rng.normal(0, 2, steps)
-    out = Detector(DetectorConfig()).run_batch(ts, values)
-    resid = values[3 * DAY :] - out.expected[3 * DAY :, 0]
+    config = DetectorConfig(baseline=BaselineSettings(step_seconds=300))
+    out = Detector(config).run_batch(ts, values)
+    resid = values[3 * 288 :] - out.expected[3 * 288 :, 0]
     assert abs(float(np.mean(resid))) < 0.3
     assert mad_scale(resid) < 2.6  # noise σ = 2; the 30-unit daily swing is gone
 

@@ -28,6 +28,8 @@ DAY_SECONDS = 86_400
 WEEK_SECONDS = 7 * DAY_SECONDS
 NORMAL_MEAN_ABS_TO_SD = math.sqrt(math.pi / 2.0)  # σ = E|X| · √(π/2) for X ~ N(0, σ²)
 MAD_TO_SD = 1.482602218505602  # σ = 1.4826 · MAD for the normal
+MIN_LEVEL_POINTS = 12.0
+MIN_SCALE_POINTS = 50.0
 
 
 def mad_scale(values: NDArray[np.float64]) -> float:
@@ -51,14 +53,18 @@ def gain_for_memory(memory: float) -> float:
 
 @dataclass(frozen=True)
 class BaselineSettings:
-    """Shape and memories of :class:`SeasonalBaseline` (all memories in *updates* of that part)."""
+    """Shape and memories of :class:`SeasonalBaseline`.
+
+    Level and scale memories are in seconds of data (so a 5-minute series forgets as fast
+    as a minute one); seasonal memories are in periods (days, weeks).
+    """
 
     daily_bins: int = 288  # 5-minute bins: 86 400 / 288 = 300 s
     weekly_bins: int = 168  # hourly bins over the week
-    level_memory: float = 240.0  # points
+    level_memory_seconds: float = 4 * 3600.0  # at least MIN_LEVEL_POINTS points
     daily_memory: float = 4.0  # days (each bin is visited bin_width/step times a day)
     weekly_memory: float = 3.0  # weeks
-    scale_memory: float = 1440.0  # points
+    scale_memory_seconds: float = DAY_SECONDS  # at least MIN_SCALE_POINTS points
     huber_c: float = 3.0  # residuals clipped at ±huber_c·scale before updating
     step_seconds: int = 60
 
@@ -71,9 +77,24 @@ class BaselineSettings:
             raise ValueError(f"step_seconds must be > 0, got {self.step_seconds}")
         if self.huber_c <= 0:
             raise ValueError(f"huber_c must be > 0, got {self.huber_c}")
-        for name in ("level_memory", "daily_memory", "weekly_memory", "scale_memory"):
+        for name in (
+            "level_memory_seconds",
+            "daily_memory",
+            "weekly_memory",
+            "scale_memory_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def level_memory(self) -> float:
+        """Level memory in points: ``level_memory_seconds`` of data, at least 12 points."""
+        return max(MIN_LEVEL_POINTS, self.level_memory_seconds / self.step_seconds)
+
+    @property
+    def scale_memory(self) -> float:
+        """Scale memory in points: ``scale_memory_seconds`` of data, at least 50 points."""
+        return max(MIN_SCALE_POINTS, self.scale_memory_seconds / self.step_seconds)
 
     @property
     def daily_bin_seconds(self) -> int:

@@ -158,7 +158,7 @@ def score_alarms(
     >>> ts = np.arange(0, 100 * 60, 60)
     >>> s = score_alarms("x", ts, [1200, 4000], [(1140, 1740)], probation_end=600)
     >>> s.windows[0].delay_seconds, s.false_alarms, round(s.nab_raw, 3)
-    (60.0, 1, 0.762)
+    (60.0, 1, 0.868)
     """
     alarms = sorted(int(a) for a in alarm_timestamps if a >= probation_end)
     ordered = sorted((int(a), int(b)) for a, b in windows)

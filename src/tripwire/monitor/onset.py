@@ -47,7 +47,7 @@ def locate_onset(
     >>> ts = np.arange(40) * 60
     >>> z = np.r_[np.zeros(25), np.full(15, -2.0)]
     >>> o = locate_onset(ts, z, run_length=15)
-    >>> o.timestamp == ts[25], o.shift
+    >>> o.timestamp == int(ts[25]), o.shift
     (True, -2.0)
     """
     import ruptures as rpt
