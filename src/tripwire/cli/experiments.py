@@ -733,7 +733,7 @@ def decisions_command(
                 "id": d.id, "experiment": d.experiment, "kind": d.kind, "summary": d.summary,
                 "at": d.at.isoformat(), "author": d.author, "details": d.details,
             }  # fmt: skip
-            console.print_json(json.dumps(record, default=str))
+            typer.echo(json.dumps(record, default=str))
         return
     if not entries:
         console.print("no decisions recorded yet")
@@ -750,7 +750,7 @@ def _print_finished(registry: Registry, experiment: str | None, as_json: bool) -
     entries = registry.finished(experiment)
     if as_json:
         for e in entries:
-            console.print_json(json.dumps(e.__dict__, default=str))
+            typer.echo(json.dumps(e.__dict__, default=str))
         return
     table = Table(title="finished experiments")
     for column in ("experiment", "verdict", "metric", "online effect", "CI", "offline"):
