@@ -183,9 +183,14 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     ) -> None:
         """Create a workspace, simulate the synthetic world, ingest, archive and summarise."""
-        ctx = DemoContext(
-            directory=directory, config=WorldConfig(days=days, users=users, seed=seed)
+        config = WorldConfig(
+            days=days,
+            users=users,
+            seed=seed,
+            sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
+            turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
         )
+        ctx = DemoContext(directory=directory, config=config)
         started = time.perf_counter()
         try:
             run_demo(ctx)
