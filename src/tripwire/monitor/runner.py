@@ -41,7 +41,7 @@ from tripwire.monitor.baselines import BaselineSettings
 from tripwire.monitor.calibration import calibrate
 from tripwire.monitor.changes import ChangeLog, changes_from_envelopes
 from tripwire.monitor.definitions import MonitorSpec
-from tripwire.monitor.detectors import DetectorBank, DetectorConfig
+from tripwire.monitor.detectors import DetectorBank, DetectorConfig, TickResult
 from tripwire.monitor.loader import MonitorSet, load_monitors
 from tripwire.monitor.rules import Clear, RuleBank, Trigger
 from tripwire.monitor.series import (
@@ -50,6 +50,7 @@ from tripwire.monitor.series import (
     detector_kind,
     discover_and_fetch,
     fetch_ticks,
+    segment_label,
     split,
 )
 from tripwire.store.workspace import Workspace
@@ -139,6 +140,7 @@ class MonitorEvaluator:
     rules: RuleBank
     next_timestamp: int
     notes: list[str] = field(default_factory=list)
+    last_tick: TickResult | None = None
 
     def feed(self, ticks: Ticks) -> list[Event]:
         """Evaluate consecutive buckets (must start at :attr:`next_timestamp`)."""
@@ -155,6 +157,7 @@ class MonitorEvaluator:
                 tick = self.bank.update(ts, ticks.values[t])
             else:
                 tick = self.bank.update(ts, None, ticks.numerators[t], ticks.denominators[t])
+            self.last_tick = tick
             for item in self.rules.update(
                 tick, self.bank, ticks.volumes[t], ticks.numerators[t], ticks.denominators[t]
             ):
@@ -533,6 +536,30 @@ class StreamingMonitor:
             buffer.close()
             store.close()
         return self.stats
+
+    def latest(self) -> list[dict[str, Any]]:
+        """The last evaluated tick of every watched series (for ``GET /metrics``)."""
+        evaluator = self._evaluator
+        if evaluator is None:
+            return []
+        rows = []
+        for ev in evaluator.evaluators:
+            tick = ev.last_tick
+            if tick is None:
+                continue
+            for index, segment in enumerate(ev.segments):
+                rows.append(
+                    {
+                        "monitor": ev.monitor.name,
+                        "metric": ev.metric.name,
+                        "segment": segment_label(segment),
+                        "value": float(tick.observed[index]),
+                        "expected": float(tick.expected[index]),
+                        "lower": float(tick.lower[index]),
+                        "upper": float(tick.upper[index]),
+                    }
+                )
+        return rows
 
     @staticmethod
     def _record_changes(store: AlertStore, table: pa.Table) -> None:
