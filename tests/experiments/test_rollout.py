@@ -18,6 +18,7 @@ from tripwire.experiments.rollout import (
     advance,
     allocation,
     check,
+    check_running,
     current_rollout,
     kill,
     resume,
@@ -183,3 +184,26 @@ def test_no_exposures_yet_is_an_error(harmed_lake: Path, tmp_path: Path) -> None
     before = LW.START + timedelta(days=LW.EXPERIMENT_DAY - 1)
     with pytest.raises(RolloutError, match="no exposures of 'live'"):
         _check(ws, at=before)
+
+
+def test_scheduled_pass_guards_running_locked_experiments(
+    harmed_lake: Path, tmp_path: Path
+) -> None:
+    ws = LW.workspace_on(tmp_path / "ws", harmed_lake)
+    (ws.experiments_dir / "draft.yaml").write_text(
+        LW.spec_yaml(header="name: draft\n").replace(f"name: {LW.EXPERIMENT}\n", "")
+    )
+    (ws.experiments_dir / "broken.yaml").write_text("name: broken\narms: 1\n")
+    assert check_running(ws) == {
+        "broken": "skipped: not locked", "draft": "skipped: not locked",
+        "live": "skipped: not locked",
+    }  # fmt: skip
+    loaded = load_spec(ws, LW.EXPERIMENT)
+    with Registry.open(ws) as reg:
+        reg.lock(LW.EXPERIMENT, loaded.hash, loaded.spec.model_dump(mode="json"))
+        reg.lock("broken", "00" * 32, {})
+    results = check_running(ws)
+    live = results["live"]
+    assert isinstance(live, CheckResult) and live.status_after == "paused"
+    assert isinstance(results["broken"], str) and "broken.yaml:2: arms" in results["broken"]
+    assert check_running(ws)["live"] == "skipped: rollout paused"

@@ -32,19 +32,27 @@ from typing import Any, Literal
 import ibis.expr.types as ir
 
 from tripwire.experiments.assignment import Allocation
-from tripwire.experiments.registry import Registry, RolloutState, default_author
+from tripwire.experiments.registry import (
+    Registry,
+    RolloutState,
+    SpecChangedAfterLock,
+    default_author,
+)
 from tripwire.experiments.spec import (
     AbortCriterion,
     ExperimentSpec,
+    ExperimentSpecError,
     Guardrail,
     LoadedSpec,
     RolloutStage,
     default_test,
+    load_spec,
+    spec_files,
 )
 from tripwire.metrics.compile import timeseries_expr, unit_key
 from tripwire.metrics.definitions import MetricBase
 from tripwire.metrics.exposures import UNIT, exposure_sources, resolve_exposures, summarize
-from tripwire.metrics.loader import MetricCatalog
+from tripwire.metrics.loader import MetricCatalog, MetricDefinitionError, load_metrics
 from tripwire.metrics.unit_stats import ALL, unit_stats
 from tripwire.stats import (
     MeanStats,
@@ -55,7 +63,7 @@ from tripwire.stats import (
     welch_t_test,
 )
 from tripwire.stats.results import ComparisonResult
-from tripwire.store.engine import events_table
+from tripwire.store.engine import connect, events_table
 from tripwire.store.workspace import Workspace
 
 ARM_COLUMN = "experiment_arm"
@@ -540,3 +548,49 @@ def check(
     else:
         registry.log(spec.name, "check", result.summary(), details, author=who)
     return result
+
+
+# --------------------------------------------------------------------------- scheduled guard
+
+
+def check_running(
+    workspace: Workspace,
+    *,
+    at: datetime | None = None,
+    window: timedelta = timedelta(days=1),
+    notify: Notifier | None = None,
+    author: str = "rollout-guard",
+) -> dict[str, CheckResult | str]:
+    """One pass of the scheduled guard: :func:`check` every experiment whose rollout is
+    running (locked, not paused, killed or completed) and that has exposures.
+
+    Returns, per experiment, its result or why it was skipped (a spec error, no exposures
+    yet, a spec changed after lock). Nothing raises for one experiment's problem, so one
+    broken spec never stops the others from being guarded.
+    """
+    out: dict[str, CheckResult | str] = {}
+    try:
+        catalog = load_metrics(workspace, check_lake=False)
+    except MetricDefinitionError as error:
+        return {path.stem: f"skipped: {error}" for path in spec_files(workspace)}
+    backend = connect(workspace)
+    with Registry.open(workspace) as registry:
+        for path in spec_files(workspace):
+            name = path.stem
+            state = registry.rollout_state(name)
+            if registry.lock_of(name) is None:
+                out[name] = "skipped: not locked"
+                continue
+            if state is not None and state.status != "running":
+                out[name] = f"skipped: rollout {state.status}"
+                continue
+            try:
+                loaded = load_spec(workspace, name, catalog=catalog)
+                registry.ensure_current(loaded)
+                out[name] = check(
+                    workspace, loaded, registry, catalog, backend,
+                    at=at, window=window, author=author, notify=notify,
+                )  # fmt: skip
+            except (ExperimentSpecError, SpecChangedAfterLock, RolloutError) as error:
+                out[name] = f"skipped: {error}"
+    return out
