@@ -93,7 +93,7 @@ def choose_seasonality(
     return daily, weekly
 
 
-def excursions(history: RunResult, confirm_points: int) -> NDArray[np.bool_]:
+def excursions(history: RunResult) -> NDArray[np.bool_]:
     """Points belonging to an alarm: its excursion (statistic off zero) up to the hold's end."""
     out = history.in_alarm.copy()
     stat = history.statistic
@@ -251,7 +251,7 @@ def calibrate(
     # null sample (they are the signal, not the noise)
     bank = DetectorBank(config, n_series, daily=daily, weekly=weekly)
     history = bank.run_batch(stamps, v, num, den)
-    excluded = excursions(history, config.confirm_points)
+    excluded = excursions(history)
     warm_from = min(config.warmup_points, max(len(stamps) - 1, 0))
     scores = []
     for s in range(n_series):

@@ -32,9 +32,10 @@ nothing. Before detection the Huber clip bounds how much of a change the baselin
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -159,7 +160,11 @@ class TickResult:
 
 @dataclass(frozen=True)
 class RunResult:
-    """A batch of ticks stacked: every array has shape ``(n_ticks, n_series)``."""
+    """A batch of ticks stacked: every array has shape ``(n_ticks, n_series)``.
+
+    Fields not requested from :meth:`DetectorBank.run_batch` (``fields=``) are empty
+    ``(0, n_series)`` arrays: a 14-day minute backfill of 1,000 series is 160 MB per field.
+    """
 
     timestamps: NDArray[np.int64]
     observed: NDArray[np.float64]
@@ -173,26 +178,19 @@ class RunResult:
     in_alarm: NDArray[np.bool_]
     direction: NDArray[np.int8]
 
-    @staticmethod
-    def stack(ticks: list[TickResult], n_series: int) -> RunResult:
-        def col(name: str, dtype: type) -> NDArray:  # type: ignore[type-arg]
-            if not ticks:
-                return np.empty((0, n_series), dtype=dtype)
-            return np.stack([getattr(t, name) for t in ticks])
 
-        return RunResult(
-            timestamps=np.array([t.timestamp for t in ticks], dtype=np.int64),
-            observed=col("observed", float),
-            expected=col("expected", float),
-            lower=col("lower", float),
-            upper=col("upper", float),
-            score=col("score", float),
-            statistic=col("statistic", float),
-            threshold=col("threshold", float),
-            fired=col("fired", bool),
-            in_alarm=col("in_alarm", bool),
-            direction=col("direction", np.int8),
-        )
+RESULT_FIELDS: dict[str, type] = {
+    "observed": float,
+    "expected": float,
+    "lower": float,
+    "upper": float,
+    "score": float,
+    "statistic": float,
+    "threshold": float,
+    "fired": bool,
+    "in_alarm": bool,
+    "direction": np.int8,
+}
 
 
 def to_epoch_seconds(timestamp: int | float | datetime | np.datetime64) -> int:
@@ -280,14 +278,15 @@ class DetectorBank:
             raise ValueError(f"a {self.config.kind} detector needs numerators and denominators")
         num = np.broadcast_to(np.asarray(numerators, float), shape)
         den = np.broadcast_to(np.asarray(denominators, float), shape)
-        if np.any(den < 0):
-            bad = int(np.argmax(den < 0))
-            raise ValueError(f"series {bad}: denominator {den[bad]} is negative")
-        if self.config.kind == "proportion" and np.any(num < 0):
-            bad = int(np.argmax(num < 0))
-            raise ValueError(f"series {bad}: numerator {num[bad]} of a proportion is negative")
-        if self.config.kind == "proportion" and np.any(num > den):
-            bad = int(np.argmax(num > den))
+        broken = den < 0
+        if self.config.kind == "proportion":
+            broken |= (num < 0) | (num > den)
+        if broken.any():
+            bad = int(np.argmax(broken))
+            if den[bad] < 0:
+                raise ValueError(f"series {bad}: denominator {den[bad]} is negative")
+            if num[bad] < 0:
+                raise ValueError(f"series {bad}: numerator {num[bad]} of a proportion is negative")
             raise ValueError(f"series {bad}: numerator {num[bad]} exceeds denominator {den[bad]}")
         thick = den >= max(self.config.min_denominator, 1e-300)
         y = np.where(thick, num / np.where(thick, den, 1.0), np.nan)
@@ -485,8 +484,18 @@ class DetectorBank:
         values: ArrayLike | None = None,
         numerators: ArrayLike | None = None,
         denominators: ArrayLike | None = None,
+        *,
+        fields: Collection[str] | None = None,
     ) -> RunResult:
-        """Backfill: feed ``(n_ticks, n_series)`` arrays through :meth:`update`, tick by tick."""
+        """Backfill: feed ``(n_ticks, n_series)`` arrays through :meth:`update`, tick by tick.
+
+        ``fields`` limits which per-tick arrays are kept (default all; see :class:`RunResult`).
+        """
+        unknown = set(fields or ()) - set(RESULT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown result fields {sorted(unknown)}; choose from {list(RESULT_FIELDS)}"
+            )
         ts = np.asarray(timestamps)
         rows = ts.shape[0]
 
@@ -511,16 +520,21 @@ class DetectorBank:
             stamps = ts.astype("datetime64[s]").astype(np.int64).tolist()
         else:
             stamps = [to_epoch_seconds(t) for t in ts.tolist()]
-        ticks = [
-            self.update(
+        keep = RESULT_FIELDS if fields is None else {f: RESULT_FIELDS[f] for f in fields}
+        out: dict[str, NDArray[Any]] = {
+            name: np.empty((rows if name in keep else 0, self.n_series), dtype=dtype)
+            for name, dtype in RESULT_FIELDS.items()
+        }
+        for i in range(rows):
+            tick = self.update(
                 stamps[i],
                 None if v is None else v[i],
                 None if num is None else num[i],
                 None if den is None else den[i],
             )
-            for i in range(rows)
-        ]
-        return RunResult.stack(ticks, self.n_series)
+            for name in keep:
+                out[name][i] = getattr(tick, name)
+        return RunResult(timestamps=np.asarray(stamps, dtype=np.int64).reshape(rows), **out)
 
     # -- onset ----------------------------------------------------------------------------
     def recent_scores(self, series: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
