@@ -142,11 +142,11 @@ def test_sample_ratio_mismatch_is_a_validity_problem() -> None:
     assert any("sample-ratio mismatch" in p for p in look.validity.problems)
 
 
-def test_multi_arm_units_beyond_one_percent_are_a_problem_and_counted() -> None:
+def test_multi_arm_units_beyond_two_percent_are_a_problem_and_counted() -> None:
     units = P.simulate(2000, P.Planted(), seed=10)
     ok = _look(units, multi_arm=10)
     assert ok.validity.ok and ok.validity.multi_arm_units == 10
-    broken = _look(units, multi_arm=100)
+    broken = _look(units, multi_arm=60)
     assert any("several arms" in p for p in broken.validity.problems)
 
 

@@ -77,8 +77,9 @@ from tripwire.stats.sequential import FutilityPlan
 ArmStats = MeanStats | RatioStats | CupedMeanStats | CupedRatioStats
 Role = Literal["primary", "secondary", "guardrail"]
 
-#: Share of exposed units seen in several arms above which exposure logging is called broken.
-MAX_MULTI_ARM_SHARE = 0.01
+#: Share of exposed units seen in several arms above which exposure logging is called broken
+#: (a few units legitimately switch: shared devices, logged-out then logged-in sessions).
+MAX_MULTI_ARM_SHARE = 0.02
 #: Tests that need unit-level data; the analysis works from sufficient statistics only.
 _UNIT_LEVEL_TESTS = ("bootstrap_quantile", "mann_whitney")
 
@@ -856,12 +857,14 @@ def analyze(
     spec_hash: str = "",
     sources: Sequence[ExposureSource] | None = None,
     progress: Callable[[str], None] | None = None,
+    looks: Sequence[date] | None = None,
 ) -> ExperimentAnalysis:
     """Analyse ``spec`` at every look up to ``at`` against an Ibis ``events`` table.
 
     ``metrics`` maps metric names to their definitions (the workspace catalog). Each look
     computes its sufficient statistics with :func:`tripwire.metrics.unit_stats.unit_stats`
-    on the events before the end of the look's day.
+    on the events before the end of the look's day. ``looks`` restricts the dates computed
+    (e.g. only the current one when the earlier looks are already in the decision log).
     """
     names = _analysed_metrics(spec)
     unknown = [m for m in names if m not in metrics]
@@ -872,8 +875,8 @@ def analyze(
     kwargs: dict[str, Any] = {}
     if sources is not None:
         kwargs["sources"] = tuple(sources)
-    looks: list[LookAnalysis] = []
-    for day in look_dates_until(spec, at):
+    done: list[LookAnalysis] = []
+    for day in looks if looks is not None else look_dates_until(spec, at):
         cutoff = _end_of(day)
         if progress:
             progress(f"look {day}: sufficient statistics")
@@ -889,9 +892,9 @@ def analyze(
         )
         if progress:
             progress(f"look {day}: tests")
-        if sum(stats.exposures.units_per_arm.values()) == 0 and looks:
+        if sum(stats.exposures.units_per_arm.values()) == 0 and done:
             continue
-        looks.append(
+        done.append(
             analyze_stats(
                 spec,
                 stats,
@@ -899,7 +902,7 @@ def analyze(
                 look_date=day,
                 spec_hash=spec_hash,
                 cutoff=cutoff,
-                previous=looks,
+                previous=done,
             )  # fmt: skip
         )
-    return ExperimentAnalysis(spec, spec_hash, tuple(looks))
+    return ExperimentAnalysis(spec, spec_hash, tuple(done))

@@ -4,7 +4,7 @@ The rules are applied in this order to each treatment arm; the first that fires 
 (every rule was pre-registered by the spec's thresholds, α, power and sequential plan):
 
 1. ``validity`` → **INVALID**: the look has a validity problem (sample-ratio mismatch at
-   p < 0.001, an arm with no units, exposures naming unknown arms, more than 1% of units in
+   p < 0.001, an arm with no units, exposures naming unknown arms, more than 2% of units in
    several arms). No effect estimate is trusted, so nothing else is looked at.
 2. ``guardrail-breach`` → **VETO** at any look: a guardrail (aggregate or cohort) is
    *significantly worse* than its threshold (the one-sided test of harm at α). Stopping for
