@@ -275,7 +275,8 @@ def parse_text(
                 file, line, base, f"a metric must be a mapping, got {type(item).__name__}"
             )
             continue
-        label = item.get("name") if isinstance(item.get("name"), str) else f"metric #{index + 1}"
+        name_value = item.get("name")
+        label = name_value if isinstance(name_value, str) else f"metric #{index + 1}"
         kind = item.get("type")
         model = METRIC_TYPES.get(kind) if isinstance(kind, str) else None
         if model is None:
