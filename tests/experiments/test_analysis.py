@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from scipy import stats as sps
 
@@ -161,9 +162,15 @@ def test_unknown_and_empty_arms_are_problems() -> None:
     )
     look = analyze_stats(P.spec(), odd, P.METRIC_TYPES, look_date=LOOK)
     assert any("typo" in p for p in look.validity.problems)
-    empty = replace(stats, exposures=ExposureSummary("planted", {"control": 500}, 0, None, None))
+    control_only = stats.table.filter(pc.equal(stats.table["arm"], "control"))
+    empty = replace(
+        stats,
+        table=control_only,
+        exposures=ExposureSummary("planted", {"control": 500}, 0, None, None),
+    )
     look = analyze_stats(P.spec(), empty, P.METRIC_TYPES, look_date=LOOK)
     assert any("no units in arm(s) treatment" in p for p in look.validity.problems)
+    assert look.primary[0].comparison.status == Status.INSUFFICIENT_DATA
 
 
 def test_no_exposures_is_an_analysis_error() -> None:

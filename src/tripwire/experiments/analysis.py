@@ -313,11 +313,24 @@ class _StatsIndex:
         for row in stats.table.to_pylist():
             self.rows[(row["metric"], row["arm"], row["dimension"])][row["value"]] = row
 
+    def _template(self, metric: str) -> dict[str, Any]:
+        """Any row of ``metric`` (its kind and which sums exist)."""
+        for (m, _, dimension), rows in self.rows.items():
+            if m == metric and dimension == ALL:
+                return next(iter(rows.values()))
+        raise AnalysisError(f"no statistics for metric {metric!r} in any arm")
+
+    def _zeros(self, metric: str) -> dict[str, Any]:
+        """The row of an arm without units: every sum 0 (tests then say insufficient data)."""
+        template = self._template(metric)
+        return {
+            k: (v if k in ("metric", "arm", "dimension", "value", "kind") or v is None else 0)
+            for k, v in template.items()
+        }
+
     def total(self, metric: str, arm: str) -> ArmStats:
         row = self.rows.get((metric, arm, ALL), {}).get(ALL)
-        if row is None:
-            raise AnalysisError(f"no statistics for metric {metric!r} in arm {arm!r}")
-        return to_stats(row)
+        return to_stats(row if row is not None else self._zeros(metric))
 
     def values(self, metric: str, dimension: str, arms: Sequence[str]) -> list[str]:
         """Cohort values of a dimension present in any of ``arms``, largest first."""
@@ -330,7 +343,7 @@ class _StatsIndex:
     def by_value(self, metric: str, arm: str, dimension: str, values: Sequence[str]) -> ArmStats:
         """Array statistics, one element per value (zeros where the arm has no units)."""
         rows = self.rows.get((metric, arm, dimension), {})
-        template = next(iter(self.rows[(metric, arm, ALL)].values()))
+        template = self._template(metric)
         stacked: dict[str, Any] = {"kind": template["kind"]}
         for key, first in template.items():
             if key in ("metric", "arm", "dimension", "value", "kind"):
