@@ -523,12 +523,26 @@ def _summary(
         f"(95% CI {pct(float(rel.ci_low))} to {pct(float(rel.ci_high))})"
     )
     kind = "the final look" if status.final else f"look {status.look} of {status.n_looks}"
-    first = decision.explanation.splitlines()[0] if decision.explanation else ""
+    why = {
+        "validity": "a validity check failed, so no effect can be trusted",
+        "guardrail-breach": f"harm beyond a guardrail's threshold is demonstrated "
+        f"({', '.join(decision.breaches)})",
+        "primary-harm": "the primary metric moved the wrong way beyond the boundary",
+        "primary-efficacy": "the primary metric crossed its boundary and every guardrail held",
+        "guardrails-pending": "the primary crossed its boundary but guardrails are not yet "
+        "shown safe",
+        "guardrail-not-shown": f"{len(decision.vetoes)} guardrail check(s) could not be "
+        "shown safe, and shipping needs all of them",
+        "futility": "the primary fell below the futility boundary",
+        "final-not-significant": "the primary metric did not cross its boundary",
+        "within-boundaries": "the primary metric is within its boundaries",
+        "override": f"a person overrode the mechanical verdict: “{decision.override_reason}”",
+    }.get(decision.rule, decision.rule)
     return (
         f"{spec.name} compared {primary.treatment} with {look.control} on {units:,} "
         f"{spec.unit}s, with data up to {look.cutoff:%Y-%m-%d %H:%M} UTC ({kind}). "
-        f"The primary metric {moved}. Verdict: {decision.verdict.value}, by the rule "
-        f"“{decision.rule}”: {first}."
+        f"The primary metric {moved}. Verdict: {decision.verdict.value}, because {why} "
+        f"(rule “{decision.rule}”; the numbers are below)."
     )
 
 
