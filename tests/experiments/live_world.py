@@ -106,7 +106,7 @@ def _ts(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def envelopes(users: int = 400, seed: int = 5, harm: Harm = Harm()) -> list[dict[str, Any]]:
+def envelopes(users: int = 250, seed: int = 5, harm: Harm = Harm()) -> list[dict[str, Any]]:
     """The world's events (deterministic)."""
     rng = np.random.default_rng(seed)
     allocation = Allocation(EXPERIMENT, ("control", "treatment"), (1, 1))
@@ -162,7 +162,7 @@ def envelopes(users: int = 400, seed: int = 5, harm: Harm = Harm()) -> list[dict
     return out
 
 
-def build_lake(lake_dir: Path, *, users: int = 400, seed: int = 5, harm: Harm = Harm()) -> Path:
+def build_lake(lake_dir: Path, *, users: int = 250, seed: int = 5, harm: Harm = Harm()) -> Path:
     """Write the world into ``lake_dir``; returns it."""
     write_events(lake_dir, envelopes(users, seed, harm))
     return lake_dir

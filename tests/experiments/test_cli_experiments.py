@@ -48,7 +48,7 @@ def wide_console() -> Iterator[None]:
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return LW.build_lake(
         tmp_path_factory.mktemp("cli") / "lake",
-        users=300,
+        users=250,
         harm=LW.Harm(latency_factor=1.6, error_factor=3.0),
     )
 

@@ -43,7 +43,7 @@ LW = _world()
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return LW.build_lake(tmp_path_factory.mktemp("plain") / "lake", users=300, seed=9)
+    return LW.build_lake(tmp_path_factory.mktemp("plain") / "lake", users=250, seed=9)
 
 
 def _per_user(lake: Path, start: datetime, end: datetime, pre_days: int | None) -> np.ndarray:
