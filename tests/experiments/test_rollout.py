@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +16,7 @@ from tripwire.experiments.registry import Registry
 from tripwire.experiments.rollout import (
     CheckResult,
     RolloutError,
+    RolloutGuard,
     advance,
     allocation,
     check,
@@ -207,3 +209,20 @@ def test_scheduled_pass_guards_running_locked_experiments(
     assert isinstance(live, CheckResult) and live.status_after == "paused"
     assert isinstance(results["broken"], str) and "broken.yaml:2: arms" in results["broken"]
     assert check_running(ws)["live"] == "skipped: rollout paused"
+
+
+def test_the_guard_thread_runs_passes_until_stopped(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "ws")
+    seen: list[dict[str, Any]] = []
+    first = threading.Event()
+
+    def on_pass(results: dict[str, Any]) -> None:
+        seen.append(results)
+        first.set()
+
+    guard = RolloutGuard(ws, interval=timedelta(hours=1), on_pass=on_pass)
+    guard.start()
+    guard.start()  # idempotent
+    assert first.wait(60)
+    guard.stop()
+    assert guard.passes == 1 and seen == [{}] and guard.last_error is None

@@ -24,6 +24,7 @@ why in the decision log and calls the notifier.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -594,3 +595,62 @@ def check_running(
             except (ExperimentSpecError, SpecChangedAfterLock, RolloutError) as error:
                 out[name] = f"skipped: {error}"
     return out
+
+
+class RolloutGuard:
+    """The scheduled guard for the server: :func:`check_running` every ``interval`` in a
+    background thread (``start``/``stop``; ``stop`` waits for a pass in progress).
+
+    ``on_pass`` receives each pass's results (e.g. to log them); ``notify`` is handed to
+    :func:`check` for breaches. A pass that fails unexpectedly is kept in ``last_error``
+    and the loop goes on.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        interval: timedelta = timedelta(minutes=5),
+        window: timedelta = timedelta(days=1),
+        notify: Notifier | None = None,
+        on_pass: Callable[[dict[str, CheckResult | str]], None] | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.interval = interval
+        self.window = window
+        self.notify = notify
+        self.on_pass = on_pass
+        self.passes = 0
+        self.last_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> dict[str, CheckResult | str]:
+        results = check_running(self.workspace, window=self.window, notify=self.notify)
+        self.passes += 1
+        if self.on_pass is not None:
+            self.on_pass(results)
+        return results
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception as error:  # noqa: BLE001 - keep guarding; report via last_error
+                self.last_error = error
+            self._stop.wait(self.interval.total_seconds())
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._loop, name="tripwire-rollout-guard", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
