@@ -9,7 +9,8 @@ Tables (``.tripwire/state.db``)::
     silences(id, monitor, rule, segment, until, created_by, reason, created_at)
 
 * **Dedupe**: at most one open (firing or acknowledged) alert per monitor × rule × segment
-  (a partial unique index); a trigger for an open alert only refreshes ``last_seen_at``.
+  (a partial unique index); a trigger for an open alert only refreshes ``last_seen_at``,
+  and a trigger inside the span of an alert already recorded (a replay) changes nothing.
 * **Grouping**: a segment alert joins the group of an open alert of the same monitor on a
   comparable segment (its parent, e.g. ``locale=en-GB`` for ``locale=en-GB, device=Echo
   Show``, or its child); only a group's first alert notifies (one page per incident).
@@ -355,6 +356,13 @@ class AlertStore:
                     (at, row[0]),
                 )
                 return FireResult(int(row[0]), "deduplicated", False)
+            replayed = con.execute(
+                "SELECT id FROM alerts WHERE monitor=? AND rule=? AND segment_key=?"
+                " AND opened_at <= ? AND resolved_at >= ? ORDER BY opened_at DESC LIMIT 1",
+                (draft.monitor, draft.rule, key, at, at),
+            ).fetchone()
+            if replayed is not None:  # a replay of a range already evaluated
+                return FireResult(int(replayed[0]), "deduplicated", False)
             recent = con.execute(
                 "SELECT id, resolved_at FROM alerts WHERE monitor=? AND rule=? AND segment_key=?"
                 " AND status = 'resolved' ORDER BY resolved_at DESC LIMIT 1",
@@ -436,12 +444,12 @@ class AlertStore:
         """The rule's condition stopped holding: resolve the open alert (automatically)."""
         with self._tx() as con:
             row = con.execute(
-                "SELECT id, severity, group_id, silenced FROM alerts WHERE monitor=? AND rule=?"
-                " AND segment_key=? AND status != 'resolved'",
+                "SELECT id, severity, group_id, silenced, last_seen_at FROM alerts WHERE monitor=?"
+                " AND rule=? AND segment_key=? AND status != 'resolved'",
                 (monitor, rule, segment_key(segment)),
             ).fetchone()
-            if row is None:
-                return None
+            if row is None or row[4] > _us(at):
+                return None  # nothing open, or a replay of a clear the alert has outlived
             self._resolve(con, int(row[0]), _us(at), "auto", notify=row[2] == row[0] and not row[3])
             return int(row[0])
 
