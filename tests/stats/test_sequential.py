@@ -302,3 +302,13 @@ def test_bad_look_input() -> None:
         crossing_probabilities(EQUAL4, [2.0] * 3)
     with pytest.raises(ValueError, match="beta must be"):
         FutilityPlan(beta=0.7)
+
+
+def test_futility_with_very_early_looks_whose_efficacy_bound_is_infinite():
+    """Early OBF-type looks spend ~no alpha (bound = inf); the futility search must still converge."""
+    design = sequential_boundaries(
+        [0.0419, 0.0635, 0.3, 0.6, 1.0], spending="obf", futility=FutilityPlan(beta=0.2)
+    )
+    assert math.isinf(design.efficacy[0]) and math.isinf(design.efficacy[1])
+    assert all(math.isfinite(b) for b in design.futility)
+    assert design.futility[-1] == pytest.approx(design.efficacy[-1])

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from tripwire.cli.common import console, err_console
 from tripwire.cli.sim import run_feed
+from tripwire.cli.workspace import initialize_workspace
 from tripwire.ingest.archiver import Archiver
 from tripwire.sim.config import WorldConfig
 from tripwire.sim.feed import FeedResult, InProcessSink, SimFeedError
@@ -27,7 +28,7 @@ from tripwire.sim.funnel import STAGES, STEP_EVENTS
 from tripwire.sim.truth import GroundTruth
 from tripwire.store.buffer import Buffer
 from tripwire.store.lake import create_events_view
-from tripwire.store.workspace import Workspace, init_workspace
+from tripwire.store.workspace import Workspace
 
 #: Default world size: 14 days × 10,000 users at 0.35 sessions per user-day ≈ 49,000
 #: sessions and ≈ 1.1 M events, which keeps simulate + ingest + archive under 2 minutes on
@@ -58,7 +59,7 @@ class DemoContext:
 
 
 def step_workspace(ctx: DemoContext) -> None:
-    ctx.workspace = init_workspace(ctx.directory)
+    ctx.workspace = initialize_workspace(ctx.directory)
     console.print(f"workspace: {ctx.ws.root}")
 
 
@@ -149,12 +150,26 @@ def step_summary(ctx: DemoContext) -> None:
         console.print(f"ground truth: {ctx.feed.ground_truth if ctx.feed else '(not written)'}")
 
 
+def step_experiments(ctx: DemoContext) -> None:
+    from tripwire.experiments.demo_step import run_experiments_step
+
+    run_experiments_step(ctx.ws, console)
+
+
+def step_monitors(ctx: DemoContext) -> None:
+    from tripwire.monitor.demo_step import run_monitor_step
+
+    run_monitor_step(ctx.ws, console)
+
+
 #: The demo, in order. Later capabilities append their steps here.
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("create workspace", step_workspace),
     ("simulate and ingest", step_simulate),
     ("archive to the lake", step_archive),
     ("summary", step_summary),
+    ("experiments: plan, lock, analyse, decide", step_experiments),
+    ("monitors: backfill and alerts", step_monitors),
 ]
 
 

@@ -359,6 +359,7 @@ def _solve_tail(
         return math.inf if upper else -math.inf
     sign = 1.0 if upper else -1.0  # g = sign·(log P − log target) is decreasing in x
     log_target = math.log(target)
+    lo, hi = max(lo, -_MAX_Z), min(hi, _MAX_Z)  # an infinite (never-crossed) bound clamps
 
     def g(x: float) -> tuple[float, float]:
         p, dp = _tail(x, t, drift, state, upper)
@@ -374,7 +375,8 @@ def _solve_tail(
     mass = 1.0 if state is None else max(float(state.wh.sum()), 1e-300)
     shift = _normal.z_upper(min(max(target / mass, 1e-300), 0.5))
     x = min(max(drift * math.sqrt(t) + sign * shift, lo), hi)
-    for _ in range(200):
+    width = hi - lo
+    for iteration in range(200):
         gx, dx = g(x)
         if gx == 0.0:
             return x
@@ -383,7 +385,12 @@ def _solve_tail(
         else:
             hi = x
         step = x - gx / dx if dx < 0 else math.nan
-        new = step if lo < step < hi else 0.5 * (lo + hi)
+        # Newton inside the bracket; bisect when it leaves it or when the bracket has not
+        # halved over the last three steps (grid-flattened tails can stall Newton).
+        stalled = iteration % 3 == 2 and hi - lo > 0.5 * width
+        if iteration % 3 == 2:
+            width = hi - lo
+        new = step if lo < step < hi and not stalled else 0.5 * (lo + hi)
         if abs(new - x) < 1e-11 or hi - lo < 1e-11:
             return new
         x = new
