@@ -36,12 +36,18 @@ from tripwire.monitor.detectors import (
     ewma_update,
 )
 
+MIN_SCORES = 30  # fewer null scores than this: keep the default threshold
 SCORE_WINSOR = 6.0  # residuals beyond ±6σ in history are anomalies, not noise to calibrate on
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-series calibration of one detector config (arrays of length ``n_series``)."""
+    """Per-series calibration of one detector config (arrays of length ``n_series``).
+
+    A series with fewer than ``MIN_SCORES`` null scores in its history (e.g. a segment so thin
+    that its pooled counts score a few times a day) keeps the config's default threshold and
+    has a NaN estimated rate.
+    """
 
     config: DetectorConfig
     thresholds: NDArray[np.float64]
@@ -254,21 +260,25 @@ def calibrate(
     excluded = excursions(history)
     warm_from = min(config.warmup_points, max(len(stamps) - 1, 0))
     scores = []
+    usable = np.zeros(n_series, dtype=bool)
     for s in range(n_series):
         z = history.score[:, s]
         seen = np.cumsum(np.isfinite(history.observed[:, s]))
         z = z[(seen > warm_from) & np.isfinite(z) & ~excluded[:, s]]
-        if z.size < 30:
-            raise ValueError(
-                f"series {s}: only {z.size} scored points after warm-up "
-                f"({config.warmup_points} points); give a longer history"
-            )
+        if z.size < MIN_SCORES:
+            continue  # too thin to calibrate: keeps the config's default threshold
+        usable[s] = True
         # standardise by the scores' own robust sd: early in a replay the baseline's scale
         # is still inflated by its cold start, so raw scores would understate live ones
         sd = mad_scale(z)
         z = z / sd if sd > 0 else z
         scores.append(np.clip(z, -SCORE_WINSOR, SCORE_WINSOR))
 
+    if not usable.any():
+        raise ValueError(
+            f"no series has {MIN_SCORES} scored points after warm-up "
+            f"({config.warmup_points} points); give a longer history"
+        )
     step = config.baseline.step_seconds
     points_per_day = DAY_SECONDS / step
     block = max(5, min(block_seconds // step, min(z.size for z in scores) // 4))
@@ -284,12 +294,12 @@ def calibrate(
         block=block,
         rng=rng,
     )
-    thresholds = np.empty(n_series)
-    estimated = np.empty(n_series)
-    for s in range(n_series):
+    thresholds = np.full(n_series, config.default_threshold)
+    estimated = np.full(n_series, np.nan)
+    for row, s in enumerate(np.flatnonzero(usable).tolist()):
         thresholds[s], estimated[s] = threshold_for_rate(
             grid,
-            rates[s],
+            rates[row],
             false_alarms_per_day,
             method=config.method,
             min_alarms_per_point=5.0,
