@@ -1,0 +1,412 @@
+"""What every investigation step reads: windows, leaf tables and bucketed series.
+
+All heavy work runs in the query engine through :func:`tripwire.metrics.timeseries.timeseries`
+(one grouped scan per window); only per-leaf or per-bucket aggregates come back as numpy.
+
+* A :class:`Window` is a half-open UTC interval ``[start, end)``.
+* The *baseline* of a window is the same clock-time window on each of the previous days
+  (:func:`baseline_windows`), so daily seasonality cancels.
+* A *leaf* is one combination of values of the investigated dimensions; a
+  :class:`LeafTable` holds a metric's numerator and denominator per leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+from ibis.backends import BaseBackend
+
+from tripwire.metrics.compile import _and, predicate, timeseries_expr
+from tripwire.metrics.definitions import FunnelMetric, MetricBase, Predicate
+from tripwire.metrics.funnel import funnel_expr
+from tripwire.metrics.timeseries import Query, timeseries
+from tripwire.store.engine import events_table
+from tripwire.store.lake import events_dir
+
+#: Resolution of the time series used for onset detection and cumulative impact.
+BUCKET = timedelta(minutes=10)
+#: Label of a missing dimension value.
+NONE = "(none)"
+#: Context dimensions investigated for every metric (metric dimensions are added).
+CONTEXT_DIMENSIONS: tuple[str, ...] = (
+    "locale",
+    "device",
+    "app_version",
+    "context.traits.payment_method",
+    "context.traits.tenure",
+    "context.traits.prime",
+)
+#: Metric types whose numerator/denominator are additive over leaves.
+ADDITIVE_TYPES = ("count", "sum", "distinct", "ratio", "proportion")
+
+
+class InvestigationError(ValueError):
+    """The investigation cannot run as asked (names the metric, field or time)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open UTC interval ``[start, end)``."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise InvestigationError(f"window {self.start}..{self.end}: times must be UTC-aware")
+        if self.end <= self.start:
+            raise InvestigationError(f"window ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    def shifted(self, delta: timedelta) -> Window:
+        return Window(self.start + delta, self.end + delta)
+
+    def text(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M}–{self.end:%H:%M} UTC"
+
+
+def baseline_windows(
+    current: Window, *, days: int = 7, data_start: datetime | None = None
+) -> tuple[Window, ...]:
+    """The same clock-time window on each of the ``days`` previous days (those with data).
+
+    >>> w = Window(datetime(2026, 11, 9, 18, tzinfo=UTC), datetime(2026, 11, 9, 20, tzinfo=UTC))
+    >>> [b.start.day for b in baseline_windows(w, days=3)]
+    [8, 7, 6]
+    """
+    out = []
+    for back in range(1, days + 1):
+        window = current.shifted(-timedelta(days=back))
+        if data_start is not None and window.start < data_start:
+            break
+        out.append(window)
+    return tuple(out)
+
+
+def dimension_label(ref: str) -> str:
+    """Short name of a dimension reference (``context.traits.tenure`` → ``tenure``)."""
+    return ref.rsplit(".", 1)[-1]
+
+
+def investigation_dimensions(metric: MetricBase, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """Context dimensions plus the metric's own (deduplicated by short name)."""
+    seen: dict[str, str] = {}
+    for ref in (*CONTEXT_DIMENSIONS, *metric.dimensions, *extra):
+        seen.setdefault(dimension_label(ref), ref)
+    if isinstance(metric, FunnelMetric):
+        return tuple(r for r in seen.values() if not r.startswith("properties."))
+    return tuple(seen.values())
+
+
+def segment_where(segment: Mapping[str, str], dims: Sequence[str]) -> tuple[Predicate, ...]:
+    """Predicates selecting a segment given by short dimension names."""
+    refs = {dimension_label(d): d for d in dims}
+    out = []
+    for key, value in segment.items():
+        ref = refs.get(dimension_label(key), key)
+        if value == NONE:
+            out.append(Predicate(field=ref, op="is_null"))
+        else:
+            out.append(Predicate(field=ref, op="eq", value=value))
+    return tuple(out)
+
+
+def data_bounds(backend: BaseBackend) -> tuple[datetime, datetime]:
+    """First event and just after the last event in the lake."""
+    table = events_table(backend)
+    row = backend.to_pyarrow(
+        table.aggregate(first=table.timestamp.min(), last=table.timestamp.max())
+    )
+    first, last = row["first"][0].as_py(), row["last"][0].as_py()
+    if first is None:
+        raise InvestigationError("the lake is empty: nothing to investigate")
+    return first.astimezone(UTC), last.astimezone(UTC) + timedelta(microseconds=1)
+
+
+def lake_days(lake_dir: Path) -> list[date]:
+    """The days the lake has partitions for (from the folder names, no scan)."""
+    root = events_dir(lake_dir)
+    days = []
+    for folder in root.glob("date=*") if root.exists() else []:
+        try:
+            days.append(date.fromisoformat(folder.name[len("date=") :]))
+        except ValueError:
+            continue
+    return sorted(days)
+
+
+def focus_lake(backend: BaseBackend, lake_dir: Path, first: date, last: date) -> int:
+    """Point the backend's ``events`` at an in-memory table of the days ``[first, last]``.
+
+    An investigation reads the same few days a dozen times; materialising them once in
+    DuckDB (columnar, compressed) makes every later query a scan of memory instead of
+    hundreds of Parquet files. Returns the number of files read (0: left as it was).
+    """
+    if backend.name != "duckdb":
+        return 0
+    root = events_dir(lake_dir)
+    files = [
+        f
+        for day in lake_days(lake_dir)
+        if first <= day <= last
+        for f in sorted((root / f"date={day.isoformat()}").glob("event=*/*.parquet"))
+    ]
+    if not files:
+        return 0
+    backend.raw_sql("SET enable_progress_bar = false")  # type: ignore[attr-defined]
+    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    backend.raw_sql(  # type: ignore[attr-defined]
+        f"CREATE OR REPLACE TEMP TABLE rca_events AS SELECT * FROM read_parquet([{listing}], union_by_name=true, hive_partitioning=false)"
+    )
+    backend.raw_sql("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM rca_events")  # type: ignore[attr-defined]
+    return len(files)
+
+
+@dataclass(frozen=True)
+class LeafTable:
+    """A metric's numerator and denominator per leaf (dimension-value combination)."""
+
+    dimensions: tuple[str, ...]
+    columns: dict[str, np.ndarray]  # short dimension name → value per leaf (object array)
+    numerator: np.ndarray
+    denominator: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.numerator.size)
+
+    def keys(self) -> list[tuple[str, ...]]:
+        names = list(self.columns)
+        return (
+            list(zip(*(self.columns[n] for n in names), strict=True)) if names else [()] * self.size
+        )
+
+    def aligned(self, other: LeafTable) -> tuple[LeafTable, LeafTable]:
+        """Both tables over the union of their leaves (missing leaves count zero)."""
+        mine, theirs = self.keys(), other.keys()
+        union = sorted(set(mine) | set(theirs))
+        index = {k: i for i, k in enumerate(union)}
+
+        def spread(table: LeafTable, keys: list[tuple[str, ...]]) -> LeafTable:
+            num, den = np.zeros(len(union)), np.zeros(len(union))
+            where = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+            np.add.at(num, where, table.numerator)
+            np.add.at(den, where, table.denominator)
+            cols = {
+                name: np.array([k[j] for k in union], dtype=object)
+                for j, name in enumerate(self.columns)
+            }
+            return LeafTable(self.dimensions, cols, num, den)
+
+        return spread(self, mine), spread(other, theirs)
+
+    def marginal(self, name: str) -> dict[str, tuple[float, float]]:
+        """Numerator and denominator per value of one dimension."""
+        out: dict[str, tuple[float, float]] = {}
+        values, inverse = np.unique(self.columns[name].astype(str), return_inverse=True)
+        num = np.bincount(inverse, weights=self.numerator, minlength=len(values))
+        den = np.bincount(inverse, weights=self.denominator, minlength=len(values))
+        for i, value in enumerate(values):
+            out[str(value)] = (float(num[i]), float(den[i]))
+        return out
+
+    def select(self, segment: Mapping[str, str]) -> np.ndarray:
+        mask = np.ones(self.size, dtype=bool)
+        for key, value in segment.items():
+            mask &= self.columns[dimension_label(key)] == value
+        return mask
+
+
+def _column(values: list[object]) -> np.ndarray:
+    return np.array([NONE if v is None else str(v) for v in values], dtype=object)
+
+
+#: Name of the derived column labelling which window an event belongs to.
+WINDOW_COLUMN = "rca_window"
+
+
+def windowed_events(
+    backend: BaseBackend, windows: Mapping[str, Sequence[Window]], where: Sequence[Predicate] = ()
+) -> ir.Table:
+    """The events inside any of ``windows``, labelled by window name (one scan for all)."""
+    table = events_table(backend)
+    branches = [
+        ((table.timestamp >= w.start) & (table.timestamp < w.end), name)
+        for name, group in windows.items()
+        for w in group
+    ]
+    if not branches:
+        raise InvestigationError("no window to read")
+    label = ibis.cases(*branches, else_=None)
+    condition = _and([predicate(table, p) for p in where])
+    if condition is not None:
+        table = table.filter(condition)
+    return table.mutate(**{WINDOW_COLUMN: label}).filter(ibis._[WINDOW_COLUMN].notnull())
+
+
+def metric_leaves(
+    backend: BaseBackend,
+    metric: MetricBase,
+    dims: Sequence[str],
+    windows: Mapping[str, Sequence[Window]],
+    where: Sequence[Predicate] = (),
+) -> dict[str, LeafTable]:
+    """Numerator/denominator of ``metric`` per leaf, summed over each named group of windows.
+
+    For counts and sums the denominator is the number of windows of the group (so the
+    baseline of several days divides to a per-window average).
+    """
+    if metric.type not in ADDITIVE_TYPES:
+        raise InvestigationError(
+            f"metric {metric.name!r} is a {metric.type}: localization needs an additive measure "
+            f"({', '.join(ADDITIVE_TYPES)})"
+        )
+    table = windowed_events(backend, windows, where)
+    expr = timeseries_expr([metric], table, grain=None, dimensions=(WINDOW_COLUMN, *dims))
+    arrow = backend.to_pyarrow(expr)
+    labels = np.asarray(arrow[WINDOW_COLUMN].to_pylist(), dtype=object)
+    cols = {dimension_label(d): _column(arrow[d].to_pylist()) for d in dims}
+    num = np.nan_to_num(np.asarray(arrow[f"{metric.name}__numerator"].to_pylist(), dtype=float))
+    den_raw = arrow[f"{metric.name}__denominator"].to_pylist()
+    den = np.nan_to_num(np.asarray([np.nan if d is None else d for d in den_raw], dtype=float))
+    out = {}
+    for name, group in windows.items():
+        mask = labels == name
+        if metric.type in ("count", "sum", "distinct"):
+            d = np.full(int(mask.sum()), float(len(group)))
+        else:
+            d = den[mask]
+        out[name] = LeafTable(tuple(dims), {k: v[mask] for k, v in cols.items()}, num[mask], d)
+    return out
+
+
+@dataclass(frozen=True)
+class FunnelCounts:
+    """Groups entering each step of a funnel, per leaf: ``entered[leaf, step]``."""
+
+    steps: tuple[str, ...]
+    dimensions: tuple[str, ...]
+    columns: dict[str, np.ndarray]
+    entered: np.ndarray  # (leaves, steps)
+
+    def total(self, mask: np.ndarray | None = None) -> np.ndarray:
+        rows = self.entered if mask is None else self.entered[mask]
+        return rows.sum(axis=0)
+
+    def select(self, segment: Mapping[str, str]) -> np.ndarray:
+        """Leaves inside ``segment`` (dimensions the funnel does not have are ignored)."""
+        mask = np.ones(self.entered.shape[0], dtype=bool)
+        for key, value in segment.items():
+            name = dimension_label(key)
+            if name in self.columns:
+                mask &= self.columns[name] == value
+        return mask
+
+
+def funnel_counts(
+    backend: BaseBackend,
+    funnel: FunnelMetric,
+    dims: Sequence[str],
+    windows: Mapping[str, Sequence[Window]],
+    where: Sequence[Predicate] = (),
+) -> dict[str, FunnelCounts]:
+    """Step entries of ``funnel`` per leaf of ``dims`` for each named group of windows."""
+    steps = tuple(s.label for s in funnel.steps)
+    table = windowed_events(backend, windows, where)
+    expr = funnel_expr(funnel, table, grain=None, dimensions=(WINDOW_COLUMN, *dims))
+    arrow = backend.to_pyarrow(expr)
+    labels = np.asarray(arrow[WINDOW_COLUMN].to_pylist(), dtype=object)
+    cols = {dimension_label(d): _column(arrow[d].to_pylist()) for d in dims}
+    matrix = (
+        np.column_stack(
+            [np.asarray(arrow[f"reached_{i}"].to_pylist(), dtype=float) for i in range(len(steps))]
+        )
+        if arrow.num_rows
+        else np.zeros((0, len(steps)))
+    )
+    out = {}
+    for name in windows:
+        mask = labels == name
+        out[name] = FunnelCounts(
+            steps, tuple(dims), {k: v[mask] for k, v in cols.items()}, matrix[mask]
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Series:
+    """Numerator and denominator per time bucket (bucket starts, UTC)."""
+
+    starts: tuple[datetime, ...]
+    numerator: np.ndarray
+    denominator: np.ndarray
+
+
+def bucket_index(moments: Sequence[datetime], start: datetime, bucket: timedelta) -> np.ndarray:
+    seconds = np.array([(m - start).total_seconds() for m in moments], dtype=float)
+    return np.floor(seconds / bucket.total_seconds()).astype(np.int64)
+
+
+def metric_series(
+    backend: BaseBackend,
+    metric: MetricBase,
+    window: Window,
+    where: Sequence[Predicate] = (),
+    *,
+    bucket: timedelta = BUCKET,
+) -> Series:
+    """The metric's numerator and denominator per ``bucket`` over ``window``."""
+    query = Query(grain="minute", start=window.start, end=window.end, where=tuple(where))
+    table = timeseries(backend, [metric], query)[metric.name].table
+    count = int(np.ceil(window.duration / bucket))
+    starts = tuple(window.start + i * bucket for i in range(count))
+    num, den = np.zeros(count), np.zeros(count)
+    if table.num_rows:
+        index = bucket_index(
+            [b.astimezone(UTC) for b in table["bucket"].to_pylist()], window.start, bucket
+        )
+        keep = (index >= 0) & (index < count)
+        n = np.nan_to_num(np.asarray(table["numerator"].to_pylist(), dtype=float))
+        d_raw = table["denominator"].to_pylist()
+        d = np.nan_to_num(np.asarray([np.nan if v is None else v for v in d_raw], dtype=float))
+        np.add.at(num, index[keep], n[keep])
+        if metric.type in ("count", "sum", "distinct"):
+            den[:] = 1.0
+        else:
+            np.add.at(den, index[keep], d[keep])
+    elif metric.type in ("count", "sum", "distinct"):
+        den[:] = 1.0
+    return Series(starts, num, den)
+
+
+def funnel_series(
+    backend: BaseBackend,
+    funnel: FunnelMetric,
+    window: Window,
+    where: Sequence[Predicate] = (),
+    *,
+    bucket: timedelta = BUCKET,
+) -> np.ndarray:
+    """Groups entering each step per bucket: array (buckets, steps)."""
+    query = Query(grain="minute", start=window.start, end=window.end, where=tuple(where))
+    table = timeseries(backend, [funnel], query)[funnel.name].table
+    count = int(np.ceil(window.duration / bucket))
+    out = np.zeros((count, len(funnel.steps)))
+    if table.num_rows:
+        index = bucket_index(
+            [b.astimezone(UTC) for b in table["bucket"].to_pylist()], window.start, bucket
+        )
+        step = np.asarray(table["step"].to_pylist(), dtype=np.int64) - 1
+        entered = np.asarray(table["entered"].to_pylist(), dtype=float)
+        keep = (index >= 0) & (index < count)
+        np.add.at(out, (index[keep], step[keep]), entered[keep])
+    return out

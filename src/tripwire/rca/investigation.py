@@ -1,0 +1,422 @@
+"""Run the whole investigation: one call from "this metric looks wrong at TIME" to a result.
+
+1. A provisional window (the two hours before ``at``) is localized against its baseline,
+   on the metric and on each step of the related funnel (:mod:`tripwire.rca.segments`).
+2. The strongest localized signal's time series gives the regime: onset and, when later
+   data exists, the recovery (:func:`tripwire.rca.problem.locate_regime`).
+3. On the regime's window: problem definition, data integrity, final localization, funnel
+   breakpoint, changes and category, impact, recommendations.
+
+The result is a frozen :class:`Investigation`, stored as an incident in the state
+database (:mod:`tripwire.rca.incidents`) together with the alert it started from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from ibis.backends import BaseBackend
+
+from tripwire.metrics.catalog import catalog_files
+from tripwire.metrics.definitions import FunnelMetric, MetricBase
+from tripwire.metrics.loader import MetricCatalog, load_catalog, metric_files
+from tripwire.monitor.changes import Change, ChangeLog
+from tripwire.rca import data
+from tripwire.rca.breakpoint import BreakpointReport, find_breakpoint, related_funnel
+from tripwire.rca.changes import ChangeAnalysis, analyze_changes, mix_share
+from tripwire.rca.data import InvestigationError, Window
+from tripwire.rca.impact import Impact, estimate_impact
+from tripwire.rca.integrity import IntegrityReport, check_integrity, missing_order_series
+from tripwire.rca.problem import (
+    ONSET_LOOKBACK,
+    REGIME_LOOKAHEAD,
+    ProblemDefinition,
+    Regime,
+    define_problem,
+    locate_regime,
+    residual_z,
+)
+from tripwire.rca.recommend import Recommendation, recommend
+from tripwire.rca.segments import (
+    SegmentFinding,
+    SegmentResult,
+    choose,
+    describe,
+    localize_metric,
+    localize_steps,
+)
+from tripwire.store.engine import connect
+from tripwire.store.workspace import Workspace
+
+PROVISIONAL = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Investigation:
+    """Everything one investigation found (frozen; stored with the incident)."""
+
+    id: str
+    metric: str
+    at: datetime
+    alert_id: int | None
+    problem: ProblemDefinition
+    integrity: IntegrityReport
+    segments: SegmentResult
+    breakpoint: BreakpointReport
+    changes: ChangeAnalysis
+    impact: Impact
+    recommendation: Recommendation
+    started_at: datetime
+    seconds: float
+
+    @property
+    def root_segments(self) -> tuple[dict[str, str], ...]:
+        return self.segments.segments
+
+    @property
+    def category(self) -> str:
+        return self.changes.category
+
+    def summary(self) -> str:
+        """The executive summary in two or three sentences."""
+        p = self.problem
+        parts = [p.headline() + "."]
+        if self.integrity.measurement_issue:
+            parts.append("Measurement issue: " + self.integrity.evidence[0] + ".")
+        where = (
+            "; ".join(describe(s) for s in self.root_segments)
+            or "no localized segment (global change)"
+        )
+        parts.append(f"Where: {where}.")
+        if self.breakpoint.breakpoint:
+            parts.append(f"Funnel breakpoint: {self.breakpoint.breakpoint}.")
+        top = self.changes.implicated
+        if top is not None:
+            c = top.change
+            parts.append(
+                f"Cause: {c['kind']} {c['service']} {c.get('version', '')} ({self.category})."
+            )
+        else:
+            parts.append(f"Category: {self.category}.")
+        if self.impact.loss_per_day is not None and not self.integrity.measurement_issue:
+            parts.append(f"Impact ≈ {self.impact.loss_per_day:,.0f} per day in revenue.")
+        return " ".join(parts)
+
+
+def metric_catalog(workspace: Workspace) -> MetricCatalog:
+    """The workspace's metrics, falling back to the shipped day-1 catalog for missing names."""
+    own = load_catalog(metric_files(workspace), root=workspace.root)
+    shipped = load_catalog(catalog_files())
+    merged = {**shipped.metrics, **own.metrics}
+    return MetricCatalog(merged, {**shipped.sources, **own.sources})
+
+
+def incident_id(metric: str, onset: datetime) -> str:
+    text = f"{metric}|{onset.isoformat()}"
+    return "inc_" + hashlib.blake2b(text.encode(), digest_size=5).hexdigest()
+
+
+def _localize(
+    backend: BaseBackend,
+    metric: MetricBase,
+    funnel: FunnelMetric | None,
+    current: Window,
+    baselines: tuple[Window, ...],
+) -> tuple[SegmentResult, dict[str, data.LeafTable], dict[str, data.FunnelCounts] | None]:
+    dims = data.investigation_dimensions(metric)
+    windows = {"baseline": baselines, "current": (current,)}
+    leaves = data.metric_leaves(backend, metric, dims, windows)
+    additive = metric.type in ("count", "sum", "distinct")
+    finding = SegmentFinding(
+        "metric", localize_metric(leaves["baseline"], leaves["current"], additive=additive)
+    )
+    counts = None
+    steps: list[SegmentFinding] = []
+    if funnel is not None:
+        counts = data.funnel_counts(backend, funnel, data.investigation_dimensions(funnel), windows)
+        steps = localize_steps(counts["baseline"], counts["current"])
+    return choose(finding, steps), leaves, counts
+
+
+def _regime(
+    backend: BaseBackend,
+    metric: MetricBase,
+    funnel: FunnelMetric | None,
+    result: SegmentResult,
+    leaves: dict[str, data.LeafTable],
+    counts: dict[str, data.FunnelCounts] | None,
+    at: datetime,
+    bounds: tuple[datetime, datetime],
+) -> Regime:
+    span = Window(max(at - ONSET_LOOKBACK, bounds[0]), min(at + REGIME_LOOKAHEAD, bounds[1]))
+    segment = result.segments[0] if result.segments else {}
+    measure = result.chosen.measure
+    if measure.startswith("step:") and funnel is not None and counts is not None:
+        names = [s.label for s in funnel.steps]
+        k = names.index(measure[len("step:") :])
+        fdims = data.investigation_dimensions(funnel)
+        where = data.segment_where(segment, fdims)
+        entered = data.funnel_series(backend, funnel, span, where)
+        base = counts["baseline"].total(counts["baseline"].select(segment))
+        rate = base[k] / base[k - 1] if base[k - 1] else 0.5
+        series = data.Series(
+            tuple(span.start + i * data.BUCKET for i in range(entered.shape[0])),
+            entered[:, k],
+            entered[:, k - 1],
+        )
+        z = residual_z(series, rate, additive=False)
+    else:
+        dims = leaves["baseline"].dimensions
+        where = data.segment_where(segment, dims)
+        series = data.metric_series(backend, metric, span, where)
+        base = leaves["baseline"]
+        mask = base.select(segment) if segment else np.ones(base.size, dtype=bool)
+        additive = metric.type in ("count", "sum", "distinct")
+        if additive:
+            # Same clock-time buckets of the previous days are the expectation (seasonality).
+            history = data.metric_series(
+                backend, metric, Window(span.start - timedelta(days=7), span.end), where
+            )
+            per_day = int(timedelta(days=1) / data.BUCKET)
+            values = history.numerator
+            n = series.numerator.size
+            offset = values.size - n
+            lagged = [
+                values[offset - d * per_day : offset - d * per_day + n]
+                for d in range(1, 8)
+                if offset - d * per_day >= 0
+            ]
+            expected = np.mean(lagged, axis=0) if lagged else np.full(n, values.mean())
+            z = residual_z(series, expected, additive=True)
+        else:
+            den = float(base.denominator[mask].sum())
+            z = residual_z(
+                series, float(base.numerator[mask].sum()) / den if den else 0.5, additive=False
+            )
+    regime = locate_regime(series.starts, z, at)
+    inside = (np.array([t.timestamp() for t in series.starts]) >= regime.onset.timestamp()) & (
+        np.array([t.timestamp() for t in series.starts]) < regime.end.timestamp()
+    )
+    strength = abs(float(z[inside].sum())) / np.sqrt(max(int(inside.sum()), 1))
+    if not result.segments and strength < 4.0 or strength < 3.0:
+        # No clear regime in the signal: keep the provisional window rather than invent one.
+        return Regime(
+            max(at - PROVISIONAL, bounds[0]),
+            min(at, bounds[1]),
+            False,
+            "step",
+            regime.shift,
+            f"no significant change point (|Σz|/√n = {strength:.1f}); the provisional window is used",
+        )
+    return regime
+
+
+def _measurement_regime(
+    backend: BaseBackend, report: IntegrityReport, at: datetime, bounds: tuple[datetime, datetime]
+) -> Regime:
+    """The regime of lost telemetry: change points of the share of ledger orders the app missed."""
+    span = Window(max(at - ONSET_LOOKBACK, bounds[0]), min(at + REGIME_LOOKAHEAD, bounds[1]))
+    missing, total = missing_order_series(backend, span, data.BUCKET)
+    base = report.reconciliation.baseline_missing_share if report.reconciliation else 0.0
+    series = data.Series(
+        tuple(span.start + i * data.BUCKET for i in range(total.size)), missing, total
+    )
+    z = residual_z(series, max(base, 0.002), additive=False)
+    return locate_regime(series.starts, z, at)
+
+
+def investigate(
+    workspace: Workspace,
+    metric_name: str,
+    at: datetime,
+    *,
+    alert_id: int | None = None,
+    backend: BaseBackend | None = None,
+    onset_hint: datetime | None = None,
+) -> Investigation:
+    """Run every step for ``metric_name`` around ``at`` (UTC) and return the result."""
+    started, clock = datetime.now(UTC), time.perf_counter()
+    if at.tzinfo is None:
+        raise InvestigationError(f"--at {at}: give a timezone (UTC)")
+    if backend is None:
+        backend = connect(workspace)
+        days = data.lake_days(workspace.lake_dir)
+        if not days:
+            raise InvestigationError(
+                f"the lake {workspace.lake_dir} is empty: nothing to investigate"
+            )
+        first = (at - ONSET_LOOKBACK - timedelta(days=8)).date()
+        data.focus_lake(
+            backend, workspace.lake_dir, max(first, days[0]), (at + REGIME_LOOKAHEAD).date()
+        )
+    catalog = metric_catalog(workspace)
+    if metric_name not in catalog:
+        raise InvestigationError(
+            f"unknown metric {metric_name!r} (known: {', '.join(sorted(catalog.metrics))})"
+        )
+    metric = catalog[metric_name]
+    bounds = data.data_bounds(backend)
+    if not bounds[0] < at <= bounds[1] + timedelta(hours=1):
+        raise InvestigationError(
+            f"--at {at:%Y-%m-%d %H:%M} UTC is outside the data ({bounds[0]:%Y-%m-%d %H:%M} – {bounds[1]:%Y-%m-%d %H:%M})"
+        )
+    funnels = [m for m in catalog if isinstance(m, FunnelMetric)]
+    funnel = related_funnel(metric, funnels)
+    provisional = Window(max(at - PROVISIONAL, bounds[0]), min(at, bounds[1]))
+    first, leaves, counts = _localize(
+        backend,
+        metric,
+        funnel,
+        provisional,
+        data.baseline_windows(provisional, data_start=bounds[0]),
+    )
+    provisional_baselines = data.baseline_windows(provisional, data_start=bounds[0])
+    early = (
+        check_integrity(backend, metric, provisional, provisional_baselines)
+        if provisional_baselines
+        else None
+    )
+    if early is not None and early.measurement_issue:
+        regime = _measurement_regime(backend, early, at, bounds)
+    else:
+        regime = _regime(backend, metric, funnel, first, leaves, counts, at, bounds)
+    if onset_hint is not None and abs((regime.onset - onset_hint).total_seconds()) > 3 * 3600:
+        regime = Regime(
+            onset_hint,
+            max(regime.end, at),
+            False,
+            regime.shape,
+            regime.shift,
+            regime.shape_evidence + "; onset from the alert",
+        )
+    current = Window(regime.onset, max(regime.end, regime.onset + data.BUCKET))
+    baselines = data.baseline_windows(current, data_start=bounds[0])
+    if not baselines:
+        raise InvestigationError(
+            f"no baseline: the data starts {bounds[0]:%Y-%m-%d}, less than a day before the onset"
+        )
+    result, leaves, counts = _localize(backend, metric, funnel, current, baselines)
+    problem = define_problem(
+        backend, metric, current, baselines, leaves["baseline"], leaves["current"], regime
+    )
+    integrity = check_integrity(backend, metric, current, baselines)
+    dims = data.investigation_dimensions(metric)
+    breakpoint = find_breakpoint(
+        backend,
+        funnel,
+        counts["baseline"] if counts else None,
+        counts["current"] if counts else None,
+        result.segments,
+        current,
+        baselines,
+        dims,
+        measurement_issue=integrity.measurement_issue,
+    )
+    history = load_changes(workspace, backend, regime.onset - timedelta(days=30), bounds[1])
+    base, cur = leaves["baseline"].aligned(leaves["current"])
+    mix = 0.0
+    if metric.type in ("ratio", "proportion") and not result.segments:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mix = mix_share(
+                base.numerator / base.denominator,
+                base.denominator,
+                cur.numerator / cur.denominator,
+                cur.denominator,
+            )
+    changes = analyze_changes(
+        backend,
+        metric,
+        [c for c in history if c.at <= regime.onset + timedelta(hours=1)],
+        regime.onset,
+        current.end,
+        result.segments,
+        measurement_issue=integrity.measurement_issue,
+        mix=mix,
+    )
+    impact = estimate_impact(
+        backend,
+        metric,
+        leaves["baseline"],
+        leaves["current"],
+        result.segments,
+        current,
+        baselines,
+        measurement_issue=integrity.measurement_issue,
+    )
+    segments_text = "; ".join(describe(s) for s in result.segments) or "all traffic"
+    hours = max(current.duration.total_seconds() / 3600, 1e-9)
+    rate_step = _rate_pair(breakpoint)
+    recommendation = recommend(
+        category=changes.category,
+        implicated=changes.implicated.change if changes.implicated else None,
+        history=history,
+        segments_text=segments_text,
+        breakpoint=breakpoint.breakpoint,
+        metric=metric.name,
+        baseline_rate=rate_step[0] if rate_step else problem.baseline_value.value,
+        current_rate=rate_step[1] if rate_step else problem.current_value.value,
+        units_per_hour=(rate_step[2] if rate_step else impact.affected_units) / hours,
+        series_history=np.asarray(problem.series_observed, dtype=float),
+    )
+    return Investigation(
+        id=incident_id(metric.name, regime.onset),
+        metric=metric.name,
+        at=at,
+        alert_id=alert_id,
+        problem=problem,
+        integrity=integrity,
+        segments=result,
+        breakpoint=breakpoint,
+        changes=changes,
+        impact=impact,
+        recommendation=recommendation,
+        started_at=started,
+        seconds=time.perf_counter() - clock,
+    )
+
+
+def load_changes(
+    workspace: Workspace, backend: BaseBackend, since: datetime, until: datetime
+) -> list[Change]:
+    """The change log in ``[since, until)``, after recording the lake's ``$change`` events."""
+    with ChangeLog.for_workspace(workspace) as log:
+        log.sync_lake(backend, start=since, end=until)
+        return log.query(since=since, until=until)
+
+
+def _rate_pair(report: BreakpointReport) -> tuple[float, float, float] | None:
+    """(baseline, current conditional conversion, current entries) of the named step."""
+    if not report.breakpoint:
+        return None
+    for view in report.views[1:] or report.views:
+        for step in view.steps:
+            if step.step == report.breakpoint:
+                return step.baseline_conversion, step.current_conversion, step.current_entered
+    return None
+
+
+def investigate_alert(
+    workspace: Workspace, alert_id: int, *, backend: BaseBackend | None = None
+) -> Investigation:
+    """Investigate the metric of a stored alert at its opening time (onset as a hint)."""
+    from tripwire.monitor.alerts import AlertStore
+
+    with AlertStore.for_workspace(workspace) as store:
+        alert = store.get(alert_id)
+    return investigate(
+        workspace,
+        alert.metric,
+        alert.opened_at,
+        alert_id=alert.id,
+        backend=backend,
+        onset_hint=alert.onset_at,
+    )
+
+
+def segment_text(segment: Mapping[str, str]) -> str:
+    return describe(segment)
