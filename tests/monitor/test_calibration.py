@@ -101,3 +101,22 @@ def test_grid_is_increasing():
     for method in ("cusum", "ewma"):
         grid = threshold_grid(DetectorConfig(method=method))
         assert np.all(np.diff(grid) > 0)
+
+
+def test_series_too_thin_to_calibrate_keeps_the_default_threshold():
+    rng = np.random.default_rng(1)
+    steps = 2 * 1440
+    ts = START + np.arange(steps) * 60
+    values = rng.normal(10, 1, (steps, 2))
+    values[:, 1] = np.nan
+    values[::200, 1] = 10.0  # a handful of points only
+    run = calibrate(
+        DetectorConfig(daily=False, warmup_seconds=3600),
+        ts,
+        values,
+        seasonality="config",
+        replay_days=5,
+    )
+    assert np.isfinite(run.calibration.estimated_false_alarms_per_day[0])
+    assert run.calibration.thresholds[1] == DetectorConfig().h
+    assert np.isnan(run.calibration.estimated_false_alarms_per_day[1])
