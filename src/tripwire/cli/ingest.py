@@ -98,6 +98,9 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="TCP port.")] = 8787,
         workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
         access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+        monitor: Annotated[
+            bool, typer.Option(help="Run the monitors/*.yaml continuously (one worker only).")
+        ] = True,
         workspace: WorkspaceOption = None,
     ) -> None:
         """Serve the capture API (Segment and PostHog formats) for the workspace."""
@@ -112,6 +115,12 @@ def register(app: typer.Typer) -> None:
                 " 401. Create one with `tripwire keys create --source app`."
             )
         console.print(f"capture API for {ws.root} on http://{host}:{port} (POST /v1/batch)")
-        run(ws, host=host, port=port, workers=workers, access_log=access_log)
+        has_monitors = monitor and any(ws.monitors_dir.glob("*.y*ml"))
+        if has_monitors and workers > 1:
+            err_console.print("[yellow]warning:[/yellow] monitors run only with --workers 1")
+        run(
+            ws, host=host, port=port, workers=workers, access_log=access_log,
+            monitor=has_monitors and workers == 1,
+        )
 
     app.add_typer(keys_app, name="keys")

@@ -19,11 +19,16 @@ from tripwire.store.workspace import Workspace
 
 #: How worker processes learn which workspace to open.
 WORKSPACE_ENV = "TRIPWIRE_SERVE_WORKSPACE"
+#: ``1`` runs the streaming monitor inside the server (one worker only).
+MONITOR_ENV = "TRIPWIRE_SERVE_MONITOR"
 
 
 def app_from_environment() -> FastAPI:
     """uvicorn factory: the capture app of the workspace named in ``TRIPWIRE_SERVE_WORKSPACE``."""
-    return create_app(Workspace.load(Path(os.environ[WORKSPACE_ENV])))
+    return create_app(
+        Workspace.load(Path(os.environ[WORKSPACE_ENV])),
+        monitor=os.environ.get(MONITOR_ENV) == "1",
+    )
 
 
 def serve(
@@ -34,9 +39,15 @@ def serve(
     workers: int = 1,
     access_log: bool = False,
     log_level: str = "info",
+    monitor: bool = False,
 ) -> None:
-    """Serve ``workspace``'s capture API until interrupted (blocks)."""
+    """Serve ``workspace``'s capture API until interrupted (blocks).
+
+    ``monitor`` runs the streaming monitor in the server (only with one worker: each worker
+    would otherwise run its own).
+    """
     os.environ[WORKSPACE_ENV] = str(workspace.root)
+    os.environ[MONITOR_ENV] = "1" if monitor and workers == 1 else "0"
     uvicorn.run(
         "tripwire.ingest.server:app_from_environment",
         factory=True,
