@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tripwire.experiments.planner import information_fractions
 from tripwire.experiments.spec import ExperimentSpec, Guardrail
 from tripwire.metrics.exposures import ExposureSource, ExposureSummary
 from tripwire.metrics.unit_stats import ALL, UnitStats, to_stats, unit_stats
@@ -445,22 +446,15 @@ class LookPlan:
 def base_design(spec: ExperimentSpec) -> SequentialDesign:
     """The spec's plan as a design (a one-look design for fixed-horizon experiments).
 
-    Calendar looks get planned fractions proportional to elapsed time since the start.
-    With several treatment arms α is split equally across them (Bonferroni).
+    Calendar looks get the planner's fractions (elapsed share of the time from the start,
+    :func:`tripwire.experiments.planner.information_fractions`). With several treatment
+    arms α is split equally across them (Bonferroni), as the planner sizes them.
     """
     alpha = spec.alpha / max(1, len(spec.treatment_arms))
     plan = spec.sequential
     if plan is None:
         return _boundaries((1.0,), alpha, "obf", spec.sides, None, None)
-    if plan.information_fractions is not None:
-        fractions = list(plan.information_fractions)
-    else:
-        assert plan.looks is not None
-        first = spec.start.date() if spec.start else plan.looks[0] - timedelta(days=1)
-        span = (plan.looks[-1] - first).days
-        fractions = [max((d - first).days, 1) / max(span, 1) for d in plan.looks]
-        fractions = [min(1.0, f) for f in fractions]
-        fractions[-1] = 1.0
+    fractions = information_fractions(spec) or (1.0,)
     futility = (
         FutilityPlan(beta=plan.futility.beta, spending=plan.futility.spending)
         if plan.futility
