@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import ibis
@@ -241,6 +241,11 @@ class ExposureSummary:
         return sum(self.units_per_arm.values())
 
 
+def _utc(moment: datetime) -> datetime:
+    """Engines return UTC instants as aware (DuckDB) or naive UTC (Spark) datetimes."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def summarize(units: ir.Table, experiment: str) -> ExposureSummary:
     """Count analysed units per arm and multi-arm exclusions (one small query)."""
     single = units.n_arms == 1
@@ -253,8 +258,8 @@ def summarize(units: ir.Table, experiment: str) -> ExposureSummary:
     )
     per_arm = {r["__arm"]: int(r["__n"]) for r in counts if r["__arm"] != "\x00multi"}
     multi = sum(int(r["__n"]) for r in counts if r["__arm"] == "\x00multi")
-    firsts = [r["__first"] for r in counts if r["__first"] is not None]
-    lasts = [r["__last"] for r in counts if r["__last"] is not None]
+    firsts = [_utc(r["__first"]) for r in counts if r["__first"] is not None]
+    lasts = [_utc(r["__last"]) for r in counts if r["__last"] is not None]
     return ExposureSummary(
         experiment=experiment,
         units_per_arm=dict(sorted(per_arm.items())),
