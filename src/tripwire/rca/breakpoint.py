@@ -34,7 +34,7 @@ from tripwire.rca.data import (
 )
 from tripwire.stats import MeanStats, two_proportion_z_test
 
-ALPHA = 0.001
+ALPHA = 0.01
 
 
 @dataclass(frozen=True)
