@@ -42,4 +42,4 @@ def test_times_by_category_false_alarms_and_repeats():
     assert deploy.median_minutes_to_detect == 15.0
     assert deploy.median_minutes_to_recover == 90.0
     assert stats.repeats == (("a", "b"),)  # c is more than a quarter later
-    assert stats.false_alarms == 2 and stats.alerts_considered == 4
+    assert stats.false_alarms == 2 and stats.alerts_considered == 5  # 3 alerts + 2 incidents without one
