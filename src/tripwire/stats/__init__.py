@@ -2,7 +2,7 @@
 
 No I/O and no dependency on the rest of tripwire: numpy, scipy and statsmodels only.
 The methods, defaults and conventions are explained in ``docs/statistics.md`` and
-``docs/statistics-sequential.md``. Modules, one concern each:
+``docs/statistics.md``. Modules, one concern each:
 
 * ``sufficient``: MeanStats, RatioStats, CupedMeanStats, CupedRatioStats (validated, addable)
 * ``results``: Effect, ArmSummary, ComparisonResult, Status
