@@ -1,8 +1,8 @@
 """tripwire.stats: every formula tripwire decides with, pure functions on sufficient statistics.
 
 No I/O and no dependency on the rest of tripwire: numpy, scipy and statsmodels only.
-The methods, defaults and conventions are explained in ``docs/statistics.md`` and
-``docs/statistics.md``. Modules, one concern each:
+The methods, defaults and conventions are explained in ``docs/statistics.md``.
+Modules, one concern each:
 
 * ``sufficient``: MeanStats, RatioStats, CupedMeanStats, CupedRatioStats (validated, addable)
 * ``results``: Effect, ArmSummary, ComparisonResult, Status
