@@ -29,13 +29,22 @@ from tripwire.rca.synthetic import f1_score, generate_case
 def bench_localize(repeats: int, cardinalities: tuple[int, ...]) -> dict[str, float]:
     times, f1s = [], []
     for seed in range(repeats):
-        case = generate_case(np.random.default_rng(seed), cardinalities=cardinalities, n_causes=1 + seed % 3, depth=1 + seed % 2)
+        case = generate_case(
+            np.random.default_rng(seed),
+            cardinalities=cardinalities,
+            n_causes=1 + seed % 3,
+            depth=1 + seed % 2,
+        )
         started = time.perf_counter()
         result = localize(case.columns, case.observed, case.expected)
         times.append(time.perf_counter() - started)
         f1s.append(f1_score([e.conditions for e in result.elements], list(case.causes))[2])
     leaves = int(np.prod(cardinalities))
-    return {"leaves": leaves, "median_seconds": statistics.median(times), "mean_f1": float(np.mean(f1s))}
+    return {
+        "leaves": leaves,
+        "median_seconds": statistics.median(times),
+        "mean_f1": float(np.mean(f1s)),
+    }
 
 
 def bench_investigation(workspace: Path, repeats: int) -> dict[str, float]:
@@ -46,7 +55,9 @@ def bench_investigation(workspace: Path, repeats: int) -> dict[str, float]:
     truth = json.loads((ws.data_dir / "sim" / "ground_truth.json").read_text())["incidents"]
     out: dict[str, float] = {}
     for incident in truth:
-        at = datetime.fromisoformat(incident["start"].replace("Z", "+00:00")) + timedelta(minutes=60)
+        at = datetime.fromisoformat(incident["start"].replace("Z", "+00:00")) + timedelta(
+            minutes=60
+        )
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -59,14 +70,18 @@ def bench_investigation(workspace: Path, repeats: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--workspace", type=Path, help="a `tripwire demo` workspace for the end-to-end timing")
+    parser.add_argument(
+        "--workspace", type=Path, help="a `tripwire demo` workspace for the end-to-end timing"
+    )
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else 5
     cards = (6, 6, 6, 6, 6) if args.quick else (10, 10, 10, 10, 10)
     results: dict[str, object] = {"localize": bench_localize(repeats, cards)}
     print(f"localize: {results['localize']}")
     if args.workspace:
-        results["investigation_seconds"] = bench_investigation(args.workspace, 1 if args.quick else 3)
+        results["investigation_seconds"] = bench_investigation(
+            args.workspace, 1 if args.quick else 3
+        )
         print(f"tripwire rca per incident (median s): {results['investigation_seconds']}")
     return results
 

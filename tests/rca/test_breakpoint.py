@@ -15,7 +15,10 @@ def test_the_step_whose_conditional_conversion_fell_is_named():
     steps = step_changes(baseline, current, STEPS)
     assert [s.step for s in steps] == ["auth", "payment", "order"]
     payment = steps[1]
-    assert round(payment.baseline_conversion, 2) == 0.97 and round(payment.current_conversion, 2) == 0.6
+    assert (
+        round(payment.baseline_conversion, 2) == 0.97
+        and round(payment.current_conversion, 2) == 0.6
+    )
     assert payment.ci_low < payment.absolute < payment.ci_high < 0
     assert name_breakpoint(steps) == "payment"
 

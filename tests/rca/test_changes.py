@@ -14,7 +14,13 @@ SEGMENT = [{"locale": "en-GB", "device": "Echo Show"}]
 
 
 def _change(minutes_before: float, kind: str, service: str, scope: dict) -> Change:
-    return Change(at=ONSET - timedelta(minutes=minutes_before), kind=kind, service=service, version="1", scope=scope)
+    return Change(
+        at=ONSET - timedelta(minutes=minutes_before),
+        kind=kind,
+        service=service,
+        version="1",
+        scope=scope,
+    )
 
 
 def test_the_matching_change_beats_the_decoy_and_global_routine():
@@ -42,12 +48,23 @@ def test_changes_far_from_the_onset_are_not_candidates():
 
 
 def test_categories_name_one_and_rule_out_the_rest():
-    ranked = rank_changes([_change(1, "model", "retrieval", {"intent": "product_search"})], ONSET, [{"intent": "product_search"}])
-    category, evidence, ruled = categorize(ranked[0], measurement_issue=False, mix_share=0.1, localized=True)
+    ranked = rank_changes(
+        [_change(1, "model", "retrieval", {"intent": "product_search"})],
+        ONSET,
+        [{"intent": "product_search"}],
+    )
+    category, evidence, ruled = categorize(
+        ranked[0], measurement_issue=False, mix_share=0.1, localized=True
+    )
     assert category == "model version" and "retrieval" in evidence
     assert "model version" not in ruled and len(ruled) == 9
-    assert categorize(ranked[0], measurement_issue=True, mix_share=0.0, localized=True)[0] == MEASUREMENT
-    assert categorize(None, measurement_issue=False, mix_share=0.0, localized=False)[0] == UNDETERMINED
+    assert (
+        categorize(ranked[0], measurement_issue=True, mix_share=0.0, localized=True)[0]
+        == MEASUREMENT
+    )
+    assert (
+        categorize(None, measurement_issue=False, mix_share=0.0, localized=False)[0] == UNDETERMINED
+    )
 
 
 def test_mix_share_separates_mix_from_rate_changes():

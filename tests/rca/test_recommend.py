@@ -14,13 +14,31 @@ AT = datetime(2026, 11, 7, 18, 17, tzinfo=UTC)
 
 def test_rollback_targets_the_previous_version_and_the_scope():
     history = [
-        Change(at=datetime(2026, 11, 1, tzinfo=UTC), kind="deploy", service="payments-token", version="2.3.0"),
-        Change(at=AT, kind="deploy", service="payments-token", version="2.3.1", scope={"locale": "en-GB"}),
+        Change(
+            at=datetime(2026, 11, 1, tzinfo=UTC),
+            kind="deploy",
+            service="payments-token",
+            version="2.3.0",
+        ),
+        Change(
+            at=AT,
+            kind="deploy",
+            service="payments-token",
+            version="2.3.1",
+            scope={"locale": "en-GB"},
+        ),
     ]
     rec = recommend(
-        category="code deploy", implicated=history[1].to_json(), history=history, segments_text="locale=en-GB",
-        breakpoint="payment", metric="voice_checkout_conversion", baseline_rate=0.97, current_rate=0.6,
-        units_per_hour=40, series_history=np.zeros(10),
+        category="code deploy",
+        implicated=history[1].to_json(),
+        history=history,
+        segments_text="locale=en-GB",
+        breakpoint="payment",
+        metric="voice_checkout_conversion",
+        baseline_rate=0.97,
+        current_rate=0.6,
+        units_per_hour=40,
+        series_history=np.zeros(10),
     )
     assert "roll back payments-token 2.3.1 to 2.3.0 for locale=en-GB" in rec.actions[0].action
     assert rec.check.design == "holdback" and rec.check.units_needed and rec.check.hours_needed
@@ -40,7 +58,15 @@ def test_switchback_schedule_is_balanced():
 
 def test_measurement_issue_recommends_no_product_rollback():
     rec = recommend(
-        category="measurement issue", implicated=None, history=[], segments_text="device=mobile app",
-        breakpoint=None, metric="orders", baseline_rate=1.0, current_rate=0.9, units_per_hour=10, series_history=np.zeros(3),
+        category="measurement issue",
+        implicated=None,
+        history=[],
+        segments_text="device=mobile app",
+        breakpoint=None,
+        metric="orders",
+        baseline_rate=1.0,
+        current_rate=0.9,
+        units_per_hour=10,
+        series_history=np.zeros(3),
     )
     assert any("do not roll back" in a.action for a in rec.actions) and rec.check.design == "none"

@@ -13,7 +13,9 @@ LOCALES = ["en-GB", "en-US", "de-DE", "fr-FR"]
 DEVICES = ["Echo Show", "Echo Dot", "web", "mobile app"]
 
 
-def _funnel(rng: np.random.Generator, n: int, payment_ok: dict[tuple[str, str], float]) -> FunnelCounts:
+def _funnel(
+    rng: np.random.Generator, n: int, payment_ok: dict[tuple[str, str], float]
+) -> FunnelCounts:
     keys = [(loc, dev) for loc in LOCALES for dev in DEVICES]
     rows = []
     for key in keys:
@@ -22,7 +24,10 @@ def _funnel(rng: np.random.Generator, n: int, payment_ok: dict[tuple[str, str], 
         paid = rng.binomial(auth, payment_ok.get(key, 0.97))
         order = rng.binomial(paid, 0.99)
         rows.append([start, auth, paid, order])
-    columns = {"locale": np.array([k[0] for k in keys], dtype=object), "device": np.array([k[1] for k in keys], dtype=object)}
+    columns = {
+        "locale": np.array([k[0] for k in keys], dtype=object),
+        "device": np.array([k[1] for k in keys], dtype=object),
+    }
     return FunnelCounts(STEPS, ("locale", "device"), columns, np.array(rows, dtype=float))
 
 
@@ -56,11 +61,23 @@ def test_metric_view_for_counts_uses_the_per_window_baseline():
     assert result.elements[0].conditions == {"locale": "en-GB"}
 
 
-def _finding(measure: str, verdict: str, z: float, observed: float, expected: float) -> SegmentFinding:
+def _finding(
+    measure: str, verdict: str, z: float, observed: float, expected: float
+) -> SegmentFinding:
     from tripwire.rca.localize import RootCauseElement
 
-    elements = (RootCauseElement({"locale": "en-GB"}, expected, observed, observed / expected - 1, 1.0, 0.9, z, 1),) if verdict == LOCALIZED else ()
-    return SegmentFinding(measure, Localization(verdict, elements, expected, observed, z, 0.9, 1.0, 10))
+    elements = (
+        (
+            RootCauseElement(
+                {"locale": "en-GB"}, expected, observed, observed / expected - 1, 1.0, 0.9, z, 1
+            ),
+        )
+        if verdict == LOCALIZED
+        else ()
+    )
+    return SegmentFinding(
+        measure, Localization(verdict, elements, expected, observed, z, 0.9, 1.0, 10)
+    )
 
 
 def test_choose_ignores_step_views_when_the_metric_did_not_move():

@@ -117,8 +117,9 @@ def register(app: typer.Typer) -> None:
                 record = store.set_status(
                     record.id,
                     "recovered",
-                    at=result.mitigation
-                    and datetime.fromisoformat(result.mitigation["at"].replace("Z", "+00:00")),
+                    at=datetime.fromisoformat(str(result.mitigation["at"]).replace("Z", "+00:00"))
+                    if result.mitigation
+                    else None,
                     evidence={"statement": result.statement, "did": result.did},
                 )
         console.print(
@@ -177,7 +178,7 @@ def register(app: typer.Typer) -> None:
             from tripwire.monitor.alerts import AlertStore
 
             with AlertStore.for_workspace(ws) as alert_store:
-                alerts = list(alert_store.list())
+                alerts = list(alert_store.query())
         except Exception:  # the alert store is optional for these figures
             alerts = []
         result = incident_stats(records, alerts)

@@ -20,6 +20,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from tripwire.monitor.changes import touches
 from tripwire.rca.incidents import IncidentRecord
@@ -55,9 +56,7 @@ def _overlap(a: IncidentRecord, b: IncidentRecord) -> bool:
     return any(touches(x, y) for x in a.segments for y in b.segments)
 
 
-def incident_stats(
-    records: Sequence[IncidentRecord], alerts: Sequence[object] = ()
-) -> HistoryStats:
+def incident_stats(records: Sequence[IncidentRecord], alerts: Sequence[Any] = ()) -> HistoryStats:
     """Readiness figures from incident records and (optionally) alert objects.
 
     ``alerts`` are :class:`tripwire.monitor.alerts.Alert`-like objects with ``id``,

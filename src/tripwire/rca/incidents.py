@@ -125,6 +125,10 @@ _COLUMNS = (
 )
 
 
+def _req(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+
+
 def _record(row: tuple[Any, ...]) -> IncidentRecord:
     (
         id_,
@@ -151,10 +155,10 @@ def _record(row: tuple[Any, ...]) -> IncidentRecord:
         id_,
         metric,
         alert_id,
-        _dt(at),
-        _dt(onset),
-        _dt(end),
-        _dt(created),
+        _req(at),
+        _req(onset),
+        _req(end),
+        _req(created),
         seconds,
         category,
         integrity,  # type: ignore[arg-type]

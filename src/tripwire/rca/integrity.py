@@ -112,7 +112,7 @@ def _volumes(
         slot = per.setdefault((str(row["source"]), str(row["event"])), [0.0, 0.0])
         slot[0 if row[WINDOW_COLUMN] == "baseline" else 1] += float(row["n"])
     by_source: dict[tuple[str, str], list[float]] = {}
-    for (source, event), (b, c) in per.items():
+    for (source, _event), (b, c) in per.items():
         slot = by_source.setdefault((source, "*"), [0.0, 0.0])
         slot[0] += b
         slot[1] += c

@@ -174,8 +174,8 @@ def _regime(
         dims = leaves["baseline"].dimensions
         where = data.segment_where(segment, dims)
         series = data.metric_series(backend, metric, span, where)
-        base = leaves["baseline"]
-        mask = base.select(segment) if segment else np.ones(base.size, dtype=bool)
+        base_leaves = leaves["baseline"]
+        mask = base_leaves.select(segment) if segment else np.ones(base_leaves.size, dtype=bool)
         additive = metric.type in ("count", "sum", "distinct")
         if additive:
             # Same clock-time buckets of the previous days are the expectation (seasonality).
@@ -194,9 +194,11 @@ def _regime(
             expected = np.mean(lagged, axis=0) if lagged else np.full(n, values.mean())
             z = residual_z(series, expected, additive=True)
         else:
-            den = float(base.denominator[mask].sum())
+            den = float(base_leaves.denominator[mask].sum())
             z = residual_z(
-                series, float(base.numerator[mask].sum()) / den if den else 0.5, additive=False
+                series,
+                float(base_leaves.numerator[mask].sum()) / den if den else 0.5,
+                additive=False,
             )
     regime = locate_regime(series.starts, z, at)
     inside = (np.array([t.timestamp() for t in series.starts]) >= regime.onset.timestamp()) & (
@@ -250,9 +252,9 @@ def investigate(
             raise InvestigationError(
                 f"the lake {workspace.lake_dir} is empty: nothing to investigate"
             )
-        first = (at - ONSET_LOOKBACK - timedelta(days=8)).date()
+        first_day = (at - ONSET_LOOKBACK - timedelta(days=8)).date()
         data.focus_lake(
-            backend, workspace.lake_dir, max(first, days[0]), (at + REGIME_LOOKAHEAD).date()
+            backend, workspace.lake_dir, max(first_day, days[0]), (at + REGIME_LOOKAHEAD).date()
         )
     catalog = metric_catalog(workspace)
     if metric_name not in catalog:

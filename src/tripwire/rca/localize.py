@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize, stats
 
 GLOBAL = "global"
@@ -111,10 +112,10 @@ def _cuboid_inverse(
 
 def localize(
     columns: Mapping[str, Sequence[str]],
-    observed: Sequence[float],
-    expected: Sequence[float],
+    observed: ArrayLike,
+    expected: ArrayLike,
     *,
-    variance_weight: Sequence[float] | None = None,
+    variance_weight: ArrayLike | None = None,
     max_depth: int = 3,
     max_causes: int = 5,
     alpha: float = 0.001,
@@ -220,10 +221,10 @@ def localize(
 
 def localize_ratio(
     columns: Mapping[str, Sequence[str]],
-    numerator: Sequence[float],
-    denominator: Sequence[float],
-    baseline_numerator: Sequence[float],
-    baseline_denominator: Sequence[float],
+    numerator: ArrayLike,
+    denominator: ArrayLike,
+    baseline_numerator: ArrayLike,
+    baseline_denominator: ArrayLike,
     **options: float,
 ) -> Localization:
     """Localize a change in a rate (Σ numerator / Σ denominator), e.g. conversion.

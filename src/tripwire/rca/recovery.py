@@ -13,7 +13,7 @@ of the drop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,7 +71,7 @@ def _rates(
     backend: BaseBackend,
     metric: MetricBase,
     segment: dict[str, str],
-    windows: dict[str, Sequence[data.Window]],
+    windows: Mapping[str, Sequence[data.Window]],
 ) -> dict[str, tuple[float, float]]:
     dims = data.investigation_dimensions(metric)
     leaves = data.metric_leaves(backend, metric, dims, windows)
