@@ -17,11 +17,23 @@ def store() -> AlertStore:
     return AlertStore(sqlite3.connect(":memory:", isolation_level=None))
 
 
-def draft(segment: dict[str, str], at: datetime = T0, rule: str = "down", **kw: object) -> AlertDraft:
+def draft(
+    segment: dict[str, str], at: datetime = T0, rule: str = "down", **kw: object
+) -> AlertDraft:
     base = dict(
-        monitor="conv", rule=rule, metric="voice_checkout_conversion", severity="P1",
-        segment=segment, at=at, onset=at - timedelta(minutes=9), observed=0.4, expected=0.62,
-        lower=0.5, upper=0.74, direction=-1, condition="detector down",
+        monitor="conv",
+        rule=rule,
+        metric="voice_checkout_conversion",
+        severity="P1",
+        segment=segment,
+        at=at,
+        onset=at - timedelta(minutes=9),
+        observed=0.4,
+        expected=0.62,
+        lower=0.5,
+        upper=0.74,
+        direction=-1,
+        condition="detector down",
     )
     base.update(kw)
     return AlertDraft(**base)  # type: ignore[arg-type]
@@ -62,7 +74,9 @@ def test_dedupe_group_and_lifecycle() -> None:
 def test_flap_suppression_and_auto_resolve() -> None:
     s = store()
     first = s.fire(draft({"locale": "fr-FR"}))
-    assert s.clear("conv", "down", {"locale": "fr-FR"}, T0 + timedelta(minutes=30)) == first.alert_id
+    assert (
+        s.clear("conv", "down", {"locale": "fr-FR"}, T0 + timedelta(minutes=30)) == first.alert_id
+    )
     flap = s.fire(draft({"locale": "fr-FR"}, T0 + timedelta(minutes=50)))
     assert (flap.alert_id, flap.outcome, flap.notified) == (first.alert_id, "reopened", False)
     assert s.get(first.alert_id).flaps == 1 and s.get(first.alert_id).status == "firing"
@@ -86,11 +100,25 @@ def test_silences_record_but_do_not_notify() -> None:
 
 def test_alert_carries_changes_touching_its_segment_before_onset() -> None:
     s = store()
-    s.changes.record([
-        Change(T0 - timedelta(minutes=11), "deploy", "payments-token", "2.3.1", {"locale": "en-GB", "device": "Echo Show"}),
-        Change(T0 - timedelta(minutes=40), "deploy", "voice-ux", "7.2.0", {"locale": "en-GB", "device": "Echo Dot"}),
-        Change(T0 - timedelta(hours=5), "deploy", "payments-token", "2.3.0", {}),
-    ])
+    s.changes.record(
+        [
+            Change(
+                T0 - timedelta(minutes=11),
+                "deploy",
+                "payments-token",
+                "2.3.1",
+                {"locale": "en-GB", "device": "Echo Show"},
+            ),
+            Change(
+                T0 - timedelta(minutes=40),
+                "deploy",
+                "voice-ux",
+                "7.2.0",
+                {"locale": "en-GB", "device": "Echo Dot"},
+            ),
+            Change(T0 - timedelta(hours=5), "deploy", "payments-token", "2.3.0", {}),
+        ]
+    )
     alert = s.get(s.fire(draft({"locale": "en-GB", "device": "Echo Show"})).alert_id)
     assert [(c["service"], c["version"]) for c in alert.changes] == [("payments-token", "2.3.1")]
     assert alert.to_json()["interval"] == [0.5, 0.74]

@@ -43,8 +43,20 @@ def test_touches_is_symmetric_and_global_touches_all(scope: dict, segment: dict)
 
 def test_record_dedupes_and_queries() -> None:
     changes = log()
-    cause = Change(T0 - timedelta(minutes=1), "deploy", "payments-token", "2.3.1", {"locale": "en-GB", "device": "Echo Show"})
-    decoy = Change(T0 - timedelta(minutes=30), "deploy", "voice-ux", "7.2.0", {"locale": "en-GB", "device": "Echo Dot"})
+    cause = Change(
+        T0 - timedelta(minutes=1),
+        "deploy",
+        "payments-token",
+        "2.3.1",
+        {"locale": "en-GB", "device": "Echo Show"},
+    )
+    decoy = Change(
+        T0 - timedelta(minutes=30),
+        "deploy",
+        "voice-ux",
+        "7.2.0",
+        {"locale": "en-GB", "device": "Echo Dot"},
+    )
     global_ = Change(T0 - timedelta(hours=1), "config", "cdn-cache-ttl", "1", {})
     old = Change(T0 - timedelta(hours=5), "deploy", "payments-token", "2.3.0", {})
     assert changes.record([cause, decoy, global_, old]) == 4
@@ -53,21 +65,35 @@ def test_record_dedupes_and_queries() -> None:
     hits = changes.touching(segment, T0 - timedelta(hours=2), T0)
     assert [c.service for c in hits] == ["payments-token", "cdn-cache-ttl"]  # nearest first
     assert [c.version for c in changes.query(service="payments-token")] == ["2.3.0", "2.3.1"]
-    assert [c.service for c in changes.query(since=T0 - timedelta(hours=2), kind="deploy")] == ["voice-ux", "payments-token"]
+    assert [c.service for c in changes.query(since=T0 - timedelta(hours=2), kind="deploy")] == [
+        "voice-ux",
+        "payments-token",
+    ]
 
 
 def test_changes_from_events_and_bad_input() -> None:
     envelope = {
-        "event": "$change", "messageId": "m1", "timestamp": "2026-11-07T17:59:00Z",
-        "properties": {"kind": "deploy", "service": "payments-token", "version": "2.3.1",
-                       "scope": {"locale": "en-GB"}, "rollback_of": None},
+        "event": "$change",
+        "messageId": "m1",
+        "timestamp": "2026-11-07T17:59:00Z",
+        "properties": {
+            "kind": "deploy",
+            "service": "payments-token",
+            "version": "2.3.1",
+            "scope": {"locale": "en-GB"},
+            "rollback_of": None,
+        },
     }
     (change,) = changes_from_envelopes([envelope, {"event": "Order Completed"}])
-    assert change.id == "evt_m1" and change.scope == {"locale": "en-GB"} and change.origin == "event"
+    assert (
+        change.id == "evt_m1" and change.scope == {"locale": "en-GB"} and change.origin == "event"
+    )
     with pytest.raises(ChangeError, match="kind: must be one of"):
         Change(T0, "rocket", "x")
     with pytest.raises(ChangeError, match="scope: must be"):
-        changes_from_envelopes([{**envelope, "properties": {**envelope["properties"], "scope": "en-GB"}}])
+        changes_from_envelopes(
+            [{**envelope, "properties": {**envelope["properties"], "scope": "en-GB"}}]
+        )
     with pytest.raises(ChangeError, match="scope: expected DIMENSION=VALUE"):
         parse_scope(["locale"])
     assert parse_scope(["device=Echo Show|Echo Dot"]) == {"device": ["Echo Show", "Echo Dot"]}
@@ -78,13 +104,30 @@ def test_cli_change_add_and_list(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["change", "add", "--kind", "deploy", "--service", "payments-token", "--version", "2.3.1",
-         "--scope", "locale=en-GB", "-w", str(ws.root)],
+        [
+            "change",
+            "add",
+            "--kind",
+            "deploy",
+            "--service",
+            "payments-token",
+            "--version",
+            "2.3.1",
+            "--scope",
+            "locale=en-GB",
+            "-w",
+            str(ws.root),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "payments-token 2.3.1 (locale=en-GB)" in result.output
-    listed = runner.invoke(app, ["changes", "--since", "1h", "--service", "payments-token", "--json", "-w", str(ws.root)])
+    listed = runner.invoke(
+        app,
+        ["changes", "--since", "1h", "--service", "payments-token", "--json", "-w", str(ws.root)],
+    )
     assert listed.exit_code == 0, listed.output
     assert '"service": "payments-token"' in listed.output and '"locale": "en-GB"' in listed.output
-    bad = runner.invoke(app, ["change", "add", "--kind", "rocket", "--service", "x", "-w", str(ws.root)])
+    bad = runner.invoke(
+        app, ["change", "add", "--kind", "rocket", "--service", "x", "-w", str(ws.root)]
+    )
     assert bad.exit_code == 2 and "kind: must be one of" in bad.output

@@ -54,9 +54,16 @@ def test_planted_drops_are_caught_fast_without_false_pages() -> None:
     per = worlds[0].ticks.values.shape[1]
     stacked = Ticks(
         worlds[0].ticks.timestamps,
-        *(np.hstack([getattr(w.ticks, f) for w in worlds]) for f in ("numerators", "denominators", "values", "volumes")),
+        *(
+            np.hstack([getattr(w.ticks, f) for w in worlds])
+            for f in ("numerators", "denominators", "values", "volumes")
+        ),
     )
-    segments = [{"seed": str(s), "segment": str(i)} if i else {"seed": str(s)} for s in SEEDS for i in range(per)]
+    segments = [
+        {"seed": str(s), "segment": str(i)} if i else {"seed": str(s)}
+        for s in SEEDS
+        for i in range(per)
+    ]
     history, rest = split(stacked, CALIBRATION_DAYS * 1440)
     end = datetime.fromtimestamp(int(rest.timestamps[0]), UTC)
     evaluator = prepare(None, MONITOR, METRIC, end, segments=segments, history=history)  # type: ignore[arg-type]
@@ -74,7 +81,8 @@ def test_planted_drops_are_caught_fast_without_false_pages() -> None:
             assert first.item.direction == -1
             delays.append((first.item.timestamp + 60 - planted.start) / 60)
         outside = [
-            e.item.timestamp for e in mine
+            e.item.timestamp
+            for e in mine
             if not any(p.start <= e.item.timestamp + 60 <= p.end + 3600 for p in world.planted)
         ]
         for ts in sorted(outside):  # triggers within an hour of each other are one page

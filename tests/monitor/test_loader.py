@@ -20,15 +20,21 @@ def test_rule_needs_exactly_one_condition() -> None:
     with pytest.raises(ValidationError, match="exactly one condition"):
         parse_monitor({**base, "rules": [{"name": "r", "severity": "P1"}]})
     with pytest.raises(ValidationError, match="exactly one condition"):
-        parse_monitor({**base, "rules": [{"name": "r", "severity": "P1", "above": 1, "detector": "up"}]})
-    m = parse_monitor({**base, "rules": [{"name": "r", "severity": "P2", "above": 3000, "for": "10m"}]})
+        parse_monitor(
+            {**base, "rules": [{"name": "r", "severity": "P1", "above": 1, "detector": "up"}]}
+        )
+    m = parse_monitor(
+        {**base, "rules": [{"name": "r", "severity": "P2", "above": 3000, "for": "10m"}]}
+    )
     assert m.rules[0].condition == "> 3000 for 10m"
     assert m.rules[0].for_.total_seconds() == 600
 
 
 def test_errors_name_file_line_and_field(tmp_path: Path) -> None:
     good = tmp_path / "a.yaml"
-    good.write_text("monitors:\n  - name: ok\n    metric: orders\n    rules:\n      - {name: r, severity: P1, detector: down}\n")
+    good.write_text(
+        "monitors:\n  - name: ok\n    metric: orders\n    rules:\n      - {name: r, severity: P1, detector: down}\n"
+    )
     bad = tmp_path / "b.yaml"
     bad.write_text(
         "monitors:\n"

@@ -62,8 +62,21 @@ def receiver() -> Iterator[Receiver]:
 
 def draft(segment: dict[str, str], severity: str, minutes: int) -> AlertDraft:
     at = T0 + timedelta(minutes=minutes)
-    return AlertDraft("conv", f"r{severity}", "voice_checkout_conversion", severity, segment, at,
-                      at - timedelta(minutes=8), 0.4, 0.62, 0.5, 0.74, -1, "detector down")
+    return AlertDraft(
+        "conv",
+        f"r{severity}",
+        "voice_checkout_conversion",
+        severity,
+        segment,
+        at,
+        at - timedelta(minutes=8),
+        0.4,
+        0.62,
+        0.5,
+        0.74,
+        -1,
+        "detector down",
+    )
 
 
 class Clock:
@@ -88,7 +101,10 @@ def test_exactly_the_expected_alerts_survive_restarts(receiver: Receiver, tmp_pa
         p3 = store.fire(draft({"locale": "de-DE"}, "P3", 2)).alert_id
         report = Dispatcher(store, notifiers, clock=clock).deliver_due()
     assert report.delivered == 3 and report.failed == 0
-    got = sorted((h["X-Tripwire-Delivery"].split(":")[0], body.get("event", "slack")) for h, body in receiver.requests)
+    got = sorted(
+        (h["X-Tripwire-Delivery"].split(":")[0], body.get("event", "slack"))
+        for h, body in receiver.requests
+    )
     assert got == [("generic", "firing"), ("generic", "firing"), ("slack", "slack")]
     slack = next(b for h, b in receiver.requests if h["X-Tripwire-Delivery"].startswith("slack"))
     assert slack["text"].startswith("[P1 firing] voice_checkout_conversion (locale=en-GB)")
@@ -106,13 +122,22 @@ def test_exactly_the_expected_alerts_survive_restarts(receiver: Receiver, tmp_pa
         store.fire(draft({"locale": "fr-FR"}, "P2", 90))
     with AlertStore(sqlite3.connect(db, isolation_level=None)) as store:
         report = Dispatcher(store, notifiers, clock=clock).deliver_due()
-    new = [(h["X-Tripwire-Delivery"].split(":")[0], b.get("event") or b["text"][:14]) for h, b in receiver.requests[3:]]
-    assert sorted(new) == [("generic", "firing"), ("slack", "[P1 RESOLVED] "), ("slack", "[P2 firing] vo")]
+    new = [
+        (h["X-Tripwire-Delivery"].split(":")[0], b.get("event") or b["text"][:14])
+        for h, b in receiver.requests[3:]
+    ]
+    assert sorted(new) == [
+        ("generic", "firing"),
+        ("slack", "[P1 RESOLVED] "),
+        ("slack", "[P2 firing] vo"),
+    ]
     assert report.delivered == 3
 
 
 def test_retries_with_backoff_then_delivers(receiver: Receiver, tmp_path: Path) -> None:
-    notifiers = notifiers_from_config([{"name": "hook", "url": receiver.url, "backoff_seconds": 10}])
+    notifiers = notifiers_from_config(
+        [{"name": "hook", "url": receiver.url, "backoff_seconds": 10}]
+    )
     clock = Clock()
     receiver.fail_next = 2
     with AlertStore(sqlite3.connect(tmp_path / "s.db", isolation_level=None)) as store:
@@ -132,7 +157,17 @@ def test_retries_with_backoff_then_delivers(receiver: Receiver, tmp_path: Path) 
 
 
 def test_unreachable_receiver_gives_up_and_logs(tmp_path: Path) -> None:
-    notifiers = notifiers_from_config([{"name": "dead", "url": "http://127.0.0.1:9/x", "max_attempts": 2, "backoff_seconds": 1, "timeout_seconds": 1}])
+    notifiers = notifiers_from_config(
+        [
+            {
+                "name": "dead",
+                "url": "http://127.0.0.1:9/x",
+                "max_attempts": 2,
+                "backoff_seconds": 1,
+                "timeout_seconds": 1,
+            }
+        ]
+    )
     clock = Clock()
     with AlertStore(sqlite3.connect(tmp_path / "s.db", isolation_level=None)) as store:
         store.fire(draft({}, "P1", 0))

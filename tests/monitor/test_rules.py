@@ -15,10 +15,24 @@ BANK = DetectorBank(DetectorConfig(), 3)
 def tick(ts: int, values: list[float]) -> TickResult:
     y = np.array(values, dtype=float)
     zeros = np.zeros(3)
-    return TickResult(ts, y, y, y, y, zeros, zeros, zeros + 5, np.zeros(3, bool), np.zeros(3, bool), np.zeros(3, np.int8))
+    return TickResult(
+        ts,
+        y,
+        y,
+        y,
+        y,
+        zeros,
+        zeros,
+        zeros + 5,
+        np.zeros(3, bool),
+        np.zeros(3, bool),
+        np.zeros(3, np.int8),
+    )
 
 
-def run(rule: dict, rows: list[list[float]], step: int = 60, volume: float = 10.0) -> list[Trigger | Clear]:
+def run(
+    rule: dict, rows: list[list[float]], step: int = 60, volume: float = 10.0
+) -> list[Trigger | Clear]:
     bank = RuleBank([RuleSpec.model_validate(rule)], 3, step)
     out: list[Trigger | Clear] = []
     for i, row in enumerate(rows):
@@ -59,7 +73,9 @@ def test_trend_three_periods_in_a_row() -> None:
     rows = [[v, 0.3, 0.3] for v in hourly for _ in range(60)] + [[0.3, 0.3, 0.3]]
     triggers = [o for o in run(rule, rows) if isinstance(o, Trigger)]
     assert [(t.series, t.timestamp // 3600) for t in triggers] == [(0, 4)]
-    assert triggers[0].observed == pytest.approx(0.27) and triggers[0].expected == pytest.approx(0.28)
+    assert triggers[0].observed == pytest.approx(0.27) and triggers[0].expected == pytest.approx(
+        0.28
+    )
 
 
 def test_growth_of_a_segment() -> None:

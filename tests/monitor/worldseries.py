@@ -52,9 +52,7 @@ def simulate(
     rest = rng.dirichlet(np.full(n_segments - 1, 2.0)) * (1 - planted_share)
     shares = np.r_[planted_share, rest]
     start = int(DEFAULT_START.timestamp())
-    profile = np.concatenate(
-        [minute_profile((start + d * DAY) * 1000, 0) for d in range(days)]
-    )
+    profile = np.concatenate([minute_profile((start + d * DAY) * 1000, 0) for d in range(days)])
     profile = profile / profile.mean()
     n = profile.size
     seg_conv = np.clip(conversion * rng.normal(1.0, 0.1, n_segments), 0.05, 0.95)
