@@ -329,4 +329,7 @@ def create_app(
     app.include_router(
         monitor_router(workspace, live=lambda: getattr(app.state, "monitor", None), keys=the_keys)
     )
+    from tripwire.web import create_dashboard
+
+    app.include_router(create_dashboard(workspace, keys=the_keys))
     return app

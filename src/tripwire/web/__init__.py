@@ -1,1 +1,5 @@
-"""tripwire.web."""
+"""The web dashboard served by ``tripwire serve`` (see :mod:`tripwire.web.app`)."""
+
+from tripwire.web.app import create_dashboard
+
+__all__ = ["create_dashboard"]

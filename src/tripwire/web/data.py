@@ -1,0 +1,268 @@
+"""What the dashboard pages show, read from the workspace through the capabilities' APIs.
+
+Series come from the metrics layer (:class:`tripwire.metrics.query.Metrics`: the
+aggregation runs inside DuckDB, only buckets come back), alerts from the monitor's
+:class:`~tripwire.monitor.alerts.AlertStore`, changes from its
+:class:`~tripwire.monitor.changes.ChangeLog`, incidents from the RCA's
+:class:`~tripwire.rca.incidents.IncidentStore`, experiments from the registry.
+
+Times are anchored at the end of the data (the newest event), not the wall clock, so a
+replayed or demo lake reads like a live one. Lake queries are cached briefly
+(:class:`~tripwire.web.cache.TTLCache`) and serialised on one DuckDB connection.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tripwire.metrics.definitions import FunnelMetric, MetricBase
+from tripwire.metrics.query import Metrics
+from tripwire.metrics.timeseries import data_end
+from tripwire.monitor.changes import Change, ChangeLog
+from tripwire.store.workspace import Workspace
+from tripwire.web.cache import TTLCache
+
+#: KPI windows of the overview: label → (span, grain).
+WINDOWS: dict[str, tuple[timedelta, str]] = {
+    "60m": (timedelta(minutes=60), "minute"),
+    "24h": (timedelta(hours=24), "hour"),
+    "7d": (timedelta(days=7), "hour"),
+}
+#: How many previous days give the expected band (same clock time on each).
+BAND_DAYS = 7
+DEFAULT_KPI = "voice_checkout_conversion"
+TENURES = ("new", "established", "loyal")
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    at: datetime
+    value: float | None
+    expected: float | None
+    low: float | None
+    high: float | None
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def expected_band(
+    values: dict[datetime, float | None], at: datetime, days: int = BAND_DAYS
+) -> tuple[float | None, float | None, float | None]:
+    """Median, minimum and maximum of the same clock time on the ``days`` previous days.
+
+    A seasonal-naive band: what this hour (minute) looked like on the previous days. The
+    monitors' detectors use their own, tighter models; their verdicts are the alerts.
+
+    >>> t = datetime(2026, 1, 8, tzinfo=UTC)
+    >>> history = {t - timedelta(days=d): float(d) for d in range(1, 8)}
+    >>> expected_band(history, t)
+    (4.0, 1.0, 7.0)
+    """
+    seen = [values.get(at - timedelta(days=d)) for d in range(1, days + 1)]
+    known = [v for v in seen if v is not None]
+    if len(known) < 2:
+        return None, None, None
+    return statistics.median(known), min(known), max(known)
+
+
+class DashboardData:
+    """The workspace's data for the pages, with a short-lived cache."""
+
+    def __init__(self, workspace: Workspace, *, ttl: float = 30.0) -> None:
+        self.workspace = workspace
+        self.cache = TTLCache(ttl=ttl)
+        self._metrics: Metrics | None = None
+        self._lock = threading.RLock()
+
+    # -- engine ---------------------------------------------------------------------------
+    @property
+    def metrics(self) -> Metrics:
+        with self._lock:
+            if self._metrics is None:
+                self._metrics = Metrics.open(self.workspace, check_lake=False)
+            return self._metrics
+
+    def metric_names(self) -> list[str]:
+        return [m.name for m in self.metrics.list()]
+
+    def metric(self, name: str) -> MetricBase:
+        return self.metrics.get(name)
+
+    def end(self) -> datetime:
+        """The newest event time (the dashboard's "now"); wall clock for an empty lake."""
+
+        def compute() -> datetime:
+            with self._lock:
+                try:
+                    last = data_end(self.metrics.backend)
+                except Exception:  # an empty lake has no events view yet
+                    last = None
+            return last or datetime.now(UTC)
+
+        return self.cache.get(("end",), compute, ttl=10.0)
+
+    def _series(self, name: str, **query: Any) -> list[dict[str, Any]]:
+        key = ("series", name, tuple(sorted((k, repr(v)) for k, v in query.items())))
+
+        def compute() -> list[dict[str, Any]]:
+            with self._lock:
+                return list(self.metrics.query(name, **query).to_pylist())
+
+        return self.cache.get(key, compute)
+
+    # -- overview ------------------------------------------------------------------------
+    def kpi_series(self, name: str, window: str) -> list[SeriesPoint]:
+        """The KPI over ``window`` with the same-clock expected band of the previous days."""
+        span, grain = WINDOWS[window]
+        end = self.end()
+        step = timedelta(minutes=1) if grain == "minute" else timedelta(hours=1)
+        stop = _floor(end, step) + step
+        start = stop - span
+        rows = self._series(
+            name, grain=grain, since=start - timedelta(days=BAND_DAYS), until=stop, top_n=None
+        )
+        values = {r["bucket"]: _num(r["value"]) for r in rows}
+        points = []
+        moment = start
+        while moment < stop:
+            expected, low, high = expected_band(values, moment)
+            points.append(SeriesPoint(moment, values.get(moment), expected, low, high))
+            moment += step
+        return points
+
+    def changes(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        kind: str | None = None,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[Change]:
+        with ChangeLog.for_workspace(self.workspace) as log:
+            return log.query(since=since, until=until, kind=kind, service=service, limit=limit)
+
+    def health(self) -> dict[str, Any]:
+        """Events per minute per source (last 24 h, hourly mean), late and rejected shares,
+        telemetry vs ledger orders per hour."""
+        end = self.end()
+        since, until = end - timedelta(hours=24), end + timedelta(seconds=1)
+        common = {"grain": "hour", "since": since, "until": until, "top_n": None}
+        by_source = self._series("events_by_source", by=["source"], **common)
+        late = self._series("late_arrival_share", **common)
+        rejected = self._series("rejected_event_share", **common)
+        orders = self._series("orders", **common)
+        ledger = self._series("ledger_orders", **common)
+        return {
+            "events_per_minute": [
+                {"bucket": r["bucket"], "source": r["source"], "value": (r["value"] or 0) / 60}
+                for r in by_source
+            ],
+            "late": [(r["bucket"], _num(r["value"])) for r in late],
+            "rejected": [(r["bucket"], _num(r["value"])) for r in rejected],
+            "telemetry_orders": [(r["bucket"], _num(r["value"])) for r in orders],
+            "ledger_orders": [(r["bucket"], _num(r["value"])) for r in ledger],
+        }
+
+    def cohort_change(self, name: str, tenure: str | None) -> dict[str, Any]:
+        """Relative change of ``name`` per locale × device: last 24 h vs the 7 days before."""
+        end = self.end()
+        where = [f"trait_tenure={tenure}"] if tenure else []
+        until = end + timedelta(seconds=1)
+        mid = until - timedelta(hours=24)
+        common = {"by": ["locale", "device"], "grain": None, "where": where, "top_n": None}
+        now = self._series(name, since=mid, until=until, **common)
+        before = self._series(name, since=mid - timedelta(days=7), until=mid, **common)
+        base = {(r["locale"], r["device"]): _num(r["value"]) for r in before}
+        cells = {}
+        for r in now:
+            cur, ref = _num(r["value"]), base.get((r["locale"], r["device"]))
+            if cur is not None and ref:
+                cells[(r["locale"], r["device"])] = cur / ref - 1
+        locales = sorted({k[0] for k in cells})
+        devices = sorted({k[1] for k in cells})
+        return {
+            "locales": locales,
+            "devices": devices,
+            "z": [[cells.get((loc, dev)) for dev in devices] for loc in locales],
+        }
+
+    def latency(self) -> dict[str, Any]:
+        """Per-stage p50/p95/p99 of the turn pipeline (last 24 h) and fallback engagement."""
+        end = self.end()
+        since, until = end - timedelta(hours=24), end + timedelta(seconds=1)
+        quantiles = {}
+        for q in ("p50", "p95", "p99"):
+            rows = self._series(
+                f"stage_latency_{q}",
+                by=["properties.stage"],
+                grain=None,
+                since=since,
+                until=until,
+                top_n=None,
+            )
+            quantiles[q] = {r["properties.stage"]: _num(r["value"]) for r in rows}
+        fallback = self._series("fallback_rate", grain="hour", since=since, until=until)
+        stages = sorted({s for q in quantiles.values() for s in q if s is not None})
+        return {
+            "stages": stages,
+            "quantiles": {q: [v.get(s) for s in stages] for q, v in quantiles.items()},
+            "fallback": [(r["bucket"], _num(r["value"])) for r in fallback],
+        }
+
+    # -- funnels and metrics ---------------------------------------------------------------
+    def funnel_metrics(self) -> list[str]:
+        return [m.name for m in self.metrics.list() if isinstance(m, FunnelMetric)]
+
+    def funnel_compare(
+        self, name: str, split: datetime, span: timedelta, where: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The funnel over ``span`` before ``split`` and over ``span`` after it."""
+        common = {"grain": None, "where": list(where), "top_n": None}
+        before = self._series(name, since=split - span, until=split, **common)
+        after = self._series(name, since=split, until=split + span, **common)
+        return {"before": before, "after": after}
+
+    def cohort_values(self, name: str, dimension: str) -> list[str]:
+        """The most common values of ``dimension`` for ``name`` (last 7 days) to drill into."""
+        end = self.end()
+        rows = self._series(
+            name, by=[dimension], grain=None, since=end - timedelta(days=7), top_n=12
+        )
+        return sorted({str(r[dimension]) for r in rows if r.get(dimension) is not None})
+
+    def quick_chart(self, name: str, dimension: str | None, days: int) -> list[dict[str, Any]]:
+        end = self.end()
+        grain = "hour" if days <= 3 else "day"
+        return self._series(
+            name,
+            by=[dimension] if dimension else [],
+            grain=grain,
+            since=end - timedelta(days=days),
+            until=end + timedelta(seconds=1),
+            top_n=8,
+        )
+
+    def metric_sql(self, name: str) -> str:
+        def compute() -> str:
+            with self._lock:
+                return self.metrics.sql(name, grain="hour")
+
+        return self.cache.get(("sql", name), compute, ttl=600)
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    seconds = int(step.total_seconds())
+    epoch = int(moment.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)

@@ -1,0 +1,64 @@
+/* tripwire dashboard: render the page's figures and switch themes. */
+(function () {
+  "use strict";
+  var root = document.documentElement;
+
+  function dark() {
+    var t = root.dataset.theme;
+    if (t) return t === "dark";
+    return window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  }
+
+  function themeLayout() {
+    var d = dark();
+    var fg = d ? "#e6edf3" : "#1b1f24", grid = d ? "#30363d" : "#e1e4e8";
+    return {
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      "font.color": fg, "xaxis.gridcolor": grid, "yaxis.gridcolor": grid,
+      "xaxis.zerolinecolor": grid, "yaxis.zerolinecolor": grid
+    };
+  }
+
+  function render() {
+    var blocks = document.querySelectorAll("script[data-figure]");
+    blocks.forEach(function (block) {
+      var el = document.getElementById(block.dataset.figure);
+      if (!el) return;
+      var fig = JSON.parse(block.textContent);
+      var layout = fig.layout || {};
+      layout.autosize = true;
+      Plotly.newPlot(el, fig.data, layout, { responsive: true, displaylogo: false });
+      Plotly.relayout(el, themeLayout());
+    });
+    retheme();
+  }
+
+  function retheme() {
+    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
+      Plotly.relayout(el, themeLayout());
+    });
+    var button = document.getElementById("theme-toggle");
+    if (button) {
+      button.setAttribute("aria-pressed", dark() ? "true" : "false");
+      button.textContent = dark() ? "Light theme" : "Dark theme";
+    }
+  }
+
+  function toggle() {
+    var next = dark() ? "light" : "dark";
+    root.dataset.theme = next;
+    localStorage.setItem("tw-theme", next);
+    retheme();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var button = document.getElementById("theme-toggle");
+    if (button) button.addEventListener("click", toggle);
+    if (window.Plotly) render();
+    if (window.matchMedia) {
+      window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", function () {
+        if (!root.dataset.theme) retheme();
+      });
+    }
+  });
+})();
