@@ -10,6 +10,7 @@ detection delay after the planted onset.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,18 +39,26 @@ def matches_incident(alert: Alert, incident: dict[str, Any]) -> bool:
     return all(planted.get(dimension_key(k), v) == v for k, v in alert.segment.items())
 
 
-def run_monitor_step(workspace: Workspace, console: Console) -> list[Alert]:
-    """Install default monitors, backfill the lake's range, record and print the alerts."""
+def run_monitor_step(
+    workspace: Workspace, console: Console, *, only: Sequence[str] | None = None
+) -> list[Alert]:
+    """Install default monitors, backfill the lake's range, record and print the alerts.
+
+    ``only`` restricts the backfill to these monitors (each costs one pass over the range:
+    ~15 s per monitor for 14 days of minutes on an idle 2-core machine, several times that
+    under load).
+    """
     install_catalog(workspace)
     install_default_monitors(workspace)
     monitors, catalog = load_definitions(workspace)
+    chosen = [m for m in monitors if only is None or m.name in only]
     backend = connect(workspace)
     span = lake_range(backend)
     if span is None:
         console.print("[yellow]the lake is empty: no monitors to run[/yellow]")
         return []
     start, end = span
-    result = run_backfill(backend, list(monitors), catalog, start=start, end=end)
+    result = run_backfill(backend, chosen, catalog, start=start, end=end)
     with AlertStore.for_workspace(workspace) as store:
         store.changes.sync_lake(backend, start=start, end=end)
         applied = apply_events(store, result.events)
