@@ -44,9 +44,9 @@ def run_monitor_step(
 ) -> list[Alert]:
     """Install default monitors, backfill the lake's range, record and print the alerts.
 
-    ``only`` restricts the backfill to these monitors (each costs one pass over the range:
-    ~15 s per monitor for 14 days of minutes on an idle 2-core machine, several times that
-    under load).
+    ``only`` restricts the backfill to these monitors: each costs one pass over the range
+    (40-80 s per monitor for the demo's 14 days of minutes, measured on a shared, loaded
+    2-core machine).
     """
     install_catalog(workspace)
     install_default_monitors(workspace)
