@@ -21,16 +21,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tripwire.cli.common import console
 from tripwire.cli.demo import (
     DEMO_SESSIONS_PER_USER_DAY,
     DEMO_TURN_LATENCY_SAMPLING,
     DemoContext,
     step_archive,
     step_experiments,
-    step_monitors,
     step_simulate,
     step_workspace,
 )
+from tripwire.monitor.demo_step import run_monitor_step
 from tripwire.sim.config import WorldConfig
 from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import Workspace
@@ -38,6 +39,9 @@ from tripwire.store.workspace import Workspace
 #: Days and users of the fixture world: the three incidents land on days 3, 4 and 5.
 FIXTURE_DAYS = 6
 FIXTURE_USERS = 1500
+#: The monitors backfilled (each costs one pass over the range): conversion (the payments
+#: incident) and telemetry vs ledger (the measurement incident).
+FIXTURE_MONITORS = ("voice_checkout_conversion", "telemetry_ledger_order_ratio")
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,9 @@ def _build(root: Path) -> DashboardWorld:
         incident_days=(3, 4, 5),
     )
     ctx = DemoContext(directory=root, config=config)
-    for step in (step_workspace, step_simulate, step_archive, step_experiments, step_monitors):
+    for step in (step_workspace, step_simulate, step_archive, step_experiments):
         step(ctx)
+    run_monitor_step(ctx.ws, console, only=FIXTURE_MONITORS)
     with KeyStore.for_workspace(ctx.ws) as keys:
         write = keys.create("dashboard-test", ("write", "read")).secret
         read = keys.create("dashboard-reader", ("read",)).secret
@@ -89,7 +94,7 @@ def server(world: DashboardWorld) -> Iterator[str]:
     """A real ``tripwire serve`` on a free loopback port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tripwire.cli.main", "serve", "--port", str(port),
+        [sys.executable, "-m", "tripwire.cli.main", "serve", "--port", str(port), "--no-monitor",
          "-w", str(world.workspace.root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -33,6 +34,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from tripwire.metrics.definitions import FunnelMetric, RetentionMetric
 from tripwire.monitor.alerts import AlertError, AlertStore
 from tripwire.monitor.changes import CHANGE_KINDS, ChangeError, change_from_properties, parse_scope
+from tripwire.monitor.definitions import SEVERITIES
 from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import Workspace
 from tripwire.web import charts
@@ -50,7 +52,6 @@ from tripwire.web.security import (
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-SEVERITIES = ("critical", "high", "warning", "info")
 #: Dimensions offered by the quick chart and the funnel filters (docs/world.md).
 DIMENSIONS = ("locale", "device", "trait_tenure", "source", "app_version", "os")
 SILENCE_HOURS = (1, 4, 24)
@@ -95,16 +96,23 @@ def create_dashboard(
     keys: KeyStore | None = None,
     require_login: bool = False,
     cache_seconds: float = 30.0,
+    warm: bool = True,
 ) -> APIRouter:
     """The dashboard routes of ``workspace`` (mount at ``/``).
 
     ``keys`` is the key store to check keys against (default: the workspace's, opened
     now); ``require_login`` asks for a key even from loopback clients (clients beyond
-    loopback always need one).
+    loopback always need one). ``warm`` computes the overview's sections in a background
+    thread right away, so the first visitor does not wait for the lake.
     """
     store = keys if keys is not None else KeyStore.for_workspace(workspace)
     gate = Gate(store, require_login=require_login)
     data = DashboardData(workspace, ttl=cache_seconds)
+    if warm:
+        from tripwire.web.experiments import warm_scorecards
+
+        data.after_warm = lambda: warm_scorecards(data)
+        threading.Thread(target=data.warm, name="dashboard-warm", daemon=True).start()
     env = _environment()
     router = APIRouter()
 

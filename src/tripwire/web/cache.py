@@ -1,9 +1,10 @@
-"""A small time-to-live cache for the dashboard's expensive queries.
+"""A small stale-while-revalidate cache for the dashboard's expensive queries.
 
 Pages must load in well under a second; lake queries over a day of events take longer on a
-loaded machine, so their aggregates are kept for a short while (default 30 s: a 3am page
-refreshed every minute still shows data at most half a minute old). Thread-safe: FastAPI
-runs the page handlers in a thread pool.
+loaded machine, so their aggregates are kept. A value older than ``ttl`` (default 30 s) is
+still served at once while one background thread recomputes it (single flight per key), so
+a page refreshed every minute shows data at most one refresh old and never waits for the
+lake after the first computation. Thread-safe: FastAPI runs page handlers in a thread pool.
 """
 
 from __future__ import annotations
@@ -31,14 +32,33 @@ class TTLCache:
         self.max_entries = max_entries
         self._values: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[Hashable] = set()
 
     def get(self, key: Hashable, compute: Callable[[], T], ttl: float | None = None) -> T:
+        """The cached value (fresh, or stale while a refresh runs) or a new computation."""
         now = time.monotonic()
         with self._lock:
             hit = self._values.get(key)
-            if hit is not None and hit[0] > now:
+            if hit is not None:
+                if hit[0] <= now and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(
+                        target=self._refresh, args=(key, compute, ttl), daemon=True
+                    ).start()
                 return hit[1]  # type: ignore[no-any-return]
-        value = compute()
+        return self._store(key, compute(), ttl)
+
+    def _refresh(self, key: Hashable, compute: Callable[[], Any], ttl: float | None) -> None:
+        try:
+            self._store(key, compute(), ttl)
+        except Exception:  # keep serving the old value; the next expiry retries
+            pass
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def _store(self, key: Hashable, value: T, ttl: float | None) -> T:
+        now = time.monotonic()
         with self._lock:
             if len(self._values) >= self.max_entries:
                 oldest = min(self._values, key=lambda k: self._values[k][0])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,14 +84,17 @@ class DashboardData:
         self.cache = TTLCache(ttl=ttl)
         self._metrics: Metrics | None = None
         self._lock = threading.RLock()
+        #: More sections to compute after the overview's (the experiment scorecards).
+        self.after_warm: Callable[[], None] | None = None
 
     # -- engine ---------------------------------------------------------------------------
     @property
     def metrics(self) -> Metrics:
-        with self._lock:
-            if self._metrics is None:
-                self._metrics = Metrics.open(self.workspace, check_lake=False)
-            return self._metrics
+        if self._metrics is None:  # double-checked: reads never wait for a running query
+            with self._lock:
+                if self._metrics is None:
+                    self._metrics = Metrics.open(self.workspace, check_lake=False)
+        return self._metrics
 
     def metric_names(self) -> list[str]:
         return [m.name for m in self.metrics.list()]
@@ -113,16 +116,40 @@ class DashboardData:
         return self.cache.get(("end",), compute, ttl=10.0)
 
     def _series(self, name: str, **query: Any) -> list[dict[str, Any]]:
-        key = ("series", name, tuple(sorted((k, repr(v)) for k, v in query.items())))
+        """One metric's rows (uncached: callers cache whole page sections)."""
+        with self._lock:
+            return list(self.metrics.query(name, **query).to_pylist())
 
-        def compute() -> list[dict[str, Any]]:
-            with self._lock:
-                return list(self.metrics.query(name, **query).to_pylist())
+    def _multi(self, names: Sequence[str], **query: Any) -> dict[str, list[dict[str, Any]]]:
+        """Several metrics in one call (scalar metrics share one scan of the lake)."""
+        with self._lock:
+            results = self.metrics.series(list(names), **query)
+        return {n: list(r.table.to_pylist()) for n, r in results.items()}
 
-        return self.cache.get(key, compute)
+    def cached(self, key: tuple[Any, ...], compute: Any, ttl: float | None = None) -> Any:
+        """A page section by its logical key (e.g. ("kpi", name, "24h")), not by its times:
+        a stale section is served while it is recomputed for the new data end."""
+        return self.cache.get(key, compute, ttl)
+
+    def warm(self) -> None:
+        """Compute the default overview's sections (run in a background thread at start)."""
+        try:
+            self.end()
+            for window in ("24h", "60m", "7d"):
+                self.kpi_series(DEFAULT_KPI, window)
+            self.health()
+            self.cohort_change(DEFAULT_KPI, None)
+            self.latency()
+            if self.after_warm is not None:
+                self.after_warm()
+        except Exception:  # an empty or broken lake: the pages will say so themselves
+            pass
 
     # -- overview ------------------------------------------------------------------------
     def kpi_series(self, name: str, window: str) -> list[SeriesPoint]:
+        return self.cached(("kpi", name, window), lambda: self._kpi_series(name, window))  # type: ignore[no-any-return]
+
+    def _kpi_series(self, name: str, window: str) -> list[SeriesPoint]:
         """The KPI over ``window`` with the same-clock expected band of the previous days."""
         span, grain = WINDOWS[window]
         end = self.end()
@@ -154,16 +181,20 @@ class DashboardData:
             return log.query(since=since, until=until, kind=kind, service=service, limit=limit)
 
     def health(self) -> dict[str, Any]:
+        return self.cached(("health",), lambda: self._health())  # type: ignore[no-any-return]
+
+    def _health(self) -> dict[str, Any]:
         """Events per minute per source (last 24 h, hourly mean), late and rejected shares,
         telemetry vs ledger orders per hour."""
         end = self.end()
         since, until = end - timedelta(hours=24), end + timedelta(seconds=1)
         common = {"grain": "hour", "since": since, "until": until, "top_n": None}
         by_source = self._series("events_by_source", by=["source"], **common)
-        late = self._series("late_arrival_share", **common)
-        rejected = self._series("rejected_event_share", **common)
-        orders = self._series("orders", **common)
-        ledger = self._series("ledger_orders", **common)
+        shares = self._multi(
+            ["late_arrival_share", "rejected_event_share", "orders", "ledger_orders"], **common
+        )
+        late, rejected = shares["late_arrival_share"], shares["rejected_event_share"]
+        orders, ledger = shares["orders"], shares["ledger_orders"]
         return {
             "events_per_minute": [
                 {"bucket": r["bucket"], "source": r["source"], "value": (r["value"] or 0) / 60}
@@ -176,6 +207,9 @@ class DashboardData:
         }
 
     def cohort_change(self, name: str, tenure: str | None) -> dict[str, Any]:
+        return self.cached(("cohort", name, tenure), lambda: self._cohort_change(name, tenure))  # type: ignore[no-any-return]
+
+    def _cohort_change(self, name: str, tenure: str | None) -> dict[str, Any]:
         """Relative change of ``name`` per locale × device: last 24 h vs the 7 days before."""
         end = self.end()
         where = [f"trait_tenure={tenure}"] if tenure else []
@@ -199,20 +233,25 @@ class DashboardData:
         }
 
     def latency(self) -> dict[str, Any]:
+        return self.cached(("latency",), lambda: self._latency())  # type: ignore[no-any-return]
+
+    def _latency(self) -> dict[str, Any]:
         """Per-stage p50/p95/p99 of the turn pipeline (last 24 h) and fallback engagement."""
         end = self.end()
         since, until = end - timedelta(hours=24), end + timedelta(seconds=1)
-        quantiles = {}
-        for q in ("p50", "p95", "p99"):
-            rows = self._series(
-                f"stage_latency_{q}",
-                by=["properties.stage"],
-                grain=None,
-                since=since,
-                until=until,
-                top_n=None,
-            )
-            quantiles[q] = {r["properties.stage"]: _num(r["value"]) for r in rows}
+        names = {q: f"stage_latency_{q}" for q in ("p50", "p95", "p99")}
+        rows = self._multi(
+            list(names.values()),
+            by=["properties.stage"],
+            grain=None,
+            since=since,
+            until=until,
+            top_n=None,
+        )
+        quantiles = {
+            q: {r["properties.stage"]: _num(r["value"]) for r in rows[name]}
+            for q, name in names.items()
+        }
         fallback = self._series("fallback_rate", grain="hour", since=since, until=until)
         stages = sorted({s for q in quantiles.values() for s in q if s is not None})
         return {
@@ -229,6 +268,12 @@ class DashboardData:
         self, name: str, split: datetime, span: timedelta, where: Sequence[str]
     ) -> dict[str, list[dict[str, Any]]]:
         """The funnel over ``span`` before ``split`` and over ``span`` after it."""
+        key = ("funnel", name, split, span, tuple(where))
+        return self.cached(key, lambda: self._funnel_compare(name, split, span, where))  # type: ignore[no-any-return]
+
+    def _funnel_compare(
+        self, name: str, split: datetime, span: timedelta, where: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
         common = {"grain": None, "where": list(where), "top_n": None}
         before = self._series(name, since=split - span, until=split, **common)
         after = self._series(name, since=split, until=split + span, **common)
@@ -236,23 +281,29 @@ class DashboardData:
 
     def cohort_values(self, name: str, dimension: str) -> list[str]:
         """The most common values of ``dimension`` for ``name`` (last 7 days) to drill into."""
-        end = self.end()
-        rows = self._series(
-            name, by=[dimension], grain=None, since=end - timedelta(days=7), top_n=12
-        )
-        return sorted({str(r[dimension]) for r in rows if r.get(dimension) is not None})
+
+        def compute() -> list[str]:
+            end = self.end()
+            rows = self._series(
+                name, by=[dimension], grain=None, since=end - timedelta(days=7), top_n=12
+            )
+            return sorted({str(r[dimension]) for r in rows if r.get(dimension) is not None})
+
+        return self.cached(("values", name, dimension), compute, 300)  # type: ignore[no-any-return]
 
     def quick_chart(self, name: str, dimension: str | None, days: int) -> list[dict[str, Any]]:
-        end = self.end()
-        grain = "hour" if days <= 3 else "day"
-        return self._series(
-            name,
-            by=[dimension] if dimension else [],
-            grain=grain,
-            since=end - timedelta(days=days),
-            until=end + timedelta(seconds=1),
-            top_n=8,
-        )
+        def compute() -> list[dict[str, Any]]:
+            end = self.end()
+            return self._series(
+                name,
+                by=[dimension] if dimension else [],
+                grain="hour" if days <= 3 else "day",
+                since=end - timedelta(days=days),
+                until=end + timedelta(seconds=1),
+                top_n=8,
+            )
+
+        return self.cached(("quick", name, dimension, days), compute)  # type: ignore[no-any-return]
 
     def metric_sql(self, name: str) -> str:
         def compute() -> str:

@@ -134,6 +134,14 @@ def _scorecard(data: DashboardData, name: str) -> dict[str, Any]:
     }
 
 
+def warm_scorecards(data: DashboardData) -> None:
+    """Compute every locked experiment's scorecard (a background warm-up step)."""
+    rows, _ = experiment_rows(data)
+    for row in rows:
+        if row.status != "draft":
+            scorecard(data, row.name)
+
+
 def registry_hash(data: DashboardData, name: str) -> str | None:
     with open_registry(data.workspace) as registry:
         return registry.effective_hash(name)
