@@ -128,3 +128,36 @@ def test_write_payloads_partitions_like_write_events(tmp_path):
         "events/date=2026-11-01/event=A%2FB/part-x.parquet",
         "events/date=2026-11-02/event=%24identify/part-x.parquet",
     ]
+
+
+def test_a_key_mixing_huge_and_negative_integers_is_flattened_as_double(tmp_path):
+    # DuckDB's structure of such a key is HUGEINT; the reference flattens both as DOUBLE.
+    envelopes = [
+        {"messageId": "a", "timestamp": "2026-11-01T10:00:00Z", "properties": {"n": 2**63}},
+        {"messageId": "b", "timestamp": "2026-11-01T10:00:00Z", "properties": {"n": -5}},
+    ]
+    payloads = [orjson.dumps(e) for e in envelopes]
+    reference_types = PropertyTypes(tmp_path / "a.json")
+    fast_types = PropertyTypes(tmp_path / "b.json")
+    reference = envelopes_to_table([orjson.loads(p) for p in payloads], reference_types)
+    fast = payloads_to_table(payloads, fast_types)
+    assert_same(reference, fast)
+    assert fast["prop_n"].to_pylist() == [float(2**63), -5.0]
+
+
+def test_uniform_and_mixed_keys_in_one_chunk_match_the_reference(tmp_path):
+    # "a" has one type in the chunk (typed json_transform); "b" mixes types (per-value test).
+    envelopes = [
+        {"messageId": str(i), "timestamp": "2026-11-01T10:00:00Z", "properties": properties}
+        for i, properties in enumerate(
+            [{"a": 1, "b": "x"}, {"a": 2.5, "b": 3}, {"a": None, "b": True}, {"b": "y"}]
+        )
+    ]
+    payloads = [orjson.dumps(e) for e in envelopes]
+    reference_types = PropertyTypes(tmp_path / "a.json")
+    fast_types = PropertyTypes(tmp_path / "b.json")
+    reference = envelopes_to_table([orjson.loads(p) for p in payloads], reference_types)
+    fast = payloads_to_table(payloads, fast_types)
+    assert_same(reference, fast)
+    assert fast["prop_b"].to_pylist() == ["x", None, None, "y"]
+    assert reference_types.types == fast_types.types

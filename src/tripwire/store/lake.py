@@ -336,6 +336,7 @@ _PROPS_STRUCTURE = orjson.dumps({"session_id": "VARCHAR", "$session_id": "VARCHA
 _DUCK_SCALAR = {
     "BIGINT": "double",
     "UBIGINT": "double",
+    "HUGEINT": "double",  # the structure of a key holding both UBIGINT and negative BIGINTs
     "DOUBLE": "double",
     "BOOLEAN": "boolean",
     "VARCHAR": "string",
@@ -346,12 +347,24 @@ _EVENT_NAME_SQL = (
     + " ELSE '$' || e.type END"
 )
 
+
+def _is_object(json_sql: str) -> str:
+    """``json_type(x) = 'OBJECT'`` without parsing ``x`` again: the JSON values of a
+    ``json_transform`` result are minified text, so an object is one that starts with ``{``."""
+    return f"left({json_sql}, 1) = '{{'"
+
+
+def _is_json_null(json_sql: str) -> str:
+    """SQL NULL or JSON ``null`` (``json_type(x) = 'NULL'``) without parsing ``x`` again."""
+    return f"({json_sql} IS NULL OR {json_sql} = 'null')"
+
+
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE parsed AS
 SELECT row, e, c,
        json_merge_patch(
-           CASE WHEN json_type(c.traits) = 'OBJECT' THEN c.traits ELSE '{{}}' END,
-           CASE WHEN json_type(e.traits) = 'OBJECT' THEN e.traits ELSE '{{}}' END
+           CASE WHEN {_is_object("c.traits")} THEN c.traits ELSE '{{}}' END,
+           CASE WHEN {_is_object("e.traits")} THEN e.traits ELSE '{{}}' END
        ) AS merged_traits
 FROM (
     SELECT row, e, json_transform(e.context, '{_CONTEXT_STRUCTURE}') AS c
@@ -364,8 +377,18 @@ def _ts_sql(expression: str) -> str:
     return f"CAST({expression} AS TIMESTAMPTZ)"
 
 
-def _flat_sql(source: str, key: str, column: str, kind: str) -> str:
+_DUCK_TYPE = {"double": "DOUBLE", "boolean": "BOOLEAN", "string": "VARCHAR"}
+
+
+def _leaf(types: PropertyTypes, column: str, uniform: bool) -> str:
+    """The ``json_transform`` leaf of a flattened key: its type when every value has it."""
+    return _DUCK_TYPE[types.types[column]] if uniform else "JSON"
+
+
+def _flat_sql(source: str, key: str, column: str, kind: str, uniform: bool) -> str:
     value = f'{source}."{key}"'
+    if uniform:  # extracted typed by json_transform: every value has the column's type
+        return f'{value} AS "{column}"'
     if kind == "double":
         test, cast = "IN ('BIGINT', 'UBIGINT', 'DOUBLE')", f"CAST({value} AS DOUBLE)"
     elif kind == "boolean":
@@ -375,25 +398,39 @@ def _flat_sql(source: str, key: str, column: str, kind: str) -> str:
     return f'CASE WHEN json_type({value}) {test} THEN {cast} END AS "{column}"'
 
 
-def _flattened_keys(
-    connection: Any, json_sql: str, prefix: str, types: PropertyTypes
-) -> list[tuple[str, str]]:
-    """(key, lake column) pairs to flatten from one JSON column of ``parsed``; registers the
-    first scalar type seen (in row order) of keys new to the lake."""
-    (structure,) = connection.execute(
-        f"SELECT json_group_structure({json_sql}) FROM parsed"
+def _structures(connection: Any, json_sqls: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``json_group_structure`` of each JSON expression over ``parsed``, in one scan."""
+    row = connection.execute(
+        "SELECT " + ", ".join(f"json_group_structure({sql})" for sql in json_sqls) + " FROM parsed"
     ).fetchall()[0]
-    keys = orjson.loads(structure) if structure else {}
-    if not isinstance(keys, dict):
-        return []
+    structures = []
+    for structure in row:
+        keys = orjson.loads(structure) if structure else {}
+        structures.append(keys if isinstance(keys, dict) else {})
+    return structures
+
+
+def _flattened_keys(
+    connection: Any, json_sql: str, keys: Mapping[str, Any], prefix: str, types: PropertyTypes
+) -> list[tuple[str, str, bool]]:
+    """``(key, lake column, uniform)`` to flatten from one JSON column of ``parsed`` whose
+    chunk-wide structure is ``keys``; registers the first scalar type seen (in row order) of
+    keys new to the lake.
+
+    ``uniform`` means every non-null value of the key in this chunk has the column's type, so
+    one typed ``json_transform`` extracts it exactly; otherwise (mixed types in the chunk)
+    each value's ``json_type`` is tested. Keys whose values in this chunk all have another
+    type than the column's are left out (their column would be all null).
+    """
     chosen = []
     for key, shape in keys.items():
         if not _FLATTENABLE_KEY.match(key):
             continue
         column = prefix + key
+        scalar = _DUCK_SCALAR.get(shape) if isinstance(shape, str) else None
         if column not in types.types:
-            if isinstance(shape, str) and shape in _DUCK_SCALAR:
-                types.types[column] = _DUCK_SCALAR[shape]
+            if scalar is not None:
+                types.types[column] = scalar
             elif shape == "JSON":  # mixed types in this chunk: the first scalar in row order wins
                 first = connection.execute(
                     f"SELECT t FROM (SELECT row, json_type({json_sql}, ?) AS t FROM parsed)"
@@ -406,7 +443,11 @@ def _flattened_keys(
                 types.types[column] = _DUCK_SCALAR[first[0][0]]
             else:
                 continue
-        chosen.append((key, column))
+        if scalar is not None:
+            if scalar == types.types[column]:
+                chosen.append((key, column, True))
+        elif shape == "JSON":
+            chosen.append((key, column, False))
     return chosen
 
 
@@ -455,13 +496,16 @@ def _payloads_to_table_duckdb(
         connection.execute("SET TimeZone = 'UTC'").fetchall()
         connection.register("chunk", chunk)
         connection.execute(_PARSE_SQL).fetchall()
-        props = "CASE WHEN json_type(e.properties) = 'OBJECT' THEN e.properties END"
-        prop_keys = _flattened_keys(connection, props, PROPERTY_PREFIX, types)
-        trait_keys = _flattened_keys(connection, "merged_traits", TRAIT_PREFIX, types)
-        prop_struct = {key: "JSON" for key, _ in prop_keys}
-        trait_struct = {key: "JSON" for key, _ in trait_keys}
-        flat = [_flat_sql("p", key, column, types.types[column]) for key, column in prop_keys] + [
-            _flat_sql("t", key, column, types.types[column]) for key, column in trait_keys
+        props = f"CASE WHEN {_is_object('e.properties')} THEN e.properties END"
+        prop_shape, trait_shape = _structures(connection, [props, "merged_traits"])
+        prop_keys = _flattened_keys(connection, props, prop_shape, PROPERTY_PREFIX, types)
+        trait_keys = _flattened_keys(connection, "merged_traits", trait_shape, TRAIT_PREFIX, types)
+        prop_struct = {key: _leaf(types, column, uniform) for key, column, uniform in prop_keys}
+        trait_struct = {key: _leaf(types, column, uniform) for key, column, uniform in trait_keys}
+        flat = [
+            _flat_sql(alias, key, column, types.types[column], uniform)
+            for alias, keys in (("p", prop_keys), ("t", trait_keys))
+            for key, column, uniform in keys
         ]
         session = (
             "CASE WHEN json_exists(e.properties, '$.session_id')"
@@ -487,10 +531,8 @@ def _payloads_to_table_duckdb(
             "c.os.name AS os",
             f"{session} AS session_id",
             f"coalesce({props}, '{{}}') AS properties",
-            "CASE WHEN e.context IS NULL OR json_type(e.context) = 'NULL' THEN '{}'"
-            " ELSE e.context END AS context",
-            "CASE WHEN e.traits IS NULL OR json_type(e.traits) = 'NULL' THEN '{}'"
-            " ELSE e.traits END AS traits",
+            f"CASE WHEN {_is_json_null('e.context')} THEN '{{}}' ELSE e.context END AS context",
+            f"CASE WHEN {_is_json_null('e.traits')} THEN '{{}}' ELSE e.traits END AS traits",
             *flat,
         ]
         extra = ""
@@ -501,12 +543,19 @@ def _payloads_to_table_duckdb(
                 f", json_transform(merged_traits, '{orjson.dumps(trait_struct).decode()}') AS t"
             )
         sources = f"(SELECT *{extra} FROM parsed)"
-        sql = f"SELECT {', '.join(select)} FROM {sources} ORDER BY row"
+        # A scan of ``parsed`` keeps its insertion order (DuckDB's preserve_insertion_order);
+        # sorting 200,000 wide rows would cost more than checking that it did.
+        sql = f"SELECT row, {', '.join(select)} FROM {sources}"
         result = connection.sql(sql).to_arrow_table()
     finally:
         connection.close()
+    rows = result["row"]
+    if len(rows) > 1 and not pc.all(pc.greater(rows[1:], rows[:-1])).as_py():
+        result = result.take(pc.sort_indices(rows))
     fields = list(ENVELOPE_FIELDS)
-    for _, column in sorted(prop_keys + trait_keys, key=lambda pair: pair[1]):
+    for _, column in sorted(
+        [(key, column) for key, column, _ in prop_keys + trait_keys], key=lambda pair: pair[1]
+    ):
         if result[column].null_count < result.num_rows:  # as the reference: only values seen
             fields.append(pa.field(column, types.arrow_type(column)))
     return result.select([f.name for f in fields]).cast(pa.schema(fields))
