@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
                 inv = investigate(ws, metric, _time(at))
             else:
                 raise typer.BadParameter("give METRIC --at TIME, or --alert ID")
-        except (InvestigationError, KeyError) as error:
+        except (InvestigationError, KeyError, ValueError) as error:  # definitions, times, ids
             err_console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(1) from error
         record, files = record_investigation(ws, inv)
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
             records = store.list(status=status)
         table = Table(title=f"{len(records)} incident(s)")
         for column in ("id", "metric", "onset", "category", "integrity", "segments", "status"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=column in ("id", "onset"))
         for r in records:
             segments = (
                 "; ".join(" × ".join(f"{k}={v}" for k, v in s.items()) for s in r.segments)

@@ -115,6 +115,8 @@ def segment_where(segment: Mapping[str, str], dims: Sequence[str]) -> tuple[Pred
         ref = refs.get(dimension_label(key), key)
         if value == NONE:
             out.append(Predicate(field=ref, op="is_null"))
+        elif value in ("true", "false"):  # boolean columns are sliced as their text
+            out.append(Predicate(field=ref, op="eq", value=value == "true"))
         else:
             out.append(Predicate(field=ref, op="eq", value=value))
     return tuple(out)
