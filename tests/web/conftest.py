@@ -9,6 +9,7 @@ change so their order does not matter.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,12 +17,12 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tripwire.cli.common import console
 from tripwire.cli.demo import (
     DEMO_SESSIONS_PER_USER_DAY,
     DEMO_TURN_LATENCY_SAMPLING,
@@ -31,7 +32,9 @@ from tripwire.cli.demo import (
     step_simulate,
     step_workspace,
 )
-from tripwire.monitor.demo_step import run_monitor_step
+from tripwire.metrics.query import Metrics
+from tripwire.monitor.alerts import AlertDraft, AlertStore
+from tripwire.monitor.changes import ChangeLog
 from tripwire.sim.config import WorldConfig
 from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import Workspace
@@ -39,9 +42,53 @@ from tripwire.store.workspace import Workspace
 #: Days and users of the fixture world: the three incidents land on days 3, 4 and 5.
 FIXTURE_DAYS = 6
 FIXTURE_USERS = 1500
-#: The monitors backfilled (each costs one pass over the range): conversion (the payments
-#: incident) and telemetry vs ledger (the measurement incident).
-FIXTURE_MONITORS = ("voice_checkout_conversion", "telemetry_ledger_order_ratio")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def record_planted_alerts(ws: Workspace) -> None:
+    """The alerts of the world's planted incidents, as the monitors would record them.
+
+    At this size the detectors do not fire (measured: the demo's monitor step finds 0 of
+    the 3 incidents at 1,500 users x 6 days, and a backfill costs ~1 min per monitor), so
+    the fixture records each incident's alert through the monitor's own
+    :meth:`AlertStore.fire`, with the observed value of the incident window and the
+    expected value of the same window a day earlier, both computed from the lake. The
+    change log is synced from the lake's ``$change`` events, as the monitor step does.
+    """
+    truth = json.loads((ws.data_dir / "sim" / "ground_truth.json").read_text())
+    metrics = Metrics.open(ws, check_lake=False)
+    with AlertStore.for_workspace(ws) as alerts, ChangeLog.for_workspace(ws) as log:
+        log.sync_lake(metrics.backend)
+        for incident in truth["incidents"]:
+            start, end = _at(incident["start"]), _at(incident["end"])
+            segment = {k: str(v) for seg in incident["segments"] for k, v in seg.items()}
+            where = [f"{k}={v}" for k, v in segment.items() if k in ("locale", "device")]
+
+            def value(
+                since: datetime,
+                until: datetime,
+                name: str = incident["metric"],
+                where: list[str] = where,
+            ) -> float:
+                rows = metrics.query(name, grain=None, since=since, until=until, where=where)
+                return float(rows["value"][0].as_py() or 0.0) if rows.num_rows else 0.0
+
+            observed = value(start, end)
+            expected = value(start - timedelta(days=1), end - timedelta(days=1))
+            alerts.fire(
+                AlertDraft(
+                    monitor=incident["metric"], rule="planted_incident", metric=incident["metric"],
+                    severity="P1" if incident["id"] == "payments-deploy" else "P2",
+                    segment={k: v for k, v in segment.items() if k in ("locale", "device")},
+                    at=start + timedelta(minutes=30), onset=start, observed=observed,
+                    expected=expected, lower=expected * 0.9, upper=expected * 1.1,
+                    direction=-1 if observed < expected else 1,
+                    condition="fixture: planted incident window vs the day before",
+                )
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,7 +110,7 @@ def _build(root: Path) -> DashboardWorld:
     ctx = DemoContext(directory=root, config=config)
     for step in (step_workspace, step_simulate, step_archive, step_experiments):
         step(ctx)
-    run_monitor_step(ctx.ws, console, only=FIXTURE_MONITORS)
+    record_planted_alerts(ctx.ws)
     with KeyStore.for_workspace(ctx.ws) as keys:
         write = keys.create("dashboard-test", ("write", "read")).secret
         read = keys.create("dashboard-reader", ("read",)).secret

@@ -187,8 +187,12 @@ def create_dashboard(
         path = STATIC / name
         if "/" in name or not path.is_file():
             return Response("not found", status_code=404)
-        media = "text/css" if name.endswith(".css") else "text/javascript"
+        media = {".css": "text/css", ".svg": "image/svg+xml"}.get(path.suffix, "text/javascript")
         return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=300"})
+
+    @router.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/") -> Response:
