@@ -39,9 +39,9 @@ from tripwire.sim.config import WorldConfig
 from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import Workspace
 
-#: Days and users of the fixture world: the three incidents land on days 3, 4 and 5.
-FIXTURE_DAYS = 6
-FIXTURE_USERS = 1500
+#: Days and users of the fixture world: the three incidents land on days 2, 3 and 4.
+FIXTURE_DAYS = 5
+FIXTURE_USERS = 1000
 
 
 def _at(text: str) -> datetime:
@@ -105,7 +105,7 @@ def _build(root: Path) -> DashboardWorld:
         seed=11,
         sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
         turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
-        incident_days=(3, 4, 5),
+        incident_days=(2, 3, 4),
     )
     ctx = DemoContext(directory=root, config=config)
     for step in (step_workspace, step_simulate, step_archive, step_experiments):

@@ -194,7 +194,9 @@ def test_rca_button_produces_the_analysis(browser: Any, server: str, world: Any)
     page.click("#run-rca")
     page.wait_for_selector("#rca-summary")
     assert "integrity" in page.inner_text("#rca-summary")
-    assert page.locator("#rca-actions li").count() >= 1
+    actions = page.locator("#rca-actions li").all_inner_texts()
+    assert actions and actions != ["none"]
+    assert {t["name"] for t in view.traces("chart-rca-series")} == {"observed", "expected"}
     report = page.get_attribute("#rca-summary a", "href")
     assert report and view.open(report).title()
     with IncidentStore.for_workspace(world.workspace) as incidents:

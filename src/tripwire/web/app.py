@@ -678,8 +678,25 @@ def _rca_view(incident: Any) -> dict[str, Any]:
             },
             percent=True,
         )
+    starts = problem.get("series_starts") if isinstance(problem, dict) else None
+    series = None
+    if starts:
+        series = {
+            "data": [
+                {"type": "scatter", "mode": "lines", "name": name, "x": starts,
+                 "y": problem.get(key) or [], "line": {"color": colour, "dash": dash}}
+                for name, key, colour, dash in (
+                    ("observed", "series_observed", charts.BLUE, "solid"),
+                    ("expected", "series_expected", charts.SKY, "dot"),
+                )
+            ],
+            "layout": {"title": {"text": "the metric around the onset"},
+                       "margin": {"l": 50, "r": 10, "t": 36, "b": 40},
+                       "legend": {"orientation": "h", "y": -0.2}},
+        }  # fmt: skip
     return {
         "result": result,
+        "series": series,
         "heat": heat,
         "funnel": funnel,
         "integrity": result.get("integrity", {}),

@@ -253,7 +253,9 @@ class DashboardData:
             for q, name in names.items()
         }
         fallback = self._series("fallback_rate", grain="hour", since=since, until=until)
-        stages = sorted({s for q in quantiles.values() for s in q if s is not None})
+        stages = sorted(
+            {s for q in quantiles.values() for s, v in q.items() if s is not None and v is not None}
+        )
         return {
             "stages": stages,
             "quantiles": {q: [v.get(s) for s in stages] for q, v in quantiles.items()},

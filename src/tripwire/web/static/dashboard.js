@@ -27,7 +27,11 @@
       var fig = JSON.parse(block.textContent);
       var layout = fig.layout || {};
       layout.autosize = true;
-      Plotly.newPlot(el, fig.data, layout, { responsive: true, displaylogo: false });
+      var narrow = window.innerWidth < 640;
+      if (narrow) layout.showlegend = fig.data.length > 1 && fig.data.length <= 4;
+      Plotly.newPlot(el, fig.data, layout, {
+        responsive: true, displaylogo: false, displayModeBar: narrow ? false : "hover"
+      });
       Plotly.relayout(el, themeLayout());
     });
     retheme();
