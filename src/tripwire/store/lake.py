@@ -362,10 +362,9 @@ def _is_json_null(json_sql: str) -> str:
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE parsed AS
 SELECT row, e, c,
-       json_merge_patch(
-           CASE WHEN {_is_object("c.traits")} THEN c.traits ELSE '{{}}' END,
-           CASE WHEN {_is_object("e.traits")} THEN e.traits ELSE '{{}}' END
-       ) AS merged_traits
+       CASE WHEN {_is_object("e.traits")} AND e.traits <> '{{}}' THEN json_merge_patch(
+           CASE WHEN {_is_object("c.traits")} THEN c.traits ELSE '{{}}' END, e.traits
+       ) WHEN {_is_object("c.traits")} THEN c.traits ELSE '{{}}' END AS merged_traits
 FROM (
     SELECT row, e, json_transform(e.context, '{_CONTEXT_STRUCTURE}') AS c
     FROM (SELECT row, json_transform(payload, '{_ENVELOPE_STRUCTURE}') AS e FROM chunk)
