@@ -116,3 +116,63 @@ def test_timestamps_are_utc(tmp_path: Path) -> None:
     table = events_table(backend)
     (row,) = backend.to_pyarrow(table.select("timestamp")).to_pylist()
     assert row["timestamp"] == datetime(2026, 11, 2, 10, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- event subsets
+
+
+def _event(i: int, name: str, day: int, props: dict) -> dict:
+    return {
+        "messageId": f"m{i}",
+        "type": "track",
+        "event": name,
+        "userId": f"u{i % 7}",
+        "timestamp": f"2026-11-0{day}T{i % 24:02d}:00:00Z",
+        "receivedAt": f"2026-11-0{day}T{i % 24:02d}:00:05Z",
+        "properties": props,
+        "context": {"locale": ["de-DE", "en-GB"][i % 2]},
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_event_subset_equals_the_filtered_whole_table(tmp_path: Path, seed: int) -> None:
+    """The partition-pruned table has the whole table's schema and exactly its rows of
+    those events, whatever properties each event's files carry (random lakes written in
+    several batches, names needing URL quoting, names absent from the lake)."""
+    import random
+
+    rng = random.Random(seed)
+    names = ["Turn Completed", "Order Completed", "Weird / Név's [x]*?", "$identify"]
+    keys = ["latency_ms", "intent", "revenue", "flag"]
+    i = 0
+    for day in (2, 3, 4):
+        batch = []
+        for _ in range(rng.randint(5, 40)):
+            name = rng.choice(names[: rng.randint(1, len(names))])
+            props = {k: rng.choice([1.5, "a", True, None]) for k in rng.sample(keys, 2)}
+            batch.append(_event(i, name, day, props))
+            i += 1
+        write_events(tmp_path, batch)
+    backend = connect_lake(tmp_path)
+    whole = events_table(backend)
+    for subset in ([names[0]], names[1:3], names, ["Never Seen"], [names[2], "Never Seen"]):
+        part = events_table(backend, subset)
+        assert part.schema() == whole.schema()
+        got = backend.to_pyarrow(part.order_by("message_id")).to_pylist()
+        want = backend.to_pyarrow(
+            whole.filter(whole.event.isin(subset)).order_by("message_id")
+        ).to_pylist()
+        assert got == want, subset
+
+
+def test_event_subset_sees_files_written_after_connecting(tmp_path: Path) -> None:
+    write_events(tmp_path, [EVENT])
+    backend = connect_lake(tmp_path)
+
+    def count() -> int:
+        table = events_table(backend, ["Turn Completed", "Order Completed"])
+        return int(backend.to_pyarrow(table.count().as_table()).column(0)[0].as_py())
+
+    assert count() == 1
+    write_events(tmp_path, [{**EVENT, "messageId": "m2", "event": "Order Completed"}])
+    assert count() == 2

@@ -38,6 +38,7 @@ from tripwire.metrics.compile import (
     _and,
     compile_sql,
     dimension,
+    event_names_read,
     needs_own_scan,
     predicate,
     scan_filter,
@@ -105,9 +106,7 @@ def timeseries(
     backend: BaseBackend, metrics: Sequence[MetricBase], query: Query
 ) -> dict[str, SeriesResult]:
     """Every metric's series for ``query``, keyed by metric name (see module docstring)."""
-    table = events_table(backend)
-    extra = _and([predicate(table, p) for p in query.where])
-    kept = _dimension_values(backend, table, metrics, query, extra)
+    kept = _dimension_values(backend, _reading(backend, metrics), metrics, query)
     results: dict[str, SeriesResult] = {}
     scalar = [
         m
@@ -117,16 +116,39 @@ def timeseries(
     groups: list[list[MetricBase]] = [scalar] if scalar else []
     groups += [[m] for m in metrics if needs_own_scan(m)]
     for group in groups:
-        expr = _scalar_expr(table, group, query, kept, extra)
+        source = _reading(backend, group)
+        expr = _scalar_expr(source, group, query, kept, _where(source, query))
         arrow = backend.to_pyarrow(expr)
         for metric in group:
             results[metric.name] = _scalar_result(metric, arrow, query, expr, _dialect(backend))
     for metric in metrics:
         if isinstance(metric, FunnelMetric):
-            results[metric.name] = _funnel_result(backend, table, metric, query, kept, extra)
+            source = _reading(backend, [metric])
+            results[metric.name] = _funnel_result(
+                backend, source, metric, query, kept, _where(source, query)
+            )
         elif isinstance(metric, RetentionMetric):
-            results[metric.name] = _retention_result(backend, table, metric, query, kept, extra)
+            source = _reading(backend, [metric])
+            results[metric.name] = _retention_result(
+                backend, source, metric, query, kept, _where(source, query)
+            )
     return {m.name: results[m.name] for m in metrics}
+
+
+def _reading(backend: BaseBackend, metrics: Sequence[MetricBase]) -> ir.Table:
+    """The events table restricted to the event names ``metrics`` read (their scans filter
+    on exactly these names), so the engine opens only those partitions."""
+    names: set[str] = set()
+    for metric in metrics:
+        read = event_names_read(metric)
+        if read is None:
+            return events_table(backend)
+        names |= read
+    return events_table(backend, names)
+
+
+def _where(table: ir.Table, query: Query) -> ir.BooleanValue | None:
+    return _and([predicate(table, p) for p in query.where])
 
 
 def metric_sql(backend: BaseBackend, metric: MetricBase, query: Query) -> str:
@@ -155,7 +177,6 @@ def _dimension_values(
     table: ir.Table,
     metrics: Sequence[MetricBase],
     query: Query,
-    extra: ir.BooleanValue | None,
 ) -> dict[str, tuple[str, ...]] | None:
     """Values kept per dimension: the explicit list, else the top N by volume when a
     dimension has more than N values (one pre-scan over all dimensions)."""
@@ -163,7 +184,7 @@ def _dimension_values(
     open_dims = [d for d in query.dimensions if d not in explicit]
     if not open_dims or not query.top_n:
         return explicit or None
-    condition = _and([scan_filter(metrics, table, query.start, query.end), extra])
+    condition = _and([scan_filter(metrics, table, query.start, query.end), _where(table, query)])
     base = table.filter(condition) if condition is not None else table
     per_dim = [
         base.group_by(value=dimension(base, ref))

@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import weakref
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import ibis
 import ibis.expr.datatypes as dt
+import ibis.expr.schema as sch
 import ibis.expr.types as ir
 from ibis.backends import BaseBackend
+from ibis.backends.sql.datatypes import DuckDBType
 
 from tripwire.store.lake import (
     ENVELOPE_FIELDS,
@@ -102,7 +108,9 @@ def register_events(backend: BaseBackend, lake_dir: Path) -> None:
         backend.raw_sql(  # type: ignore[attr-defined]
             f"CREATE OR REPLACE VIEW {EVENTS_TABLE} AS SELECT * FROM {events_relation_sql(lake_dir)}"
         )
+        _remember_lake(backend, _LakeView(Path(lake_dir)))
     else:
+        _LAKES.pop(id(backend), None)
         _register_spark_events(backend, lake_dir)
 
 
@@ -144,9 +152,100 @@ def _register_spark_events(backend: BaseBackend, lake_dir: Path) -> None:
     frame.createOrReplaceTempView(EVENTS_TABLE)
 
 
-def events_table(backend: BaseBackend) -> ir.Table:
-    """The ``events`` table of a connected backend."""
-    return backend.table(EVENTS_TABLE)
+def events_table(backend: BaseBackend, events: Collection[str] | None = None) -> ir.Table:
+    """The ``events`` table of a connected backend, optionally only the rows of ``events``.
+
+    With ``events`` (event names) on a DuckDB lake, the table reads only those events'
+    partition folders (``date=*/event=<name>``) instead of every file: binding a query over
+    the whole lake reads every file's footer (``union_by_name``), which dominates small
+    queries. The columns and types are those of the whole ``events`` table, so expressions
+    built on it compile the same way; rows are exactly ``events`` filtered by
+    ``event IN events``. Elsewhere (Spark, in-memory views) it is the whole table and the
+    caller's own ``event IN (...)`` filter does the work.
+    """
+    lake = _lake_of(backend)
+    if lake is None:
+        return backend.table(EVENTS_TABLE)
+    if events is None:
+        return lake.full_table(backend)
+    return backend.sql(lake.subset_sql(backend, events), schema=lake.schema(backend))  # type: ignore[attr-defined]
+
+
+@dataclass
+class _LakeView:
+    """A DuckDB backend's lake: the ``events`` schema (cached until the lake's property
+    types change) and the SQL reading a subset of its event partitions."""
+
+    lake_dir: Path
+    _stamp: float | None = None
+    _table: ir.Table | None = field(default=None, repr=False)
+    _types: dict[str, str] = field(default_factory=dict)
+
+    def _refresh(self, backend: BaseBackend) -> ir.Table:
+        types_file = events_dir(self.lake_dir) / PROPERTY_TYPES_FILE
+        stamp = types_file.stat().st_mtime_ns if types_file.exists() else None
+        if self._table is None or stamp != self._stamp:
+            self._table = backend.table(EVENTS_TABLE)
+            self._types = {
+                name: DuckDBType.to_string(dtype) for name, dtype in self._table.schema().items()
+            }
+            self._stamp = stamp
+        return self._table
+
+    def full_table(self, backend: BaseBackend) -> ir.Table:
+        return self._refresh(backend)
+
+    def schema(self, backend: BaseBackend) -> sch.Schema:
+        return self._refresh(backend).schema()
+
+    def subset_sql(self, backend: BaseBackend, events: Collection[str]) -> str:
+        """``SELECT`` every column of ``events`` (cast to its type, NULL where a file lacks
+        it) from the partitions of ``events`` that have files."""
+        self._refresh(backend)
+        root = events_dir(self.lake_dir)
+        globs = []
+        for name in sorted(set(events)):
+            folder = f"event={quote(name, safe='')}"  # as store.lake.partition_dir names it
+            if next(iter(root.glob(f"date=*/{folder}/*.parquet")), None) is not None:
+                globs.append(_sql_string(str(root / "date=*" / folder / "*.parquet")))
+        empty = ", ".join(
+            f"CAST(NULL AS {kind}) AS {_ident(name)}" for name, kind in self._types.items()
+        )
+        template = f"SELECT {empty} WHERE false"
+        if not globs:
+            return template
+        files = (
+            f"SELECT * FROM read_parquet([{', '.join(globs)}],"
+            " union_by_name=true, hive_partitioning=false)"
+        )
+        columns = ", ".join(
+            f"CAST({_ident(name)} AS {kind}) AS {_ident(name)}"
+            for name, kind in self._types.items()
+        )
+        return f"SELECT {columns} FROM ({template} UNION ALL BY NAME {files})"
+
+
+#: The lake behind each live DuckDB backend registered by :func:`register_events`, by
+#: ``id`` (Ibis backends compare equal by database, so they cannot key a dict themselves).
+_LAKES: dict[int, tuple[weakref.ref[BaseBackend], _LakeView]] = {}
+
+
+def _remember_lake(backend: BaseBackend, lake: _LakeView) -> None:
+    key, lakes = id(backend), _LAKES  # bound now: module globals are gone at interpreter exit
+    lakes[key] = (weakref.ref(backend, lambda _: lakes.pop(key, None)), lake)
+
+
+def _lake_of(backend: BaseBackend) -> _LakeView | None:
+    entry = _LAKES.get(id(backend))
+    return entry[1] if entry is not None and entry[0]() is backend else None
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def property_types(lake_dir: Path) -> dict[str, str]:
