@@ -22,6 +22,7 @@ reference                column
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import weakref
 from collections.abc import Collection
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import ibis
 import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
 import ibis.expr.schema as sch
 import ibis.expr.types as ir
 from ibis.backends import BaseBackend
@@ -168,7 +170,7 @@ def events_table(backend: BaseBackend, events: Collection[str] | None = None) ->
         return backend.table(EVENTS_TABLE)
     if events is None:
         return lake.full_table(backend)
-    return backend.sql(lake.subset_sql(backend, events), schema=lake.schema(backend))  # type: ignore[attr-defined]
+    return lake.subset_table(backend, events)
 
 
 @dataclass
@@ -180,6 +182,7 @@ class _LakeView:
     _stamp: float | None = None
     _table: ir.Table | None = field(default=None, repr=False)
     _types: dict[str, str] = field(default_factory=dict)
+    _views: set[str] = field(default_factory=set)
 
     def _refresh(self, backend: BaseBackend) -> ir.Table:
         types_file = events_dir(self.lake_dir) / PROPERTY_TYPES_FILE
@@ -197,6 +200,17 @@ class _LakeView:
 
     def schema(self, backend: BaseBackend) -> sch.Schema:
         return self._refresh(backend).schema()
+
+    def subset_table(self, backend: BaseBackend, events: Collection[str]) -> ir.Table:
+        """A temp view of :meth:`subset_sql`, one per distinct SQL (so per set of event
+        partitions present), typed with the whole table's schema without asking DuckDB
+        (an Ibis ``sql()`` table would re-parse the SQL on every compile)."""
+        sql = self.subset_sql(backend, events)
+        name = "events__" + hashlib.sha1(sql.encode()).hexdigest()[:16]
+        if name not in self._views:
+            backend.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")  # type: ignore[attr-defined]
+            self._views.add(name)
+        return ops.DatabaseTable(name, self.schema(backend), backend).to_expr()
 
     def subset_sql(self, backend: BaseBackend, events: Collection[str]) -> str:
         """``SELECT`` every column of ``events`` (cast to its type, NULL where a file lacks
