@@ -197,6 +197,8 @@ def test_rca_button_produces_the_analysis(browser: Any, server: str, world: Any)
     actions = page.locator("#rca-actions li").all_inner_texts()
     assert actions and actions != ["none"]
     assert {t["name"] for t in view.traces("chart-rca-series")} == {"observed", "expected"}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "alert-rca-light.png"), full_page=True)
     report = page.get_attribute("#rca-summary a", "href")
     assert report and view.open(report).title()
     with IncidentStore.for_workspace(world.workspace) as incidents:
