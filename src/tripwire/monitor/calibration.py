@@ -14,7 +14,15 @@ Hand-tuned ``h = 5`` pages too often on a noisy segment and never on a smooth on
 4. pick the threshold whose rate meets the target (e.g. 1 per 30 days): log(rate) is close
    to linear in ``h`` for CUSUM (Siegmund 1985) and in ``L²`` for EWMA, so the rate is
    extrapolated from the well-estimated upper part of the grid instead of needing millions
-   of simulated days.
+   of simulated days;
+5. rates are counted per *score* and turned into rates per day with the series' own scoring
+   rate: a thin proportion series whose ticks are pooled scores a few times a day, a thick
+   one every tick, and each gets the threshold that meets the same per-day target;
+6. no threshold goes below what iid N(0, 1) scores would need (a reference replayed by the
+   same bootstrap): a few hundred history scores cannot show the tail a 1-in-10⁴ threshold
+   lives in, and a short, quiet history would otherwise give a thin series a threshold
+   that pages weekly. A series with too few scores to bootstrap gets the reference
+   threshold at its own scoring rate.
 
 The result carries per-series thresholds and seasonality switches and a bank already warmed
 on the history, ready to stream the next tick.
@@ -36,7 +44,8 @@ from tripwire.monitor.detectors import (
     ewma_update,
 )
 
-MIN_SCORES = 30  # fewer null scores than this: keep the default threshold
+MIN_SCORES = 30  # fewer null scores than this: the normal reference sets the threshold
+REFERENCE_SCORES = 20_000  # iid N(0, 1) scores: the floor every calibrated threshold keeps
 SCORE_WINSOR = 6.0  # residuals beyond ±6σ in history are anomalies, not noise to calibrate on
 
 
@@ -45,7 +54,8 @@ class Calibration:
     """Per-series calibration of one detector config (arrays of length ``n_series``).
 
     A series with fewer than ``MIN_SCORES`` null scores in its history (e.g. a segment so thin
-    that its pooled counts score a few times a day) keeps the config's default threshold and
+    that its pooled counts score a few times a day) gets the threshold normal scores would
+    need at its scoring rate; one that never scored keeps the config's default threshold and
     has a NaN estimated rate.
     """
 
@@ -261,50 +271,76 @@ def calibrate(
     warm_from = min(config.warmup_points, max(len(stamps) - 1, 0))
     scores = []
     usable = np.zeros(n_series, dtype=bool)
+    n_scored = np.zeros(n_series)
     for s in range(n_series):
         z = history.score[:, s]
         seen = np.cumsum(np.isfinite(history.observed[:, s]))
         z = z[(seen > warm_from) & np.isfinite(z) & ~excluded[:, s]]
+        n_scored[s] = z.size
         if z.size < MIN_SCORES:
-            continue  # too thin to calibrate: keeps the config's default threshold
+            continue  # too thin to bootstrap: the normal reference alone sets its threshold
         usable[s] = True
-        # standardise by the scores' own robust sd: early in a replay the baseline's scale
-        # is still inflated by its cold start, so raw scores would understate live ones
+        # early in a replay the baseline's scale is still inflated by its cold start, so raw
+        # scores understate live ones: scale them up to unit robust sd, never down (scores
+        # wider than unit are over-dispersion the live detector will see too)
         sd = mad_scale(z)
-        z = z / sd if sd > 0 else z
+        z = z / min(sd, 1.0) if sd > 0 else z
         scores.append(np.clip(z, -SCORE_WINSOR, SCORE_WINSOR))
 
-    if not usable.any():
+    if len(stamps) - warm_from < MIN_SCORES:
         raise ValueError(
-            f"no series has {MIN_SCORES} scored points after warm-up "
+            f"{len(stamps)} points leave fewer than {MIN_SCORES} after warm-up "
             f"({config.warmup_points} points); give a longer history"
         )
+    # a pooled (thin) series scores a few times a day, a thick one every tick: the target
+    # per day becomes a target per *score* through the series' own scoring rate
     step = config.baseline.step_seconds
     points_per_day = DAY_SECONDS / step
-    block = max(5, min(block_seconds // step, min(z.size for z in scores) // 4))
-    grid = threshold_grid(config)
+    scored_days = max(len(stamps) - warm_from, 1) / points_per_day
+    scores_per_day = np.maximum(n_scored, 1.0) / scored_days
+    # reference null: iid N(0, 1) scores. A bootstrap of a few hundred scores cannot show
+    # the tail that sets a 1-in-10⁴ threshold, so no series gets a threshold below what
+    # perfectly normal scores would need; series too thin to bootstrap get exactly that.
     rng = np.random.default_rng(seed)
+    reference = rng.standard_normal(REFERENCE_SCORES)
+    block = max(5, min(block_seconds // step, min((z.size for z in scores), default=600) // 4))
+    grid = threshold_grid(config)
+    steps = replay_days * points_per_day  # scores per path (as before: same cost, same depth)
     rates = bootstrap_alarm_rates(
-        scores,
+        [*scores, reference],
         config,
         grid,
-        points_per_day=points_per_day,
-        replay_days=replay_days,
+        points_per_day=1.0,  # rates per score
+        replay_days=steps,
         paths=paths,
         block=block,
         rng=rng,
     )
-    thresholds = np.full(n_series, config.default_threshold)
-    estimated = np.full(n_series, np.nan)
-    for row, s in enumerate(np.flatnonzero(usable).tolist()):
-        thresholds[s], estimated[s] = threshold_for_rate(
+    reference_rates = rates[-1]
+
+    def read_threshold(rates_per_score: NDArray[np.float64], target: float) -> tuple[float, float]:
+        return threshold_for_rate(
             grid,
-            rates[row],
-            false_alarms_per_day,
+            rates_per_score,
+            target,
             method=config.method,
             min_alarms_per_point=5.0,
-            days=replay_days * paths,
+            days=steps * paths,
         )
+
+    rows = dict(zip(np.flatnonzero(usable).tolist(), range(len(scores)), strict=True))
+    thresholds = np.full(n_series, config.default_threshold)
+    estimated = np.full(n_series, np.nan)
+    for s in np.flatnonzero(n_scored > 0).tolist():  # never scored: keeps the default
+        per_score = false_alarms_per_day / scores_per_day[s]
+        normal_h, normal_est = read_threshold(reference_rates, per_score)
+        h, est = normal_h, normal_est
+        if s in rows:
+            own_h, own_est = read_threshold(rates[rows[s]], per_score)
+            if own_h > normal_h:
+                h, est = own_h, own_est
+        thresholds[s] = h
+        estimated[s] = est * scores_per_day[s]
     bank.thresholds = thresholds.copy()
     bank.reset_statistics()
     calibration = Calibration(
