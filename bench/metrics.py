@@ -1,6 +1,8 @@
 """Benchmark: per-unit experiment statistics on a 100M-event lake (and pandas for scale).
 
-Usage: ``python -m bench.metrics [--quick] [--runs N] [--pandas-runs N] [--no-pandas]``.
+Usage: ``python -m bench.metrics [--quick] [--runs N] [--pandas-runs N] [--no-pandas]
+[--events N --users N] [--no-catalog]`` (another size, e.g. 20M events where pandas fits in memory;
+written to ``bench/results/metrics-<N>m.json``).
 
 * Builds (once, cached under ``$TRIPWIRE_BENCH_DATA`` or ``~/.cache/tripwire/bench``) a
   synthetic lake in the real lake layout and columns: 100M events of 10M users over 14 days
@@ -449,8 +451,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = _flag(argv, "--runs", 2 if quick else 3)
     pandas_runs = 0 if "--no-pandas" in argv else _flag(argv, "--pandas-runs", 1 if quick else 1)
     threads = _flag(argv, "--threads", 2)
-    size = QUICK if quick else FULL
-    root = data_root() / ("metrics-quick" if quick else "metrics-100m")
+    size = dict(QUICK if quick else FULL)
+    size["events"] = _flag(argv, "--events", size["events"])
+    size["users"] = _flag(argv, "--users", size["users"])
+    if quick:
+        root = data_root() / "metrics-quick"
+    elif size == FULL:
+        root = data_root() / "metrics-100m"
+    else:  # e.g. --events 20000000 --users 2000000: a size where pandas fits in memory
+        root = data_root() / f"metrics-{size['events'] // 1_000_000}m"
     started = time.perf_counter()
     lake = build_lake(root, size["events"], size["users"], threads)
     print(f"   lake: {size['events']:,} events, {size['users']:,} users at {lake} "
@@ -485,12 +494,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"   pandas: {results['pandas_seconds']:.1f} s median of {pandas_runs}, peak RSS "
               f"{results['pandas_peak_rss_mb']:.0f} MB (process CPU {results['pandas_cpu_seconds']:.1f} s); tripwire is {results['speedup']:.1f}x "
               f"faster (target ≥ 10x); same sums: {results['pandas_agrees']}", flush=True)  # fmt: skip
-    results.update(_catalog(lake))
+    if "--no-catalog" not in argv:
+        results.update(_catalog(lake))
     out = Path(__file__).with_name("results")
     out.mkdir(exist_ok=True)
-    (out / ("metrics-quick.json" if quick else "metrics.json")).write_text(
-        json.dumps(results, indent=1, default=str)
-    )
+    name = "metrics-quick" if quick else "metrics" if size == FULL else str(root.name)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
     return results
 
 

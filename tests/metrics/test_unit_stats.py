@@ -18,6 +18,7 @@ from tripwire.metrics.unit_stats import (
     ALL,
     UnitStatsError,
     plan_metrics,
+    product_type,
     to_stats,
     unit_stats,
 )
@@ -335,3 +336,33 @@ def test_plan_rejects_population_metrics_and_bad_settings() -> None:
 def test_components_are_shared_between_metrics() -> None:
     plan = plan_metrics([parse_metric(m) for m in METRICS[2:4]])
     assert len(plan.components) == 2  # clicks count reused as the ctr numerator
+
+
+def test_products_of_counts_are_integers_and_of_value_sums_decimals() -> None:
+    plan = plan_metrics([parse_metric(m) for m in METRICS], pre_period_days=PRE_DAYS)
+    key = {c.mode: c.key for c in plan.components}
+    assert product_type(plan, [(key["count"],), (key["count"],)]) == "int64"
+    assert product_type(plan, [(key["any"],), (key["any"], key["count"])]) == "int64"
+    # micro-unit sums squared exceed int64 for a unit with > ~3,000 in value
+    assert product_type(plan, [(key["sum"],), (key["count"],)]) == "decimal(38, 0)"
+    assert product_type(plan, [(key["count"],), (key["count"], key["count"])]) == "decimal(38, 0)"
+
+
+def test_large_values_stay_exact(tmp_path: Path) -> None:
+    """A unit whose revenue squared in micro-units (10^28) is far beyond int64."""
+    t0 = datetime(2026, 3, 5, 12, tzinfo=uw.START.tzinfo)
+    ctx = {"locale": "en-US", "device": "web", "tenure": "new"}
+    envelopes = [
+        uw._envelope(0, "big", "$exposure", t0, {"experiment": "exp", "variant": "a"}, ctx),
+        uw._envelope(1, "big", "Order Completed", t0 + timedelta(hours=1),
+                     {"revenue": 12_345_678.901234}, ctx),
+        uw._envelope(2, "big", "Order Completed", t0 + timedelta(hours=2),
+                     {"revenue": 87_654_321.098766}, ctx),
+    ]  # fmt: skip
+    write_events(tmp_path, envelopes)
+    revenue = parse_metric(METRICS[1])
+    stats = unit_stats(events_table(connect_lake(tmp_path)), "exp", [revenue])
+    row = next(r for r in stats.rows() if r["dimension"] == ALL)
+    assert row["n"] == 1
+    assert row["sum_x"] == 100_000_000.0
+    assert row["sum_xx"] == 1e16

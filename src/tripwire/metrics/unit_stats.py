@@ -15,9 +15,16 @@ Only the per-cell sums come back (a few hundred rows); marginals per cohort dime
 the all-units total are added up in Python from them, exactly.
 
 Exactness: per-event values are summed as fixed-point integers (micro-units,
-``VALUE_SCALE``) and products are summed as ``DECIMAL(38, 0)``, so results do not depend on
+``VALUE_SCALE``); products involving them are summed as ``DECIMAL(38, 0)`` and products of
+counts and indicators as integers (:func:`product_type`), so results do not depend on
 summation order or engine (DuckDB and Spark give identical sums; incremental refresh equals
 a full recomputation bit for bit). Counts and indicators are exact integers.
+
+Cost (what bounds it at 100M events): the scan of the events the metrics read, the hash
+join of those events with the analysed units on the unit id, and the per-unit hash
+aggregation. Window bounds are computed once per unit (:func:`unit_bounds`), so events are
+placed in windows by timestamp comparisons only, and events outside every window are
+dropped before the aggregation.
 
 Per-unit variables by metric type (units with no matching event count as 0):
 
