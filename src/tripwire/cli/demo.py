@@ -196,6 +196,10 @@ def register(app: typer.Typer) -> None:
         days: Annotated[int, typer.Option(help="Days to simulate.", min=1)] = 14,
         users: Annotated[int, typer.Option(help="Users in the world.", min=1)] = DEFAULT_USERS,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+        serve: Annotated[
+            bool, typer.Option("--serve", help="Serve the dashboard when the demo is done.")
+        ] = False,
+        port: Annotated[int, typer.Option(help="Port for --serve.")] = 8787,
     ) -> None:
         """Create a workspace, simulate the synthetic world, ingest, archive and summarise."""
         config = WorldConfig(
@@ -224,3 +228,14 @@ def register(app: typer.Typer) -> None:
             f"next: [bold]tripwire status -w {root}[/bold] · "
             f'[bold]tripwire sql "SELECT event, count(*) FROM events GROUP BY 1" -w {root}[/bold]'
         )
+        url = f"http://127.0.0.1:{port}/"
+        if serve:
+            from tripwire.ingest.server import serve as run_server
+
+            console.print(f"dashboard: [bold]{url}[/bold] (Ctrl-C to stop)")
+            run_server(ctx.ws, port=port, monitor=False)
+        else:
+            console.print(
+                f"dashboard: [bold]tripwire serve -w {root} --port {port}[/bold], then open {url}"
+                " (or run the demo with --serve)"
+            )
