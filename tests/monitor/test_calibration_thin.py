@@ -8,6 +8,7 @@ them thresholds that paged weekly.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tripwire.monitor.baselines import BaselineSettings
 from tripwire.monitor.calibration import calibrate
@@ -29,6 +30,7 @@ def thin_world(seed: int, series: int, days: int) -> tuple[np.ndarray, np.ndarra
     return ts, x.astype(float), n.astype(float)
 
 
+@pytest.mark.slow
 def test_thin_series_meet_their_target_on_fresh_null_data() -> None:
     series, hist_days, live_days = 16, 3, 11
     ts, x, n = thin_world(0, series, hist_days + live_days)
