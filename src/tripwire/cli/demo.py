@@ -162,6 +162,12 @@ def step_monitors(ctx: DemoContext) -> None:
     run_monitor_step(ctx.ws, console)
 
 
+def step_rca(ctx: DemoContext) -> None:
+    from tripwire.rca.demo_step import run_rca_step
+
+    run_rca_step(ctx.ws, console)
+
+
 #: The demo, in order. Later capabilities append their steps here.
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("create workspace", step_workspace),
@@ -170,6 +176,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("summary", step_summary),
     ("experiments: plan, lock, analyse, decide", step_experiments),
     ("monitors: backfill and alerts", step_monitors),
+    ("root-cause analysis of each incident", step_rca),
 ]
 
 
