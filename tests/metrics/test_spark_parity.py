@@ -36,7 +36,7 @@ from tripwire.metrics.unit_stats import unit_stats
 from tripwire.store.engine import connect_lake, events_table, register_events
 from tripwire.store.lake import write_events
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 
 def _load_world() -> Any:

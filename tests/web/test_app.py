@@ -22,6 +22,8 @@ from tripwire.store.keys import KeyStore
 from tripwire.web.app import create_dashboard, plotly_js_path
 from tripwire.web.security import CSRF_COOKIE
 
+pytestmark = pytest.mark.xdist_group("web")
+
 
 @pytest.fixture
 def empty(tmp_path: Path) -> Iterator[tuple[FastAPI, str, str]]:

@@ -25,6 +25,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.xdist_group("web"),
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
