@@ -18,8 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tripwire demo
 
+# The Spark parity tests run in their own (single-process) pytest so that only one local
+# Spark JVM starts; everything else runs on two xdist workers.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not spark"
+	$(BIN)/python -m pytest -q -m spark
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow and not spark and not browser"
