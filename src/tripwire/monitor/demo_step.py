@@ -58,7 +58,22 @@ def run_monitor_step(
         console.print("[yellow]the lake is empty: no monitors to run[/yellow]")
         return []
     start, end = span
-    result = run_backfill(backend, chosen, catalog, start=start, end=end)
+    # A monitor needs its calibration window plus at least one grain of data to evaluate;
+    # on a short lake (a quick demo) the others are skipped with a note, not an error.
+    fits = [
+        m
+        for m in chosen
+        if start + m.detector.calibration + timedelta(seconds=2 * m.step_seconds) < end
+    ]
+    skipped = sorted(m.name for m in chosen if m not in fits)
+    if skipped:
+        console.print(
+            f"[yellow]skipped {len(skipped)} monitor(s) whose calibration window is longer than"
+            f" the lake's {end - start} of data:[/yellow] {', '.join(skipped)}"
+        )
+    if not fits:
+        return []
+    result = run_backfill(backend, fits, catalog, start=start, end=end)
     with AlertStore.for_workspace(workspace) as store:
         store.changes.sync_lake(backend, start=start, end=end)
         applied = apply_events(store, result.events)

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tripwire.rca.data import InvestigationError
 from tripwire.rca.incidents import record_investigation
 from tripwire.rca.investigation import Investigation, investigate
 from tripwire.rca.segments import describe
@@ -38,7 +39,11 @@ def run_rca_step(workspace: Workspace, console: Console) -> list[Investigation]:
     out = []
     for incident in _truth(workspace):
         start = datetime.fromisoformat(incident["start"].replace("Z", "+00:00"))
-        inv = investigate(workspace, incident["metric"], start + PAGED_AFTER)
+        try:
+            inv = investigate(workspace, incident["metric"], start + PAGED_AFTER)
+        except InvestigationError as error:  # e.g. a short demo whose data ends before it
+            table.add_row(incident["id"], f"(not investigated: {error})", "–", "–", "–", "–")
+            continue
         _, files = record_investigation(workspace, inv)
         top = inv.changes.implicated
         change = f"{top.change['service']} {top.change.get('version', '')}" if top else "–"
