@@ -30,7 +30,7 @@ from starlette.requests import Request
 from tripwire.api import Tripwire
 from tripwire.experiments.exposure_log import Assigner, tripwire_sender
 from tripwire.experiments.spec import ExperimentSpecError, SpecNotFound
-from tripwire.ingest.app import _header_key
+from tripwire.ingest.app import header_write_key
 from tripwire.ingest.errors import IngestError
 from tripwire.store.keys import AuthenticationError, KeyStore
 from tripwire.store.workspace import Workspace
@@ -61,7 +61,7 @@ class AssignService:
     def authenticate(self, request: Request) -> None:
         if self.keys is None:
             return
-        header = _header_key(request)
+        header = header_write_key(request)
         query = request.query_params.get("writeKey")
         self.keys.authenticate(header or query, "write")
 

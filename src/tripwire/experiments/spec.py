@@ -48,10 +48,10 @@ from tripwire.metrics.definitions import NAME_PATTERN, EventFilter, Predicate, p
 from tripwire.metrics.loader import (
     DefinitionError,
     MetricCatalog,
-    _doc_path,
-    _parse,
     dotted,
+    error_path_in,
     load_metrics,
+    parse_yaml_with_lines,
 )
 from tripwire.store.workspace import Workspace
 
@@ -581,7 +581,7 @@ def _messages(
     out = []
     for problem in error.errors():
         loc = tuple(p for p in problem["loc"] if not (isinstance(p, str) and "[" in p))
-        path = _doc_path(data, loc)
+        path = error_path_in(data, loc)
         message = _MESSAGES.get(problem["type"], problem["msg"].removeprefix("Value error, "))
         out.append((path, message))
     return out
@@ -625,7 +625,7 @@ def parse_spec_text(
         errors.append(DefinitionError(file, line, dotted(path), message))
 
     try:
-        data, lines = _parse(text)
+        data, lines = parse_yaml_with_lines(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         problem = getattr(error, "problem", None) or str(error)

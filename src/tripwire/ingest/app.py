@@ -74,7 +74,7 @@ class Limits:
         )
 
 
-def _header_key(request: Request) -> str | None:
+def header_write_key(request: Request) -> str | None:
     """The key from ``Authorization: Basic base64(key:)`` or ``Authorization: Bearer key``."""
     header = request.headers.get("authorization")
     if not header:
@@ -167,7 +167,7 @@ class CaptureService:
         try:
             self.check_backpressure()
             limit = self.limits.max_batch_bytes if call is None else self.limits.max_event_bytes
-            header_key = _header_key(request)
+            header_key = header_write_key(request)
             body = await read_json(request, limit)
             if not isinstance(body, dict):
                 raise IngestError(
@@ -219,7 +219,7 @@ class CaptureService:
         try:
             self.check_backpressure()
             body = await read_posthog_json(request, self.limits.max_batch_bytes)
-            header_key = _header_key(request)
+            header_key = header_write_key(request)
             key = self.authenticate(header_key, posthog_write_key(body))
             received_at = datetime.now(UTC)
             sent_at: Any = None

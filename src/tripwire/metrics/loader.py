@@ -182,7 +182,11 @@ class _Lines:
         return self.lines.get(path, 1)
 
 
-def _parse(text: str) -> tuple[Any, _Lines]:
+def parse_yaml_with_lines(text: str) -> tuple[Any, _Lines]:
+    """Parse one YAML document and the line of every key path in it (for file:line errors).
+
+    Shared by every definition loader (metrics, experiments, monitors).
+    """
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -203,7 +207,7 @@ def dotted(path: Iterable[str | int]) -> str:
     return text
 
 
-def _doc_path(doc: Any, loc: Sequence[str | int]) -> Path_:
+def error_path_in(doc: Any, loc: Sequence[str | int]) -> Path_:
     """The part of a pydantic error location that names something in (or missing from) ``doc``."""
     kept: list[str | int] = []
     node = doc
@@ -224,7 +228,9 @@ def _doc_path(doc: Any, loc: Sequence[str | int]) -> Path_:
 
 
 @dataclass
-class _Collector:
+class ErrorCollector:
+    """Gathers every definition error of a load so that all are reported at once."""
+
     errors: list[DefinitionError] = field(default_factory=list)
 
     def add(self, file: str, line: int, path: Path_, message: str, metric: str = "") -> None:
@@ -244,11 +250,11 @@ def _items(data: Any) -> tuple[list[Any], Path_] | None:
 
 
 def parse_text(
-    text: str, file: str, collector: _Collector
+    text: str, file: str, collector: ErrorCollector
 ) -> list[tuple[MetricBase, int, Path_, _Lines]]:
     """Definitions of one file's text; problems go to ``collector``."""
     try:
-        data, lines = _parse(text)
+        data, lines = parse_yaml_with_lines(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -289,7 +295,7 @@ def parse_text(
             metric = model.model_validate(item)
         except ValidationError as error:
             for problem in error.errors():
-                path = _doc_path(item, problem["loc"])
+                path = error_path_in(item, problem["loc"])
                 message = problem["msg"].removeprefix("Value error, ")
                 if problem["type"] == "missing":
                     message = "required field is missing"
@@ -307,7 +313,7 @@ def load_catalog(
     files: Iterable[Path], *, schema: LakeSchema | None = None, root: Path | None = None
 ) -> MetricCatalog:
     """Load definitions from ``files``; raise :class:`MetricDefinitionError` with all errors."""
-    collector = _Collector()
+    collector = ErrorCollector()
     metrics: dict[str, MetricBase] = {}
     sources: dict[str, MetricSource] = {}
     for path in files:

@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from tripwire.metrics.definitions import FunnelMetric, RetentionMetric
 from tripwire.metrics.loader import (
     DefinitionError,
+    ErrorCollector,
     MetricCatalog,
-    _Collector,
-    _doc_path,
-    _parse,
+    error_path_in,
+    parse_yaml_with_lines,
 )
 from tripwire.monitor.definitions import MonitorSpec
 from tripwire.store.workspace import Workspace
@@ -72,11 +72,11 @@ def _items(data: Any) -> tuple[list[Any], Path_] | None:
 
 
 def parse_monitors_text(
-    text: str, file: str, collector: _Collector, catalog: MetricCatalog | None = None
+    text: str, file: str, collector: ErrorCollector, catalog: MetricCatalog | None = None
 ) -> list[tuple[MonitorSpec, int]]:
     """Monitors of one file's text with their lines; problems go to ``collector``."""
     try:
-        data, lines = _parse(text)
+        data, lines = parse_yaml_with_lines(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         problem = getattr(error, "problem", None) or str(error)
@@ -105,7 +105,7 @@ def parse_monitors_text(
             monitor = MonitorSpec.model_validate(item)
         except ValidationError as error:
             for problem in error.errors():
-                path = _doc_path(item, problem["loc"])
+                path = error_path_in(item, problem["loc"])
                 message = problem["msg"].removeprefix("Value error, ")
                 if problem["type"] == "missing":
                     message = "required field is missing"
@@ -143,7 +143,7 @@ def load_monitor_files(
     files: Iterable[Path], *, catalog: MetricCatalog | None = None, root: Path | None = None
 ) -> MonitorSet:
     """Load monitors from ``files``; raise :class:`MonitorDefinitionError` with every error."""
-    collector = _Collector()
+    collector = ErrorCollector()
     monitors: dict[str, MonitorSpec] = {}
     sources: dict[str, tuple[str, int]] = {}
     for path in files:
