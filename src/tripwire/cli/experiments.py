@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -460,6 +461,16 @@ def register_rollout(app: typer.Typer) -> None:
         if result.breached:
             raise typer.Exit(3)
 
+    def transition(workspace: Path | None, name: str, action: Callable[..., Any]) -> Any:
+        """Run one rollout state change on a loaded spec; a refused change exits with why."""
+        ws = open_workspace(workspace)
+        loaded, _ = load_or_exit(ws, name)
+        with open_registry(ws) as registry:
+            try:
+                return action(registry, loaded.spec)
+            except RolloutError as error:
+                raise fail(str(error)) from error
+
     @rollout_app.command("advance")
     def advance_command(
         name: NameArg,
@@ -470,13 +481,9 @@ def register_rollout(app: typer.Typer) -> None:
         workspace: WorkspaceOption = None,
     ) -> None:
         """Move the rollout to its next stage."""
-        ws = open_workspace(workspace)
-        loaded, _ = load_or_exit(ws, name)
-        with open_registry(ws) as registry:
-            try:
-                state = advance(registry, loaded.spec, author=author, force=force)
-            except RolloutError as error:
-                raise fail(str(error)) from error
+        state = transition(
+            workspace, name, lambda r, spec: advance(r, spec, author=author, force=force)
+        )
         console.print(f"{name}: {state.reason} ({state.status})", highlight=False)
 
     @rollout_app.command("resume")
@@ -487,13 +494,7 @@ def register_rollout(app: typer.Typer) -> None:
         workspace: WorkspaceOption = None,
     ) -> None:
         """Resume a paused rollout at its current stage."""
-        ws = open_workspace(workspace)
-        loaded, _ = load_or_exit(ws, name)
-        with open_registry(ws) as registry:
-            try:
-                state = resume(registry, loaded.spec, reason, author=author)
-            except RolloutError as error:
-                raise fail(str(error)) from error
+        state = transition(workspace, name, lambda r, spec: resume(r, spec, reason, author=author))
         console.print(f"{name}: {state.reason}", highlight=False)
 
     @rollout_app.command("kill")
@@ -504,13 +505,7 @@ def register_rollout(app: typer.Typer) -> None:
         workspace: WorkspaceOption = None,
     ) -> None:
         """The kill switch: no unit gets an arm any more (assigned ones included)."""
-        ws = open_workspace(workspace)
-        loaded, _ = load_or_exit(ws, name)
-        with open_registry(ws) as registry:
-            try:
-                state = kill(registry, loaded.spec, reason, author=author)
-            except RolloutError as error:
-                raise fail(str(error)) from error
+        state = transition(workspace, name, lambda r, spec: kill(r, spec, reason, author=author))
         console.print(f"[red]{name} killed[/red]: {state.reason}", highlight=False)
 
     app.add_typer(rollout_app, name="rollout")
