@@ -115,6 +115,17 @@ def _add(a: Any, b: Any) -> Any:
     return type(a)(**{f.name: np.add(getattr(a, f.name), getattr(b, f.name)) for f in fields(a)})
 
 
+def _paired_moments(
+    first: ArrayLike, second: ArrayLike, names: tuple[str, str]
+) -> tuple[float, float, float, float, float, float]:
+    """n, Σa, Σa², Σb, Σb², Σab of two per-unit arrays of the same length."""
+    a = np.asarray(first, dtype=np.float64).ravel()
+    b = np.asarray(second, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"{names[0]} has {a.size} units but {names[1]} has {b.size}")
+    return float(a.size), float(a.sum()), float(a @ a), float(b.sum()), float(b @ b), float(a @ b)
+
+
 @dataclass(frozen=True)
 class MeanStats:
     """Per-arm statistics of a per-unit value x: n, Σx, Σx².
@@ -193,13 +204,7 @@ class RatioStats:
     @classmethod
     def from_values(cls, numerator: ArrayLike, denominator: ArrayLike) -> Self:
         """Statistics of per-unit numerator and denominator arrays."""
-        x = np.asarray(numerator, dtype=np.float64).ravel()
-        y = np.asarray(denominator, dtype=np.float64).ravel()
-        if x.shape != y.shape:
-            raise ValueError(f"numerator has {x.size} units but denominator has {y.size}")
-        return cls(
-            float(x.size), float(x.sum()), float(x @ x), float(y.sum()), float(y @ y), float(x @ y)
-        )
+        return cls(*_paired_moments(numerator, denominator, ("numerator", "denominator")))
 
     @property
     def ratio(self) -> Real:
@@ -245,13 +250,7 @@ class CupedMeanStats:
     @classmethod
     def from_values(cls, outcome: ArrayLike, covariate: ArrayLike) -> Self:
         """Statistics of per-unit outcome and covariate arrays."""
-        y = np.asarray(outcome, dtype=np.float64).ravel()
-        c = np.asarray(covariate, dtype=np.float64).ravel()
-        if y.shape != c.shape:
-            raise ValueError(f"outcome has {y.size} units but covariate has {c.size}")
-        return cls(
-            float(y.size), float(y.sum()), float(y @ y), float(c.sum()), float(c @ c), float(y @ c)
-        )
+        return cls(*_paired_moments(outcome, covariate, ("outcome", "covariate")))
 
     @property
     def outcome(self) -> MeanStats:
