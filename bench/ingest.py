@@ -57,9 +57,10 @@ def _free_port() -> int:
 def _start_server(root: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     code = (
         "import sys\n"
-        "from tripwire.ingest.server import serve\n"
         "from tripwire.store.workspace import Workspace\n"
-        "serve(Workspace.load(sys.argv[1]), port=int(sys.argv[3]), workers=int(sys.argv[2]))\n"
+        "from tripwire.web.server import serve\n"
+        "serve(Workspace.load(sys.argv[1]), port=int(sys.argv[3]), workers=int(sys.argv[2]),\n"
+        "      dashboard=False)\n"
     )
     port = _free_port()
     process = subprocess.Popen(

@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tripwire.cli.workspace import initialize_workspace
-from tripwire.ingest.app import create_app
 from tripwire.monitor.alerts import AlertStore
 from tripwire.monitor.changes import ChangeLog
 from tripwire.store.keys import KeyStore
 from tripwire.web.app import create_dashboard, plotly_js_path
 from tripwire.web.security import CSRF_COOKIE
+from tripwire.web.server import create_server_app
 
 pytestmark = pytest.mark.xdist_group("web")
 
@@ -125,7 +125,7 @@ def test_recording_a_change_needs_write_key_and_csrf(empty: tuple[FastAPI, str, 
 
 
 def test_unknown_things_are_404(world: Any) -> None:
-    with TestClient(create_app(world.workspace)) as client:
+    with TestClient(create_server_app(world.workspace, warm=False)) as client:
         assert client.get("/alerts/999999").status_code == 404
         assert client.get("/catalog/no_such_metric").status_code == 404
         assert client.get("/experiments/no_such_experiment").status_code == 404
@@ -135,7 +135,7 @@ def test_unknown_things_are_404(world: Any) -> None:
 
 
 def test_every_page_renders_on_the_demo_workspace(world: Any) -> None:
-    with TestClient(create_app(world.workspace)) as client:
+    with TestClient(create_server_app(world.workspace, warm=False)) as client:
         with AlertStore.for_workspace(world.workspace) as alerts:
             alert = alerts.query()[0]
         for path in ("/", "/?window=60m", "/?window=7d&tenure=new", "/funnels",
@@ -149,7 +149,7 @@ def test_every_page_renders_on_the_demo_workspace(world: Any) -> None:
 
 
 def test_ack_and_silence_are_recorded_with_the_actor(world: Any) -> None:
-    with TestClient(create_app(world.workspace)) as client:
+    with TestClient(create_server_app(world.workspace, warm=False)) as client:
         with AlertStore.for_workspace(world.workspace) as alerts:
             alert = next(a for a in alerts.query(status="firing"))
         token = _csrf(client, f"/alerts/{alert.id}")

@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
         )
         url = f"http://127.0.0.1:{port}/"
         if serve:
-            from tripwire.ingest.server import serve as run_server
+            from tripwire.web.server import serve as run_server
 
             console.print(f"dashboard: [bold]{url}[/bold] (Ctrl-C to stop)")
             run_server(ctx.ws, port=port, monitor=False)

@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         workspace: WorkspaceOption = None,
     ) -> None:
         """Serve the capture API (Segment and PostHog formats) for the workspace."""
-        from tripwire.ingest.server import serve as run
+        from tripwire.web.server import serve as run
 
         ws = open_workspace(workspace)
         with KeyStore.for_workspace(ws) as store:

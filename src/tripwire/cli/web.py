@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         or write key (`tripwire keys create --permission read`). Acknowledging alerts,
         silencing and recording changes always need a key with write permission.
         """
-        from tripwire.ingest.server import serve
+        from tripwire.web.server import serve
 
         ws = open_workspace(workspace)
         with KeyStore.for_workspace(ws) as keys:

@@ -1,5 +1,6 @@
 """tripwire.ingest: the HTTP capture API (Segment and PostHog formats) and the archiver.
 
 :func:`tripwire.ingest.app.create_app` builds the capture app of a workspace;
-:func:`tripwire.ingest.server.serve` runs it under uvicorn (``tripwire serve``).
+``tripwire serve`` composes it with the other areas' routes and runs it
+(:mod:`tripwire.web.server`).
 """

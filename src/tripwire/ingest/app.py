@@ -294,14 +294,14 @@ def create_app(
     *,
     buffer: Buffer | None = None,
     keys: KeyStore | None = None,
-    monitor: bool = False,
 ) -> FastAPI:
-    """The capture app of ``workspace``.
+    """The capture app of ``workspace``: the Segment, PostHog and health routes only.
 
     Opens the workspace's buffer and key store now and closes them when the app shuts
     down; a ``buffer``/``keys`` passed in is used as is and left open (tests, embedding).
-    Also serves the monitor area's routes (``POST /v1/changes``, ``GET /metrics``); with
-    ``monitor``, runs the streaming monitor (a buffer consumer) while the app is up.
+    The service is ``app.state.capture`` (its ``keys`` are shared by the routes other
+    areas add). ``tripwire serve`` composes this app with the monitor, experiment and
+    dashboard routes in :func:`tripwire.web.server.create_server_app`.
     """
     the_buffer = buffer if buffer is not None else Buffer.for_workspace(workspace)
     the_keys = keys if keys is not None else KeyStore.for_workspace(workspace)
@@ -309,14 +309,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from tripwire.monitor.runner import start_streaming_monitor
-
-        app.state.monitor = start_streaming_monitor(workspace) if monitor else None
         try:
             yield
         finally:
-            if app.state.monitor is not None:
-                app.state.monitor.stop()
             for resource in owned:
                 resource.close()
 
@@ -324,12 +319,4 @@ def create_app(
     service = CaptureService(the_buffer, the_keys, Limits.for_workspace(workspace))
     app.state.capture = service
     install_capture_routes(app, service)
-    from tripwire.monitor.http import monitor_router
-
-    app.include_router(
-        monitor_router(workspace, live=lambda: getattr(app.state, "monitor", None), keys=the_keys)
-    )
-    from tripwire.web import create_dashboard
-
-    app.include_router(create_dashboard(workspace, keys=the_keys))
     return app

@@ -17,10 +17,12 @@ so the dashboard works offline. Access rules and CSRF: :mod:`tripwire.web.securi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-import threading
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -97,13 +99,18 @@ def create_dashboard(
     require_login: bool = False,
     cache_seconds: float = 30.0,
     warm: bool = True,
+    sync_every: float | None = 30.0,
 ) -> APIRouter:
     """The dashboard routes of ``workspace`` (mount at ``/``).
 
     ``keys`` is the key store to check keys against (default: the workspace's, opened
     now); ``require_login`` asks for a key even from loopback clients (clients beyond
-    loopback always need one). ``warm`` computes the overview's sections in a background
-    thread right away, so the first visitor does not wait for the lake.
+    loopback always need one). The router carries a lifespan (merged into the app's by
+    ``include_router``): while the app runs, a background thread syncs the change log from
+    the lake's ``$change`` events every ``sync_every`` seconds and, with ``warm``, first
+    computes the overview's sections and the scorecards, so the first visitor does not wait
+    for the lake. Shutdown stops it, interrupts a lake query in flight and closes the
+    engine.
     """
     store = keys if keys is not None else KeyStore.for_workspace(workspace)
     gate = Gate(store, require_login=require_login)
@@ -112,9 +119,18 @@ def create_dashboard(
         from tripwire.web.experiments import warm_scorecards
 
         data.after_warm = lambda: warm_scorecards(data)
-        threading.Thread(target=data.warm, name="dashboard-warm", daemon=True).start()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        data.start(warm=warm, sync_every=sync_every)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(data.close)
+
     env = _environment()
-    router = APIRouter()
+    router = APIRouter(lifespan=lifespan)
+    router.dashboard_data = data  # type: ignore[attr-defined]  # for benchmarks and tests
 
     def page(
         request: Request, viewer: Viewer, template: str, status: int = 200, **context: Any

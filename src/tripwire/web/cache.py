@@ -32,7 +32,8 @@ class TTLCache:
         self.max_entries = max_entries
         self._values: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
-        self._refreshing: set[Hashable] = set()
+        self._refreshing: dict[Hashable, threading.Thread] = {}
+        self._closed = False
 
     def get(self, key: Hashable, compute: Callable[[], T], ttl: float | None = None) -> T:
         """The cached value (fresh, or stale while a refresh runs) or a new computation."""
@@ -40,11 +41,15 @@ class TTLCache:
         with self._lock:
             hit = self._values.get(key)
             if hit is not None:
-                if hit[0] <= now and key not in self._refreshing:
-                    self._refreshing.add(key)
-                    threading.Thread(
-                        target=self._refresh, args=(key, compute, ttl), daemon=True
-                    ).start()
+                if hit[0] <= now and key not in self._refreshing and not self._closed:
+                    thread = threading.Thread(
+                        target=self._refresh,
+                        args=(key, compute, ttl),
+                        name="dashboard-refresh",
+                        daemon=True,
+                    )
+                    self._refreshing[key] = thread
+                    thread.start()
                 return hit[1]  # type: ignore[no-any-return]
         return self._store(key, compute(), ttl)
 
@@ -55,7 +60,7 @@ class TTLCache:
             pass
         finally:
             with self._lock:
-                self._refreshing.discard(key)
+                self._refreshing.pop(key, None)
 
     def _store(self, key: Hashable, value: T, ttl: float | None) -> T:
         now = time.monotonic()
@@ -69,3 +74,12 @@ class TTLCache:
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Start no more refreshes and wait (up to ``timeout`` s) for the running ones."""
+        with self._lock:
+            self._closed = True
+            running = list(self._refreshing.values())
+        deadline = time.monotonic() + timeout
+        for thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))

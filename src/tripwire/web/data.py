@@ -86,6 +86,78 @@ class DashboardData:
         self._lock = threading.RLock()
         #: More sections to compute after the overview's (the experiment scorecards).
         self.after_warm: Callable[[], None] | None = None
+        self._stop = threading.Event()
+        self._background: threading.Thread | None = None
+        self._lake_seen: tuple[int, int] | None = None
+        #: Why the last change-log sync failed (None when it worked).
+        self.sync_error: str | None = None
+
+    # -- background work (started and stopped by the server's lifespan) ------------------
+    def start(self, *, warm: bool = True, sync_every: float | None = 30.0) -> None:
+        """Run the background thread: sync the change log, warm the caches (``warm``),
+        then re-sync the change log every ``sync_every`` seconds until :meth:`close`."""
+        if self._background is not None:
+            return
+        self._background = threading.Thread(
+            target=self._run, args=(warm, sync_every), name="dashboard-background", daemon=True
+        )
+        self._background.start()
+
+    def _run(self, warm: bool, sync_every: float | None) -> None:
+        self.sync_changes()
+        if warm:
+            self.warm()
+        while sync_every and not self._stop.wait(sync_every):
+            self.sync_changes()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the background thread and the cache refreshes, then close the engine.
+
+        A lake query in flight is interrupted (DuckDB's ``interrupt``), so shutdown does
+        not wait for a scan of the lake.
+        """
+        self._stop.set()
+        self.cache.close(timeout=0)
+        metrics = self._metrics
+        if metrics is not None:
+            connection = getattr(metrics.backend, "con", None)
+            if connection is not None and hasattr(connection, "interrupt"):
+                connection.interrupt()
+        if self._background is not None:
+            self._background.join(timeout)
+            self._background = None
+        self.cache.close(timeout=timeout)
+        with self._lock:
+            if self._metrics is not None:
+                self._metrics.backend.disconnect()
+                self._metrics = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def sync_changes(self) -> int:
+        """Record the lake's ``$change`` events in the change log; returns how many were new.
+
+        Changes sent as ``$change`` events reach the dashboard this way without a CLI step
+        (the streaming monitor records them from the buffer as they arrive, when it runs;
+        this covers servers without it and archived history). Skipped when the lake's
+        files did not change since the last sync (a directory listing, no query).
+        """
+        seen = _lake_signature(self.workspace)
+        if seen is not None and seen == self._lake_seen:
+            return 0
+        try:
+            with self._lock:
+                backend = self.metrics.backend
+                with ChangeLog.for_workspace(self.workspace) as log:
+                    new = log.sync_lake(backend)
+        except Exception as error:  # an empty lake has no events view yet
+            self.sync_error = f"{type(error).__name__}: {error}"
+            return 0
+        self.sync_error = None
+        self._lake_seen = seen
+        return new
 
     # -- engine ---------------------------------------------------------------------------
     @property
@@ -132,18 +204,24 @@ class DashboardData:
         return self.cache.get(key, compute, ttl)
 
     def warm(self) -> None:
-        """Compute the default overview's sections (run in a background thread at start)."""
-        try:
-            self.end()
-            for window in ("24h", "60m", "7d"):
-                self.kpi_series(DEFAULT_KPI, window)
-            self.health()
-            self.cohort_change(DEFAULT_KPI, None)
-            self.latency()
-            if self.after_warm is not None:
-                self.after_warm()
-        except Exception:  # an empty or broken lake: the pages will say so themselves
-            pass
+        """Compute the default overview's sections (run by the background thread at start);
+        stops early when the dashboard is closing."""
+        steps: list[Callable[[], object]] = [
+            self.end,
+            *(lambda w=w: self.kpi_series(DEFAULT_KPI, w) for w in ("24h", "60m", "7d")),
+            self.health,
+            lambda: self.cohort_change(DEFAULT_KPI, None),
+            self.latency,
+        ]
+        if self.after_warm is not None:
+            steps.append(self.after_warm)
+        for step in steps:
+            if self._stop.is_set():
+                return
+            try:
+                step()
+            except Exception:  # an empty or broken lake: the pages will say so themselves
+                return
 
     # -- overview ------------------------------------------------------------------------
     def kpi_series(self, name: str, window: str) -> list[SeriesPoint]:
@@ -313,6 +391,18 @@ class DashboardData:
                 return self.metrics.sql(name, grain="hour")
 
         return self.cache.get(("sql", name), compute, ttl=600)
+
+
+def _lake_signature(workspace: Workspace) -> tuple[int, int] | None:
+    """(number of Parquet files, newest modification time in ns) of the lake, or None."""
+    lake = workspace.lake_dir
+    if not lake.exists():
+        return None
+    count, newest = 0, 0
+    for path in lake.rglob("*.parquet"):
+        count += 1
+        newest = max(newest, path.stat().st_mtime_ns)
+    return count, newest
 
 
 def _floor(moment: datetime, step: timedelta) -> datetime:

@@ -1,0 +1,189 @@
+"""The app behind ``tripwire serve``: every HTTP face of a workspace on one server.
+
+The capability areas each provide their own routes; this face composes them (DESIGN:
+``web`` and ``cli`` may import everything, nothing imports them, so the composition lives
+here and not in :mod:`tripwire.ingest`):
+
+* the capture API (:func:`tripwire.ingest.app.create_app`: Segment/PostHog endpoints,
+  ``/healthz``; it opens and closes the buffer and the key store);
+* the monitor's routes (:func:`tripwire.monitor.http.monitor_router`: ``POST/GET
+  /v1/changes``, ``GET /metrics``) and, with ``monitor=True``, the streaming monitor
+  running as a buffer consumer while the server is up;
+* the experiments' routes (:func:`tripwire.experiments.http.assign_router`: ``GET
+  /v1/assign``) and, with ``rollout_guard=True``, the scheduled rollout guard
+  (:class:`tripwire.experiments.rollout.RolloutGuard`);
+* the dashboard (:func:`tripwire.web.app.create_dashboard`), whose router carries its own
+  lifespan (warm-up and change-log sync threads, stopped at shutdown).
+
+Every background job (streaming monitor, rollout guard, dashboard warm-up and change-log
+sync) starts in the app's lifespan and is stopped there, so an app that is never started
+(``TestClient(app)`` without ``with``) runs none of them.
+
+:func:`serve` runs the app under uvicorn; :func:`app_from_environment` is the uvicorn
+factory its worker processes call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+
+from tripwire.ingest.app import create_app
+from tripwire.store.buffer import Buffer
+from tripwire.store.keys import KeyStore
+from tripwire.store.workspace import Workspace
+
+log = logging.getLogger("tripwire.web.server")
+
+#: How worker processes learn which workspace to open.
+WORKSPACE_ENV = "TRIPWIRE_SERVE_WORKSPACE"
+#: ``1`` runs the streaming monitor and the rollout guard inside the server (one worker).
+MONITOR_ENV = "TRIPWIRE_SERVE_MONITOR"
+#: ``0`` serves the capture, monitor and experiment APIs without the dashboard.
+DASHBOARD_ENV = "TRIPWIRE_SERVE_DASHBOARD"
+
+
+def _streaming_monitor_router(workspace: Workspace) -> APIRouter:
+    """No routes: a lifespan that runs the streaming monitor and exposes it as
+    ``app.state.monitor`` (read by ``/metrics``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from tripwire.monitor.runner import start_streaming_monitor
+
+        app.state.monitor = start_streaming_monitor(workspace)
+        try:
+            yield
+        finally:
+            app.state.monitor.stop()
+            app.state.monitor = None
+
+    return APIRouter(lifespan=lifespan)
+
+
+def _experiments_router(workspace: Workspace, *, rollout_guard: bool) -> APIRouter:
+    """``GET /v1/assign`` (its service closed at shutdown) and, optionally, the rollout guard.
+
+    EXPERIMENTS HOOK: the experiments area owns these pieces (src/tripwire/experiments/
+    http.py and rollout.py); when it grows more routes or background jobs, they are
+    composed here.
+    """
+    from tripwire.experiments.http import AssignService, assign_router
+
+    service = AssignService.for_workspace(workspace)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        guard: Any = None
+        if rollout_guard:
+            from tripwire.experiments.rollout import RolloutGuard
+
+            guard = RolloutGuard(workspace)
+            guard.start()
+        app.state.rollout_guard = guard
+        try:
+            yield
+        finally:
+            if guard is not None:
+                guard.stop()
+            service.close()
+
+    router = APIRouter(lifespan=lifespan)
+    router.include_router(assign_router(service))
+    return router
+
+
+def create_server_app(
+    workspace: Workspace,
+    *,
+    monitor: bool = False,
+    rollout_guard: bool | None = None,
+    dashboard: bool = True,
+    assign: bool = True,
+    require_login: bool = False,
+    warm: bool = True,
+    buffer: Buffer | None = None,
+    keys: KeyStore | None = None,
+) -> FastAPI:
+    """The whole server of ``workspace`` (see the module docstring for what it composes).
+
+    ``monitor`` runs the streaming monitor while the app is up and ``rollout_guard`` the
+    scheduled rollout guard (default: the same as ``monitor``; both are one-process jobs,
+    so only one server worker may run them). ``dashboard`` serves the web pages;
+    ``require_login`` makes them ask for a key even from loopback; ``warm`` precomputes the
+    overview at start. ``assign`` serves ``GET /v1/assign``. ``buffer``/``keys`` are passed
+    to the capture app (used as they are and left open: tests, embedding).
+    """
+    app = create_app(workspace, buffer=buffer, keys=keys)
+    the_keys: KeyStore = app.state.capture.keys
+    app.title = "tripwire"
+    app.state.monitor = None
+
+    from tripwire.monitor.http import monitor_router
+
+    app.include_router(
+        monitor_router(workspace, live=lambda: getattr(app.state, "monitor", None), keys=the_keys)
+    )
+    if monitor:
+        app.include_router(_streaming_monitor_router(workspace))
+    if assign:
+        guard = monitor if rollout_guard is None else rollout_guard
+        app.include_router(_experiments_router(workspace, rollout_guard=guard))
+    if dashboard:
+        from tripwire.web.app import create_dashboard
+
+        app.include_router(
+            create_dashboard(workspace, keys=the_keys, require_login=require_login, warm=warm)
+        )
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn factory: the server app of the workspace named in ``TRIPWIRE_SERVE_WORKSPACE``."""
+    return create_server_app(
+        Workspace.load(Path(os.environ[WORKSPACE_ENV])),
+        monitor=os.environ.get(MONITOR_ENV) == "1",
+        dashboard=os.environ.get(DASHBOARD_ENV, "1") == "1",
+    )
+
+
+def serve(
+    workspace: Workspace,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    workers: int = 1,
+    access_log: bool = False,
+    log_level: str = "info",
+    monitor: bool = False,
+    dashboard: bool = True,
+) -> None:
+    """Serve ``workspace`` (capture API, monitor and experiment APIs, dashboard) until
+    interrupted (blocks).
+
+    uvicorn picks httptools and uvloop when they are installed (``uvicorn[standard]``).
+    With ``workers`` > 1 each worker process opens its own buffer writer (SQLite serialises
+    their commits); ``monitor`` (the streaming monitor and the rollout guard) only runs
+    with one worker, since each worker would otherwise run its own.
+    """
+    os.environ[WORKSPACE_ENV] = str(workspace.root)
+    os.environ[MONITOR_ENV] = "1" if monitor and workers == 1 else "0"
+    os.environ[DASHBOARD_ENV] = "1" if dashboard else "0"
+    uvicorn.run(
+        "tripwire.web.server:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
