@@ -19,6 +19,7 @@ from tripwire.experiments.assignment import (
     assign_many,
     positions,
     unit_hash,
+    unit_hashes,
 )
 
 VECTORS = json.loads((Path(__file__).parent / "assignment_vectors.json").read_text())
@@ -68,6 +69,20 @@ def test_vectorised_equals_scalar():
     for unit, index in zip(UNITS[:5000], many, strict=True):
         arm = assign(allocation, unit).arm
         assert arm == (None if index == NOT_ENROLLED else allocation.arms[index])
+
+
+def test_vectorised_sha256_equals_hashlib_on_awkward_keys():
+    """The NumPy SHA-256 of batches: empty, non-ASCII, one-block edge (55/56 bytes), long
+    keys (hashlib fallback), non-string ids, and more rows than one chunk."""
+    prefix = "ranker_v2:"  # 10 bytes: units of 45 bytes fill one block exactly, 46 do not
+    awkward = ["", "ü" * 20, "日本語-ユーザー", "x" * 45, "x" * 46, "y" * 200, "a'b\\c"]
+    units = [*awkward, *(f"user-{i}" for i in range(40_000)), *awkward]
+    got = unit_hashes(prefix, units)
+    expected = [int(hashlib.sha256(f"{prefix}{u}".encode()).hexdigest()[:16], 16) for u in units]
+    assert got.dtype == np.uint64 and [int(h) for h in got] == expected
+    numbers = list(range(1000))
+    assert [int(h) for h in unit_hashes("e:", numbers)] == [unit_hash(f"e:{i}") for i in numbers]
+    assert unit_hashes("e:", []).size == 0
 
 
 def test_split_matches_weights_by_chi_square():
