@@ -87,3 +87,67 @@ def test_bad_requests(setup: Any, query: str, auth: str | None, status: int, cod
     assert response.json()["error"] == code
     if code == "invalid_spec":
         assert any("broken.yaml:2: arms" in e for e in response.json()["errors"])
+
+
+# --------------------------------------------------------------------------- the server's part
+
+
+def _live_world() -> Any:
+    from tests.experiments.test_rollout import LW  # the live-lake helpers, loaded once
+
+    return LW
+
+
+def test_experiments_server_serves_assign_and_runs_the_guard(tmp_path: Path) -> None:
+    """The composition the server makes: the router in the app, the guard started and
+    stopped by the app's lifespan. The guard's first pass pauses a harmed rollout, after
+    which /v1/assign enrols no new unit (reason ``paused``)."""
+    import time as clock
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from tripwire.experiments.http import experiments_server
+    from tripwire.experiments.registry import Registry
+    from tripwire.experiments.spec import load_spec
+
+    lw = _live_world()
+    lake = lw.build_lake(tmp_path / "lake", harm=lw.Harm(latency_factor=1.6, error_factor=3.0))
+    ws = lw.workspace_on(tmp_path / "ws", lake)
+    loaded = load_spec(ws, lw.EXPERIMENT)
+    with Registry.open(ws) as registry:
+        registry.lock(lw.EXPERIMENT, loaded.hash, loaded.spec.model_dump(mode="json"))
+    keys = KeyStore.for_workspace(ws)
+    secret = keys.create("backend", permissions=["write"]).secret
+    breaches: list[Any] = []
+    experiments = experiments_server(ws, keys=keys, notify=breaches.append)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        experiments.start()
+        try:
+            yield
+        finally:
+            experiments.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(experiments.router)
+    with TestClient(app) as client:
+        guard = experiments.guard
+        assert guard is not None
+        deadline = clock.monotonic() + 60
+        while guard.passes == 0 and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        assert guard.passes >= 1 and guard.last_error is None
+        assert [b.experiment for b in breaches] == [lw.EXPERIMENT]
+        experiments.service.assigner.state_ttl_s = 0
+        response = client.get(
+            f"/v1/assign?experiment={lw.EXPERIMENT}&unit_id=brand-new-unit", headers=basic(secret)
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["arm"] is None and response.json()["reason"] == "paused"
+    with Registry.open(ws) as registry:
+        state = registry.rollout_state(lw.EXPERIMENT)
+        assert state is not None and state.status == "paused"
+    # the server's shared key store is left open for the rest of the app
+    assert keys.authenticate(secret, "write") is not None
+    keys.close()
