@@ -256,6 +256,24 @@ class Tripwire:
             raise error
         return result
 
+    # -- experiments -------------------------------------------------------------------------
+
+    def assign(
+        self, experiment: str, unit_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """The arm of ``unit_id`` in ``experiment`` (None when not enrolled), logging its
+        ``$exposure`` event on first assignment.
+
+        ``attributes`` (e.g. ``{"locale": "ja-JP", "device": "Echo Show"}``) are checked
+        against the spec's population and stored with the exposure, where cohort
+        dimensions read them. Sticky: a unit keeps its arm across calls, processes and
+        rollout changes; a paused rollout enrols no new unit; the kill switch enrols nobody.
+        See :mod:`tripwire.experiments.exposure_log` and ``docs/assignment.md``.
+        """
+        from tripwire.experiments.exposure_log import assigner_for
+
+        return assigner_for(self).assign(experiment, unit_id, attributes).arm
+
     # -- the lake ----------------------------------------------------------------------------
 
     def archive(self, *, compact: bool = False) -> ArchiveResult:

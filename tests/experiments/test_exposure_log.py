@@ -125,9 +125,11 @@ def test_tw_assign_lands_one_exposure_in_the_lake(ws: Workspace) -> None:
     without_rollout = SPEC.split("rollout:")[0]
     (ws.experiments_dir / "exp.yaml").write_text(without_rollout)
     with tripwire.open(ws.root) as tw:
-        arm = exposure_log.assign(tw, "exp", "u7", {"locale": "en-US"})
+        arm = tw.assign("exp", "u7", {"locale": "en-US"})
         assert arm in ("control", "treatment")
+        assert tw.assign("exp", "u7", {"locale": "en-US"}) == arm
         assert exposure_log.assign(tw, "exp", "u7", {"locale": "en-US"}) == arm
+        assert tw.assign("exp", "u8", {"locale": "ja-JP"}) is None  # outside the population
         # a retry of the same first exposure from elsewhere is deduplicated by messageId
         exposure_log.tripwire_sender(tw)(
             exposure_log.assigner_for(tw)._exposure(  # noqa: SLF001
@@ -141,3 +143,11 @@ def test_tw_assign_lands_one_exposure_in_the_lake(ws: Workspace) -> None:
     assert rows == [
         {"user_id": "u7", "prop_experiment": "exp", "prop_variant": arm, "locale": "en-US"}
     ]
+    with tripwire.open(ws.root) as again:  # a new client (as another process): sticky, no re-log
+        assert again.assign("exp", "u7", {"locale": "en-US"}) == arm
+        assert (
+            again.sql("SELECT count(*) AS n FROM events WHERE event = '$exposure'").to_pylist()[0][
+                "n"
+            ]
+            == 1
+        )
