@@ -434,8 +434,14 @@ class IncrementalStats:
         )
 
     # ------------------------------------------------------------------ result
-    def result(self) -> UnitStats:
-        """The experiment's statistics merged from the stored partials (no lake scan)."""
+    def result(self, until: date | None = None) -> UnitStats:
+        """The experiment's statistics merged from the stored partials (no lake scan).
+
+        ``until``: only the partials of days up to and including this UTC day — exactly the
+        statistics of a full recomputation on the events before the end of that day (an
+        earlier sequential look), because a unit's first exposure as of that day is its
+        current one whenever it falls on or before it, and every partial is per day.
+        """
         manifest = self._manifest()
         if manifest is None:
             raise UnitStatsError(
@@ -446,12 +452,16 @@ class IncrementalStats:
         exp_rows = session.parts(
             [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
         )
-        exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
-        summary = summarize(exposed, spec.experiment)
-        units = analysed_units(exposed)
         partials = session.parts(
             [self.dir / p for p in manifest["partial_parts"]], _partial_schema(plan)
         )
+        if until is not None:
+            last = (until - _EPOCH).days
+            exp_rows = exp_rows.filter(exp_rows.day <= last)
+            partials = partials.filter(partials.day <= last)
+        exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+        summary = summarize(exposed, spec.experiment)
+        units = analysed_units(exposed)
         per_unit = _merge_components(partials, units, plan)
         return compute_from_units(
             per_unit,
