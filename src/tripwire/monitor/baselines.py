@@ -30,6 +30,7 @@ NORMAL_MEAN_ABS_TO_SD = math.sqrt(math.pi / 2.0)  # σ = E|X| · √(π/2) for X
 MAD_TO_SD = 1.482602218505602  # σ = 1.4826 · MAD for the normal
 MIN_LEVEL_POINTS = 12.0
 MIN_SCALE_POINTS = 50.0
+MIN_CLIP_VISITS = 10  # residuals behind the scale before the Huber clip applies
 
 
 def mad_scale(values: NDArray[np.float64]) -> float:
@@ -201,7 +202,10 @@ class SeasonalBaseline:
             self.init_n[d] += init
             self.init_w2[d] += np.where(init, unit_weight * unit_weight, 0.0)
         unit = np.where(mask, residual / unit_weight, 0.0)
-        known = np.isfinite(clip_scale)
+        # no clipping until the scale rests on MIN_CLIP_VISITS residuals: a scale started
+        # from one tiny residual (a thin series' first zero) would otherwise clip everything
+        # after it and could never grow back (nor could the level move)
+        known = np.isfinite(clip_scale) & (self.scale_visits >= MIN_CLIP_VISITS)
         limit = np.where(known, s.huber_c * clip_scale, np.inf)
         clipped_unit = np.clip(unit, -limit, limit)
         e = clipped_unit * unit_weight

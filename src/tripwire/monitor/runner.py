@@ -47,6 +47,7 @@ from tripwire.monitor.rules import Clear, RuleBank, Trigger
 from tripwire.monitor.series import (
     Segment,
     Ticks,
+    clip_shares,
     detector_kind,
     discover_and_fetch,
     fetch_ticks,
@@ -150,6 +151,8 @@ class MonitorEvaluator:
                 f" expected {_utc(self.next_timestamp)}"
             )
         kind = self.bank.config.kind
+        if kind == "proportion":
+            ticks = clip_shares(ticks)
         out: list[Event] = []
         for t in range(len(ticks)):
             ts = int(ticks.timestamps[t])
@@ -188,6 +191,8 @@ def prepare(
     config = detector_config(monitor, metric)
     notes: list[str] = []
     kind = config.kind
+    if kind == "proportion":
+        history = clip_shares(history)
     values = history.values if kind == "value" else None
     nums = None if kind == "value" else history.numerators
     dens = None if kind == "value" else history.denominators

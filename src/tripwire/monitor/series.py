@@ -37,12 +37,26 @@ ADDITIVE = ("count", "sum", "distinct")
 
 
 def detector_kind(metric: MetricBase) -> str:
-    """``proportion`` for a ratio counting a subset of its denominator's events, ``ratio``
-    for other ratios and means, ``value`` for counts, sums and quantiles."""
+    """``proportion`` for a share, ``ratio`` for other ratios and means, ``value`` for
+    counts, sums and quantiles.
+
+    A ratio is a share (binomial: each denominator unit is in the numerator or not) when it
+    counts a subset of its denominator's events, or when both sides count distinct values of
+    the same unit (sessions with an order / sessions with an utterance). Shares are judged
+    against their binomial noise (:mod:`tripwire.monitor.detectors`), so a thin slice's
+    hour of three sessions cannot page.
+
+    >>> from tripwire.metrics.definitions import parse_metric
+    >>> detector_kind(parse_metric({"name": "conv", "type": "ratio",
+    ...     "numerator": {"events": ["Order Completed"], "agg": "distinct", "value": "session_id"},
+    ...     "denominator": {"events": ["Voice Utterance"], "agg": "distinct", "value": "session_id"}}))
+    'proportion'
+    """
     if isinstance(metric, RatioMetric):
         num, den = metric.numerator, metric.denominator
-        same = num.events == den.events and num.agg == den.agg == "count"
-        return "proportion" if same and bool(den.events) else "ratio"
+        subset = num.events == den.events and num.agg == den.agg == "count"
+        units = num.agg == den.agg == "distinct" and num.value == den.value
+        return "proportion" if (subset and bool(den.events)) or units else "ratio"
     if metric.type in ("mean", "proportion"):
         return "ratio"
     return "value"
@@ -231,6 +245,22 @@ def discover_and_fetch(
             if total / hours >= monitor.segments.min_volume:
                 segments.append(dict(zip(dims, key, strict=True)))
     return segments, _fill(tables, metric, segments, first, n_ticks, step)
+
+
+def clip_shares(ticks: Ticks) -> Ticks:
+    """Numerators capped at their denominators, for a share's detector.
+
+    A share of distinct units can count a unit in a bucket's numerator whose denominator
+    event fell in the previous bucket (an order at 18:01 of a session whose utterances ended
+    at 17:59); the binomial model needs ``x ≤ n`` per bucket, so the excess is dropped (it
+    is at most the handful of units straddling a bucket edge).
+    """
+    if not np.any(ticks.numerators > ticks.denominators):
+        return ticks
+    num = np.minimum(ticks.numerators, ticks.denominators)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(ticks.denominators > 0, num / ticks.denominators, ticks.values)
+    return Ticks(ticks.timestamps, num, ticks.denominators, values, ticks.volumes)
 
 
 def split(ticks: Ticks, at: int) -> tuple[Ticks, Ticks]:
