@@ -259,6 +259,21 @@ def events_table_orders(backend: BaseBackend) -> ibis.Table:
     )
 
 
+def telemetry_loss(
+    backend: BaseBackend, metric: MetricBase, current: Window, baselines: Sequence[Window]
+) -> Reconciliation | None:
+    """Only the ledger reconciliation, when it says the metric's telemetry was lost.
+
+    The cheap early check of an investigation (one query instead of four): the verdict
+    "measurement issue" of :func:`check_integrity` rests on exactly this condition.
+    """
+    reconciliation = _reconcile(backend, current, baselines)
+    read = event_names_read(metric) or set()
+    if reconciliation is None or not reconciliation.telemetry_lost:
+        return None
+    return reconciliation if (not read or TELEMETRY_ORDER_EVENT in read) else None
+
+
 def check_integrity(
     backend: BaseBackend, metric: MetricBase, current: Window, baselines: Sequence[Window]
 ) -> IntegrityReport:

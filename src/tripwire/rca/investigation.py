@@ -31,7 +31,14 @@ from tripwire.rca.breakpoint import BreakpointReport, find_breakpoint, related_f
 from tripwire.rca.changes import ChangeAnalysis, analyze_changes, mix_share
 from tripwire.rca.data import InvestigationError, Window
 from tripwire.rca.impact import Impact, estimate_impact
-from tripwire.rca.integrity import IntegrityReport, check_integrity, missing_order_series
+from tripwire.rca.integrity import (
+    IntegrityReport,
+    Reconciliation,
+    check_integrity,
+    missing_order_series,
+    telemetry_loss,
+)
+from tripwire.rca.localize import LOCALIZED
 from tripwire.rca.problem import (
     ONSET_LOOKBACK,
     REGIME_LOOKAHEAD,
@@ -43,6 +50,7 @@ from tripwire.rca.problem import (
 )
 from tripwire.rca.recommend import Recommendation, recommend
 from tripwire.rca.segments import (
+    CONFIRM_ALPHA,
     SegmentFinding,
     SegmentResult,
     choose,
@@ -54,6 +62,8 @@ from tripwire.store.engine import connect
 from tripwire.store.workspace import Workspace
 
 PROVISIONAL = timedelta(hours=2)
+#: Provisional windows ending at ``at``, tried in turn until one localizes.
+PROVISIONAL_LENGTHS = (PROVISIONAL, timedelta(hours=1), timedelta(minutes=30))
 
 
 @dataclass(frozen=True)
@@ -127,19 +137,22 @@ def _localize(
     funnel: FunnelMetric | None,
     current: Window,
     baselines: tuple[Window, ...],
+    *,
+    alpha: float = CONFIRM_ALPHA,
 ) -> tuple[SegmentResult, dict[str, data.LeafTable], dict[str, data.FunnelCounts] | None]:
     dims = data.investigation_dimensions(metric)
     windows = {"baseline": baselines, "current": (current,)}
     leaves = data.metric_leaves(backend, metric, dims, windows)
     additive = metric.type in ("count", "sum", "distinct")
     finding = SegmentFinding(
-        "metric", localize_metric(leaves["baseline"], leaves["current"], additive=additive)
+        "metric",
+        localize_metric(leaves["baseline"], leaves["current"], additive=additive, alpha=alpha),
     )
     counts = None
     steps: list[SegmentFinding] = []
     if funnel is not None:
         counts = data.funnel_counts(backend, funnel, data.investigation_dimensions(funnel), windows)
-        steps = localize_steps(counts["baseline"], counts["current"])
+        steps = localize_steps(counts["baseline"], counts["current"], alpha=alpha)
     return choose(finding, steps), leaves, counts
 
 
@@ -152,6 +165,7 @@ def _regime(
     counts: dict[str, data.FunnelCounts] | None,
     at: datetime,
     bounds: tuple[datetime, datetime],
+    provisional: Window,
 ) -> Regime:
     span = Window(max(at - ONSET_LOOKBACK, bounds[0]), min(at + REGIME_LOOKAHEAD, bounds[1]))
     segment = result.segments[0] if result.segments else {}
@@ -208,8 +222,8 @@ def _regime(
     if not result.segments and strength < 4.0 or strength < 3.0:
         # No clear regime in the signal: keep the provisional window rather than invent one.
         return Regime(
-            max(at - PROVISIONAL, bounds[0]),
-            min(at, bounds[1]),
+            provisional.start,
+            provisional.end,
             False,
             "step",
             regime.shift,
@@ -219,17 +233,50 @@ def _regime(
 
 
 def _measurement_regime(
-    backend: BaseBackend, report: IntegrityReport, at: datetime, bounds: tuple[datetime, datetime]
+    backend: BaseBackend, lost: Reconciliation, at: datetime, bounds: tuple[datetime, datetime]
 ) -> Regime:
     """The regime of lost telemetry: change points of the share of ledger orders the app missed."""
     span = Window(max(at - ONSET_LOOKBACK, bounds[0]), min(at + REGIME_LOOKAHEAD, bounds[1]))
     missing, total = missing_order_series(backend, span, data.BUCKET)
-    base = report.reconciliation.baseline_missing_share if report.reconciliation else 0.0
     series = data.Series(
         tuple(span.start + i * data.BUCKET for i in range(total.size)), missing, total
     )
-    z = residual_z(series, max(base, 0.002), additive=False)
+    z = residual_z(series, max(lost.baseline_missing_share, 0.002), additive=False)
     return locate_regime(series.starts, z, at)
+
+
+def _provisional(
+    backend: BaseBackend,
+    metric: MetricBase,
+    funnel: FunnelMetric | None,
+    at: datetime,
+    bounds: tuple[datetime, datetime],
+) -> tuple[Window, SegmentResult, dict[str, data.LeafTable], dict[str, data.FunnelCounts] | None]:
+    """Localize the windows ending at ``at`` (2 h, then 1 h, then 30 min) until one localizes.
+
+    A page an hour into an incident puts half of a two-hour window before the onset,
+    which halves the signal of a thin segment; the shorter windows are tried only when
+    the longer one finds nothing. Each window's confirmation runs at a third of the
+    family-wise level, so the fallbacks do not add invented causes.
+    """
+    tried = None
+    for length in PROVISIONAL_LENGTHS:
+        window = Window(max(at - length, bounds[0]), min(at, bounds[1]))
+        baselines = data.baseline_windows(window, data_start=bounds[0])
+        outcome = _localize(
+            backend,
+            metric,
+            funnel,
+            window,
+            baselines,
+            alpha=CONFIRM_ALPHA / len(PROVISIONAL_LENGTHS),
+        )
+        if tried is None or outcome[0].verdict == LOCALIZED:
+            tried = (window, *outcome)
+        if outcome[0].verdict == LOCALIZED or not baselines:
+            break
+    assert tried is not None
+    return tried
 
 
 def investigate(
@@ -269,24 +316,17 @@ def investigate(
         )
     funnels = [m for m in catalog if isinstance(m, FunnelMetric)]
     funnel = related_funnel(metric, funnels)
-    provisional = Window(max(at - PROVISIONAL, bounds[0]), min(at, bounds[1]))
-    first, leaves, counts = _localize(
-        backend,
-        metric,
-        funnel,
-        provisional,
-        data.baseline_windows(provisional, data_start=bounds[0]),
-    )
+    provisional, first, leaves, counts = _provisional(backend, metric, funnel, at, bounds)
     provisional_baselines = data.baseline_windows(provisional, data_start=bounds[0])
-    early = (
-        check_integrity(backend, metric, provisional, provisional_baselines)
+    lost = (
+        telemetry_loss(backend, metric, provisional, provisional_baselines)
         if provisional_baselines
         else None
     )
-    if early is not None and early.measurement_issue:
-        regime = _measurement_regime(backend, early, at, bounds)
+    if lost is not None:
+        regime = _measurement_regime(backend, lost, at, bounds)
     else:
-        regime = _regime(backend, metric, funnel, first, leaves, counts, at, bounds)
+        regime = _regime(backend, metric, funnel, first, leaves, counts, at, bounds, provisional)
     if onset_hint is not None and abs((regime.onset - onset_hint).total_seconds()) > 3 * 3600:
         regime = Regime(
             onset_hint,

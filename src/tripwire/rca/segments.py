@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats
 
 from tripwire.rca.data import FunnelCounts, LeafTable
 from tripwire.rca.localize import (
@@ -31,6 +30,11 @@ from tripwire.rca.localize import (
     localize,
     localize_ratio,
 )
+from tripwire.stats.exact import poisson_ratio_exact_tail, two_proportion_exact_tail
+
+#: Family-wise false-cause rate of one investigation's views (metric + funnel steps):
+#: each view's elements are confirmed at this level divided by its candidates.
+CONFIRM_ALPHA = 0.01
 
 
 @dataclass(frozen=True)
@@ -67,41 +71,49 @@ class SegmentResult:
 def _confirmed(
     result: Localization,
     columns: Mapping[str, list[str]],
-    trials: np.ndarray | None,
+    current: tuple[np.ndarray, np.ndarray],
+    baseline: tuple[np.ndarray, np.ndarray],
     *,
-    alpha: float = 0.01,
+    proportion: bool,
+    alpha: float = CONFIRM_ALPHA,
 ) -> Localization:
-    """Keep only elements whose deviation an exact test confirms (Bonferroni over candidates).
+    """The thin-data guard: keep only elements whose deviation is significant given their volume.
 
-    The localizer's z bound uses a normal approximation, which is badly wrong for rates near
-    0 or 1 in thin segments (one failure out of one trial at a 97% step is z ≈ −5.7). Each
-    element is re-tested exactly: a binomial tail for a rate (``trials`` = the element's
-    denominator, success probability = expected / trials), a Poisson tail for a count.
+    The localizer's z bound uses a normal approximation and treats the baseline as known;
+    both fail for thin segments (one failure out of one trial at a 97% step is z ≈ −5.7,
+    and a segment with 10 baseline sessions has a noisy baseline rate). Each element is
+    re-tested *exactly against its own baseline sample*, one-sided in the direction it
+    moved, at a Bonferroni level over every candidate cell the localizer scored:
+
+    * a proportion (numerator ≤ denominator): Fisher's exact test of the segment's current
+      vs baseline successes/trials (:func:`tripwire.stats.exact.two_proportion_exact_tail`);
+    * a count: the conditional binomial test of the current count vs the baseline count
+      over its windows (:func:`tripwire.stats.exact.poisson_ratio_exact_tail`).
+
+    Counts are deflated by the localizer's dispersion estimate (≥ 1), so over-dispersed
+    data needs proportionally more evidence. ``current``/``baseline`` are per-leaf
+    (numerator, denominator) arrays aligned with ``columns`` (for counts the denominator
+    is the number of windows). No element left → no localized cause (insufficient data).
     """
     if result.verdict != LOCALIZED:
         return result
     bound = alpha / max(result.candidates_scored, 1)
+    phi = max(result.dispersion, 1.0)
+    arrays = {k: np.asarray(v, dtype=object) for k, v in columns.items()}
+    size = len(current[0])
     kept = []
     for element in result.elements:
-        mask = np.ones(len(next(iter(columns.values()))), dtype=bool)
+        mask = np.ones(size, dtype=bool)
         for key, value in element.conditions.items():
-            mask &= np.asarray(columns[key], dtype=object) == value
-        observed, expected = round(element.observed), element.expected
-        if trials is not None:
-            n = int(round(float(trials[mask].sum())))
-            p = min(max(expected / n, 1e-9), 1 - 1e-9) if n else 0.0
-            tail = (
-                stats.binom.cdf(observed, n, p)
-                if observed < expected
-                else stats.binom.sf(observed - 1, n, p)
-            )
+            mask &= arrays[key] == value
+        num, den = float(current[0][mask].sum()), float(current[1][mask].sum())
+        base_num, base_den = float(baseline[0][mask].sum()), float(baseline[1][mask].sum())
+        if proportion:
+            tail = two_proportion_exact_tail(num, den, base_num, base_den, dispersion=phi)
         else:
-            tail = (
-                stats.poisson.cdf(observed, expected)
-                if observed < expected
-                else stats.poisson.sf(observed - 1, expected)
-            )
-        if tail < bound:
+            windows = float(baseline[1][mask].max()) if mask.any() else 1.0
+            tail = poisson_ratio_exact_tail(num, 1.0, base_num, windows, dispersion=phi)
+        if float(tail) < bound:
             kept.append(element)
     if not kept:
         return Localization(
@@ -120,19 +132,35 @@ def _confirmed(
 
 
 def localize_metric(
-    baseline: LeafTable, current: LeafTable, *, additive: bool, max_depth: int = 3
+    baseline: LeafTable,
+    current: LeafTable,
+    *,
+    additive: bool,
+    max_depth: int = 3,
+    alpha: float = CONFIRM_ALPHA,
 ) -> Localization:
-    """Localize the metric's deviation (leaf tables over the same dimensions)."""
+    """Localize the metric's deviation (leaf tables over the same dimensions).
+
+    Elements are kept only when the thin-data guard (:func:`_confirmed`) confirms them at
+    family-wise level ``alpha``; a ratio that is not a proportion (e.g. revenue per
+    session) has no exact test and keeps the localizer's own surprise bound.
+    """
     base, cur = baseline.aligned(current)
     columns = {k: list(v) for k, v in cur.columns.items()}
     if cur.size == 0:
         return Localization(NO_CHANGE, (), 0.0, 0.0, 0.0, 0.0, 1.0, 0)
     if additive:
-        windows = float(base.denominator[0]) if base.size and base.denominator[0] else 1.0
-        # Shrink thin leaves toward their share of the total so one-off zeros are not causes.
+        # Leaves absent from the baseline have a zero denominator after alignment.
+        windows = float(base.denominator.max()) if base.size and base.denominator.max() else 1.0
         expected = base.numerator / windows
+        result = localize(columns, cur.numerator, expected, max_depth=max_depth)
         return _confirmed(
-            localize(columns, cur.numerator, expected, max_depth=max_depth), columns, None
+            result,
+            columns,
+            (cur.numerator, np.ones(cur.size)),
+            (base.numerator, np.full(base.size, windows)),
+            proportion=False,
+            alpha=alpha,
         )
     result = localize_ratio(
         columns,
@@ -142,14 +170,34 @@ def localize_metric(
         base.denominator,
         max_depth=max_depth,
     )  # type: ignore[arg-type]
-    proportion = bool(np.all(cur.numerator <= cur.denominator + 1e-9))
-    return _confirmed(result, columns, cur.denominator) if proportion else result
+    proportion = bool(
+        np.all(cur.numerator <= cur.denominator + 1e-9)
+        and np.all(base.numerator <= base.denominator + 1e-9)
+    )
+    if not proportion:
+        return result
+    return _confirmed(
+        result,
+        columns,
+        (cur.numerator, cur.denominator),
+        (base.numerator, base.denominator),
+        proportion=True,
+        alpha=alpha,
+    )
 
 
 def localize_steps(
-    baseline: FunnelCounts, current: FunnelCounts, *, max_depth: int = 2
+    baseline: FunnelCounts,
+    current: FunnelCounts,
+    *,
+    max_depth: int = 2,
+    alpha: float = CONFIRM_ALPHA,
 ) -> list[SegmentFinding]:
-    """Localize the conditional conversion of every funnel step (from step 2)."""
+    """Localize the conditional conversion of every funnel step (from step 2).
+
+    The steps share the family-wise level ``alpha`` (Bonferroni over steps), so looking at
+    six steps does not multiply the chance of an invented cause.
+    """
     base_keys = list(zip(*baseline.columns.values(), strict=True)) if baseline.columns else []
     cur_keys = list(zip(*current.columns.values(), strict=True)) if current.columns else []
     union = sorted(set(base_keys) | set(cur_keys))
@@ -169,7 +217,14 @@ def localize_steps(
         result = localize_ratio(
             columns, cur[:, k], cur[:, k - 1], base[:, k], base[:, k - 1], max_depth=max_depth
         )  # type: ignore[arg-type]
-        result = _confirmed(result, columns, cur[:, k - 1])
+        result = _confirmed(
+            result,
+            columns,
+            (cur[:, k], cur[:, k - 1]),
+            (base[:, k], base[:, k - 1]),
+            proportion=True,
+            alpha=alpha / max(steps - 1, 1),
+        )
         out.append(SegmentFinding(f"step:{current.steps[k]}", result))
     return out
 
