@@ -67,7 +67,10 @@ def test_track_many_reports_rejections_and_dedupes_retries(workspace):
         tw.flush()
         tw.track_many(messages)  # a retry of the same batch
         assert tw.flush() == FlushResult(stored=2, duplicates=2)
-    assert len(stored_envelopes(workspace)) == 2
+    stored = stored_envelopes(workspace)
+    assert len([e for e in stored if e["event"] != "$rejected"]) == 2
+    # each call's rejection is recorded (not counted as a stored event of the caller)
+    assert [e["properties"]["field"] for e in stored if e["event"] == "$rejected"] == ["event"] * 2
 
 
 def test_background_flush_makes_events_durable_without_flush(workspace):

@@ -150,7 +150,18 @@ def test_partial_batch_stores_good_events_and_lists_rejected(live):
         {"index": 2, "field": "", "reason": "an event must be a JSON object, got str"},
         {"index": 3, "field": "event", "reason": "must not be empty"},
     ]
-    assert [e["userId"] for e in live.stored()] == ["u0", "u4"]
+    stored = live.stored()
+    assert [e["userId"] for e in stored if e["event"] != "$rejected"] == ["u0", "u4"]
+    # each rejected message is recorded (source, write key id, field, reason, position)
+    records = [e for e in stored if e["event"] == "$rejected"]
+    assert [(r["properties"]["index"], r["properties"]["field"]) for r in records] == [
+        (1, "userId"),
+        (2, ""),
+        (3, "event"),
+    ]
+    assert {r["source"] for r in records} == {"app"}
+    assert all(r["properties"]["write_key"] and r["receivedAt"] for r in records)
+    assert records[0]["properties"]["rejected_message_id"] == batch[1]["messageId"]
 
 
 def test_all_rejected_batch_is_400_and_bad_shapes_are_400(live):
@@ -266,7 +277,7 @@ def test_posthog_batch_capture_and_form(live):
     assert batch.json()["accepted"] == 3 and batch.json()["rejected"][0]["index"] == 3
     assert capture.status_code == 200 and form.status_code == 200, form.text
     assert unauthorized.status_code == 401
-    stored = live.stored()
+    stored = [e for e in live.stored() if e["event"] != "$rejected"]
     assert [e["event"] for e in stored] == [
         "Turn Completed",
         "$page",

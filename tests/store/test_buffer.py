@@ -248,8 +248,12 @@ def test_another_process_reads_while_this_one_writes(tmp_path):
 
 
 def test_encode_uses_received_fallback_for_envelopes_without_received_at():
-    (row,) = encode_envelopes(
+    batch = encode_envelopes(
         [{"messageId": "a", "timestamp": "2026-11-01T10:00:00+02:00"}], received_at=42
     )
     expected = int(datetime(2026, 11, 1, 8, tzinfo=UTC).timestamp()) * 1_000_000
-    assert row[:3] == ("a", expected, 42)
+    row = batch.batch.to_pylist()[0]
+    assert batch.message_ids == ["a"] and row["message_id"] == "a"
+    assert row["timestamp"] == datetime.fromtimestamp(expected / 1e6, UTC)
+    assert row["received_at"] == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=42)
+    assert batch.envelopes() == [{"messageId": "a", "timestamp": "2026-11-01T10:00:00+02:00"}]

@@ -23,7 +23,7 @@ import base64
 import binascii
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +39,12 @@ from tripwire.events import (
     EventValidationError,
     Rejection,
     normalize_event,
-    validate_batch,
+)
+from tripwire.events.columns import (
+    EnvelopeBatch,
+    envelopes_to_batch,
+    normalize_batch,
+    rejection_batch,
 )
 from tripwire.events.posthog import posthog_to_segment, posthog_write_key
 from tripwire.ingest.bodies import read_json, read_posthog_json
@@ -92,7 +97,7 @@ def header_write_key(request: Request) -> str | None:
     return decoded.partition(":")[0] or None
 
 
-def _rejections(rejected: list[Rejection]) -> list[dict[str, object]]:
+def _rejections(rejected: Sequence[Rejection]) -> list[dict[str, object]]:
     return [r.as_dict() for r in rejected]
 
 
@@ -127,11 +132,29 @@ class CaptureService:
         except AuthenticationError as error:
             raise IngestError(error.status, "unauthorized", error.reason) from None
 
-    async def store(self, envelopes: list[dict[str, Any]]) -> AppendResult:
-        if not envelopes:
-            return AppendResult(stored=0, duplicates=0)
+    async def store(
+        self,
+        batch: EnvelopeBatch,
+        rejected: Sequence[Rejection] = (),
+        messages: Sequence[Any] = (),
+        key: ApiKey | None = None,
+        received_at: datetime | None = None,
+    ) -> AppendResult:
+        """Append the accepted events and, in the same group commit, one ``$rejected``
+        record per rejected message (so rejections are counted per source and minute)."""
         try:
-            return await asyncio.wrap_future(self.buffer.submit(envelopes))
+            if rejected and key is not None and received_at is not None:
+                records = rejection_batch(
+                    rejected,
+                    messages,
+                    received_at=received_at,
+                    source=key.source,
+                    write_key=key.key_id,
+                )
+                self.buffer.submit_batch(records)  # shares the commit of the batch below
+            if not len(batch):
+                return AppendResult(stored=0, duplicates=0)
+            return await asyncio.wrap_future(self.buffer.submit_batch(batch))
         except (BufferError, sqlite3.Error, OSError) as error:
             log.exception("buffer append failed")
             raise IngestError(
@@ -143,7 +166,7 @@ class CaptureService:
 
     @staticmethod
     def answer(
-        accepted: int, result: AppendResult, rejected: list[Rejection], extra: dict[str, Any]
+        accepted: int, result: AppendResult, rejected: Sequence[Rejection], extra: dict[str, Any]
     ) -> Response:
         body = {
             **extra,
@@ -181,7 +204,7 @@ class CaptureService:
                     raise IngestError(400, "invalid_body", "batch must be an array of messages")
                 context = body.get("context")
                 try:
-                    accepted, rejected = validate_batch(
+                    accepted, rejected = normalize_batch(
                         messages,
                         received_at=received_at,
                         source=key.source,
@@ -193,21 +216,31 @@ class CaptureService:
                     raise IngestError(400, "invalid_body", str(error), field=error.field) from None
             else:
                 body["type"] = call
+                messages = [body]
                 try:
-                    accepted = [
-                        normalize_event(
-                            body,
-                            received_at=received_at,
-                            source=key.source,
-                            max_event_bytes=self.limits.max_event_bytes,
-                        )
-                    ]
+                    accepted = envelopes_to_batch(
+                        [
+                            normalize_event(
+                                body,
+                                received_at=received_at,
+                                source=key.source,
+                                max_event_bytes=self.limits.max_event_bytes,
+                            )
+                        ]
+                    )
                 except EventValidationError as error:
+                    await self.store(
+                        EnvelopeBatch.empty(),
+                        [Rejection(0, error.field, error.reason)],
+                        messages,
+                        key,
+                        received_at,
+                    )
                     raise IngestError(
                         400, "invalid_event", str(error), field=error.field, reason=error.reason
                     ) from None
                 rejected = []
-            result = await self.store(accepted)
+            result = await self.store(accepted, rejected, messages, key, received_at)
             return self.answer(len(accepted), result, rejected, {})
         except IngestError as error:
             return error.response()
@@ -242,13 +275,13 @@ class CaptureService:
                 posthog_to_segment(event, received_at=received_at, sent_at=sent_at)
                 for event in events
             ]
-            accepted, rejected = validate_batch(
+            accepted, rejected = normalize_batch(
                 messages,
                 received_at=received_at,
                 source=key.source,
                 max_event_bytes=self.limits.max_event_bytes,
             )
-            result = await self.store(accepted)
+            result = await self.store(accepted, rejected, messages, key, received_at)
             return self.answer(len(accepted), result, rejected, {"status": 1})
         except IngestError as error:
             return error.response()

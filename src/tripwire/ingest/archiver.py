@@ -42,8 +42,8 @@ from tripwire.store.lake import (
     ENVELOPE_COLUMNS,
     events_dir,
     fsync_directory,
+    write_envelope_batch,
     write_file_atomically,
-    write_payloads,
 )
 from tripwire.store.workspace import Workspace
 
@@ -197,8 +197,8 @@ class Archiver:
         if chunk is None:
             return 0, 0
         first, last = chunk.first_offset, chunk.last_offset
-        files = write_payloads(
-            self.lake_dir, chunk.payloads, file_id=archive_file_name(first, last), durable=True
+        files = write_envelope_batch(
+            self.lake_dir, chunk.table, file_id=archive_file_name(first, last), durable=True
         )
         if self.after_write is not None:
             self.after_write(first, last)

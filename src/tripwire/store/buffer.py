@@ -12,12 +12,13 @@ Tables (``.tripwire/buffer.db``)::
 
 * **Offsets** number events 1, 2, 3, ... and are never reused (``log`` keeps the highest ever
   assigned, even after every row has been pruned).
-* **Segments.** Each group commit stores its events as *one* row: the messageIds, event
-  and received times and the envelopes' JSON, LZ4-compressed (about 13× on envelopes). An
-  event costs ~60 bytes of WAL instead of ~800 and one B-tree insert is shared by the whole
-  group, so the disk's bandwidth, not SQLite, stops bounding ingest; readers get a segment's
-  payloads as one buffer (the archiver hands them to Arrow without a Python object per
-  event). Only the ``dedupe`` table has a row per event.
+* **Segments.** Each group commit stores its events as *one* row: the envelopes in columns
+  (:data:`tripwire.events.columns.ENVELOPE_BATCH_SCHEMA`: typed envelope fields, the three
+  JSON objects as text) as an Arrow IPC stream with LZ4-compressed buffers. An event costs
+  well under 100 bytes of WAL and one B-tree insert is shared by the whole group, so the
+  disk's bandwidth, not SQLite, stops bounding ingest; readers get Arrow tables without a
+  Python object per event, and the archiver parses no envelope. Only the ``dedupe`` table
+  has a row per event (inserted in one ``executemany`` per group).
 * **Durability.** The database is in WAL mode with ``synchronous=FULL``: ``COMMIT`` returns
   only after the WAL has been fsynced, so a committed append survives SIGKILL of the process
   and a power loss. (``NORMAL`` would survive only a process crash: the WAL would be synced
@@ -57,6 +58,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from tripwire.events.columns import (
+    ENVELOPE_BATCH_SCHEMA,
+    EnvelopeBatch,
+    EnvelopeError,
+    batch_envelopes,
+    envelopes_to_batch,
+)
 from tripwire.store.state import connect_sqlite
 from tripwire.store.workspace import DEFAULT_CONFIG, Workspace
 
@@ -176,7 +184,7 @@ class WriterStats:
 
 @dataclass
 class _Pending:
-    rows: list[tuple[str, int, int, bytes]]
+    batch: EnvelopeBatch
     future: Future[AppendResult] = field(default_factory=Future)
 
 
@@ -197,7 +205,7 @@ def _micros(value: Any, what: str, index: int) -> int:
 
 
 def _from_micros(value: int) -> datetime:
-    return datetime.fromtimestamp(value / _US, tz=UTC)
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def now_micros() -> int:
@@ -206,116 +214,110 @@ def now_micros() -> int:
 
 def encode_envelopes(
     envelopes: Iterable[Mapping[str, Any]], *, received_at: int | None = None
-) -> list[tuple[str, int, int, bytes]]:
-    """Rows ``(message_id, event_ts, received_at, payload)`` for :meth:`Buffer.append_rows`.
+) -> EnvelopeBatch:
+    """Envelope dicts as an :class:`EnvelopeBatch` for :meth:`Buffer.append_batch`.
 
-    Each envelope must be normalized (see ``tripwire.events``): it has a ``messageId`` and an
-    ISO 8601 ``timestamp``; its ``receivedAt`` (else ``received_at``, else now) is the log
-    time used for rewinding and pruning.
+    Each envelope must have a ``messageId`` and an ISO 8601 ``timestamp``; its
+    ``receivedAt`` (else ``received_at`` µs, else now) is the log time used for rewinding
+    and pruning.
     """
-    fallback = received_at if received_at is not None else now_micros()
-    rows = []
-    dumps = orjson.dumps
-    last_received: Any = None
-    last_received_us = fallback
-    for index, envelope in enumerate(envelopes):
-        try:
-            message_id = envelope["messageId"]
-            timestamp = envelope["timestamp"]
-        except KeyError as error:
-            raise BufferError(f"envelope {index}: missing {error.args[0]!r}") from None
-        received = envelope.get("receivedAt")
-        if received is None:
-            received_us = fallback
-        elif received == last_received:  # a batch shares one receivedAt: parse it once
-            received_us = last_received_us
-        else:
-            received_us = last_received_us = _micros(received, "receivedAt", index)
-            last_received = received
-        rows.append(
-            (str(message_id), _micros(timestamp, "timestamp", index), received_us, dumps(envelope))
-        )
-    return rows
+    try:
+        return envelopes_to_batch(envelopes, received_at=received_at)
+    except EnvelopeError as error:
+        raise BufferError(str(error)) from None
 
 
-# -- segments: one compressed row per group commit ------------------------------------------
+# -- segments: one compressed Arrow IPC stream per group commit --------------------------------
 
-#: Compression of segment data (LZ4 frame via pyarrow: ~13x on envelopes, < 0.5 µs/event).
-_CODEC = "lz4"
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+_IPC_MAGIC = b"\xff\xff\xff\xff"
+#: Segments written before the buffer was columnar: LZ4 frames of JSON payloads.
+_LEGACY_CODEC = "lz4"
 _HEADER_LENGTH = struct.Struct("<I")
 
 
-def encode_segment(rows: Sequence[tuple[str, int, int, bytes]]) -> tuple[bytes, int]:
-    """Compressed segment data for rows ``(message_id, event_ts, received_at, payload)`` and
-    its uncompressed size.
-
-    Layout before compression: ``u32 header length | header | payload bytes, concatenated``,
-    the header being the JSON ``[message_ids, event_ts, received_at, payload lengths]``.
-    """
-    ids, event_ts, received, payloads = zip(*rows, strict=True)
-    header = orjson.dumps([ids, event_ts, received, [len(p) for p in payloads]])
-    raw = b"".join((_HEADER_LENGTH.pack(len(header)), header, *payloads))
-    return pa.compress(raw, codec=_CODEC, asbytes=True), len(raw)
+def encode_segment(batches: Sequence[pa.RecordBatch]) -> bytes:
+    """One segment: the record batches (:data:`ENVELOPE_BATCH_SCHEMA`) as an Arrow IPC
+    stream with LZ4-compressed buffers (~10x on envelopes; no Python object per event)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ENVELOPE_BATCH_SCHEMA, options=_IPC_OPTIONS) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return bytes(sink.getvalue())
 
 
 @dataclass(frozen=True)
 class Segment:
-    """A decoded segment: parallel columns for offsets ``first_offset .. first_offset+n-1``.
-
-    ``data``/``ends`` hold the payloads back to back (payload i is
-    ``data[ends[i-1]:ends[i]]``), so that a reader can hand them to Arrow without a Python
-    object per event.
-    """
+    """A decoded segment: the envelopes of offsets ``first_offset .. first_offset+n-1``."""
 
     first_offset: int
-    message_ids: list[str]
-    event_ts: list[int]
-    received_at: list[int]
-    data: bytes
-    ends: list[int]
+    table: pa.Table
 
     @classmethod
     def decode(cls, first_offset: int, raw_size: int, blob: bytes) -> Segment:
-        raw = pa.decompress(blob, decompressed_size=raw_size, codec=_CODEC, asbytes=True)
-        (length,) = _HEADER_LENGTH.unpack_from(raw)
-        start = _HEADER_LENGTH.size + length
-        ids, event_ts, received, lengths = orjson.loads(raw[_HEADER_LENGTH.size : start])
-        return cls(
-            first_offset, ids, event_ts, received, raw[start:], list(itertools.accumulate(lengths))
-        )
+        if blob[:4] == _IPC_MAGIC:
+            return cls(first_offset, pa.ipc.open_stream(blob).read_all())
+        return cls(first_offset, _legacy_table(raw_size, blob))
 
     def __len__(self) -> int:
-        return len(self.message_ids)
+        return self.table.num_rows
 
-    def payload(self, index: int) -> bytes:
-        return self.data[self.ends[index - 1] if index else 0 : self.ends[index]]
+    @property
+    def received_at(self) -> list[int]:
+        return self.table["received_at"].cast(pa.int64()).to_pylist()
+
+
+def _legacy_table(raw_size: int, blob: bytes) -> pa.Table:
+    """A segment of the JSON-payload format as a table (workspaces from before)."""
+    raw = pa.decompress(blob, decompressed_size=raw_size, codec=_LEGACY_CODEC, asbytes=True)
+    (length,) = _HEADER_LENGTH.unpack_from(raw)
+    position = _HEADER_LENGTH.size + length
+    _ids, _event_ts, received, lengths = orjson.loads(raw[_HEADER_LENGTH.size : position])
+    batches = []
+    for size, received_us in zip(lengths, received, strict=True):
+        envelope = orjson.loads(raw[position : position + size])
+        position += size
+        batches.append(envelopes_to_batch([envelope], received_at=received_us).batch)
+    return pa.Table.from_batches(batches, schema=ENVELOPE_BATCH_SCHEMA)
 
 
 @dataclass(frozen=True)
 class ReadChunk:
-    """Consecutive buffered events (offsets ``first_offset .. last_offset``) in columns."""
+    """Consecutive buffered events (offsets ``first_offset .. last_offset``) as one table of
+    :data:`ENVELOPE_BATCH_SCHEMA` (the archiver's and streaming consumers' fast path)."""
 
     first_offset: int
     last_offset: int
-    message_ids: list[str]
-    event_ts: list[int]
-    received_at: list[int]
-    payloads: pa.StringArray
+    table: pa.Table
 
     def __len__(self) -> int:
-        return len(self.message_ids)
+        return self.table.num_rows
+
+    @property
+    def message_ids(self) -> list[str]:
+        return self.table["message_id"].to_pylist()
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        """The envelopes as dicts (one Python object per event: for small reads)."""
+        return batch_envelopes(self.table)
+
+    @property
+    def payloads(self) -> pa.StringArray:
+        """The envelopes as JSON text, one string per event."""
+        return pa.array([orjson.dumps(e).decode() for e in self.envelopes()], pa.string())
 
     def events(self) -> list[BufferedEvent]:
-        payloads = self.payloads.to_pylist()
+        event_ts = self.table["timestamp"].cast(pa.int64()).to_pylist()
+        received = self.table["received_at"].cast(pa.int64()).to_pylist()
         return [
             BufferedEvent(
                 self.first_offset + i,
-                self.message_ids[i],
-                _from_micros(self.event_ts[i]),
-                _from_micros(self.received_at[i]),
-                payloads[i].encode(),
+                str(envelope["messageId"]),
+                _from_micros(event_ts[i]),
+                _from_micros(received[i]),
+                orjson.dumps(envelope),
             )
-            for i in range(len(self))
+            for i, envelope in enumerate(self.envelopes())
         ]
 
 
@@ -323,28 +325,11 @@ def _chunk_of(parts: list[tuple[Segment, int, int]]) -> ReadChunk | None:
     """Join slices ``[start, stop)`` of segments into one chunk."""
     if not parts:
         return None
-    ids: list[str] = []
-    event_ts: list[int] = []
-    received: list[int] = []
-    arrays = []
-    for segment, start, stop in parts:
-        ids += segment.message_ids[start:stop]
-        event_ts += segment.event_ts[start:stop]
-        received += segment.received_at[start:stop]
-        begin = segment.ends[start - 1] if start else 0
-        offsets = np.asarray([0, *segment.ends[start:stop]], dtype=np.int64)
-        offsets[1:] -= begin
-        arrays.append(
-            pa.LargeStringArray.from_buffers(
-                stop - start,
-                pa.py_buffer(offsets),
-                pa.py_buffer(segment.data[begin : segment.ends[stop - 1]]),
-            )
-        )
+    tables = [segment.table.slice(start, stop - start) for segment, start, stop in parts]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     first_segment, first_start, _ = parts[0]
     first = first_segment.first_offset + first_start
-    payloads = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0]
-    return ReadChunk(first, first + len(ids) - 1, ids, event_ts, received, payloads)
+    return ReadChunk(first, first + table.num_rows - 1, table)
 
 
 class Buffer:
@@ -418,17 +403,20 @@ class Buffer:
 
     def submit(self, envelopes: Sequence[Mapping[str, Any]]) -> Future[AppendResult]:
         """Like :meth:`append` but returns a future (``asyncio.wrap_future`` it in servers)."""
-        return self.submit_rows(encode_envelopes(envelopes))
+        return self.submit_batch(encode_envelopes(envelopes))
 
-    def append_rows(self, rows: list[tuple[str, int, int, bytes]]) -> AppendResult:
-        """Append rows already encoded by :func:`encode_envelopes`; blocks until durable."""
-        return self.submit_rows(rows).result()
+    def append_batch(self, batch: EnvelopeBatch) -> AppendResult:
+        """Append an envelope batch (:func:`tripwire.events.columns.normalize_batch` or
+        :func:`encode_envelopes`); blocks until durable."""
+        return self.submit_batch(batch).result()
 
-    def submit_rows(self, rows: list[tuple[str, int, int, bytes]]) -> Future[AppendResult]:
+    def submit_batch(self, batch: EnvelopeBatch) -> Future[AppendResult]:
+        """Queue an envelope batch for the next group commit; the future resolves once it is
+        durable."""
         if self._closed:
             raise BufferClosed(f"buffer {self.path} is closed")
-        pending = _Pending(rows)
-        if not rows:
+        pending = _Pending(batch)
+        if not len(batch):
             pending.future.set_result(AppendResult(stored=0, duplicates=0))
             return pending.future
         self._queue.put(pending)
@@ -442,7 +430,7 @@ class Buffer:
                 if first is None:
                     return
                 group = [first]
-                size = len(first.rows)
+                size = len(first.batch)
                 stop = False
                 while size < self.max_group_events:
                     try:
@@ -453,7 +441,7 @@ class Buffer:
                         stop = True
                         break
                     group.append(item)
-                    size += len(item.rows)
+                    size += len(item.batch)
                 self._commit_group(connection, group)
                 if stop:
                     return
@@ -479,7 +467,7 @@ class Buffer:
     def _write_group(
         self, connection: sqlite3.Connection, group: list[_Pending]
     ) -> list[AppendResult]:
-        ids = [row[0] for pending in group for row in pending.rows]
+        ids = [m for pending in group for m in pending.batch.message_ids]
         now = now_micros()
         connection.execute("BEGIN IMMEDIATE")
         existing = {
@@ -492,19 +480,33 @@ class Buffer:
         }
         (offset,) = connection.execute(_LAST_OFFSET_SQL).fetchone()
         first_stored = offset + 1
-        stored: list[tuple[str, int, int, bytes]] = []
+        stored_ids: list[str] = []
+        batches: list[pa.RecordBatch] = []
         results = []
         for pending in group:
             first_offset = offset + 1
             duplicates = []
-            for index, row in enumerate(pending.rows):
-                if row[0] in existing:
-                    duplicates.append(index)
-                    continue
-                existing.add(row[0])
-                offset += 1
-                stored.append(row)
-            count = len(pending.rows) - len(duplicates)
+            message_ids = pending.batch.message_ids
+            if existing or len(set(message_ids)) != len(message_ids):
+                keep = []
+                for index, message_id in enumerate(message_ids):
+                    if message_id in existing:
+                        duplicates.append(index)
+                    else:
+                        existing.add(message_id)
+                        keep.append(index)
+                batch = pending.batch.batch
+                if duplicates:
+                    batch = batch.take(pa.array(keep, pa.int64()))
+                    message_ids = [message_ids[i] for i in keep]
+            else:
+                existing.update(message_ids)
+                batch = pending.batch.batch
+            count = len(message_ids)
+            offset += count
+            if count:
+                batches.append(batch)
+                stored_ids += message_ids
             results.append(
                 AppendResult(
                     stored=count,
@@ -514,18 +516,25 @@ class Buffer:
                     last_offset=offset if count else None,
                 )
             )
-        if stored:
-            data, raw_size = encode_segment(stored)
-            received = [row[2] for row in stored]
+        if stored_ids:
+            data = encode_segment(batches)
+            received = [b.column("received_at").cast(pa.int64()).to_numpy() for b in batches]
             connection.execute(
                 "INSERT INTO segments(first_offset, last_offset, min_received_at,"
                 " max_received_at, raw_size, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (first_stored, offset, min(received), max(received), raw_size, data),
+                (
+                    first_stored,
+                    offset,
+                    int(min(r.min() for r in received)),
+                    int(max(r.max() for r in received)),
+                    len(data),
+                    data,
+                ),
             )
             connection.execute("UPDATE log SET last_offset = ? WHERE id = 1", (offset,))
             connection.executemany(
                 "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
-                [(row[0], now) for row in stored],
+                zip(stored_ids, itertools.repeat(now)),
             )
         connection.execute("COMMIT")
         return results
@@ -546,8 +555,8 @@ class Buffer:
         return chunk.events() if chunk is not None else []
 
     def read_chunk(self, after_offset: int, max_rows: int) -> ReadChunk | None:
-        """Up to ``max_rows`` consecutive events after ``after_offset`` as columns (None when
-        there are none): the archiver's fast path (payloads as one Arrow string array)."""
+        """Up to ``max_rows`` consecutive events after ``after_offset`` as one Arrow table
+        (None when there are none): the archiver's fast path."""
         if max_rows < 1:
             return None
         parts: list[tuple[Segment, int, int]] = []
@@ -672,7 +681,7 @@ class Buffer:
         if not candidates:
             return self.last_offset() + 1
         segment = Segment.decode(*candidates[0])
-        index = next(i for i, received in enumerate(segment.received_at) if received >= at_us)
+        index = int(np.argmax(np.asarray(segment.received_at) >= at_us))
         return segment.first_offset + index
 
     def _has_pruned(self) -> bool:

@@ -27,9 +27,11 @@ from typing import Any
 from urllib.parse import quote
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 TS = pa.timestamp("us", tz="UTC")
@@ -195,6 +197,241 @@ def envelopes_to_table(envelopes: Iterable[Mapping[str, Any]], types: PropertyTy
             pa.array([values.get(i) for i in range(count)], type=types.arrow_type(column))
         )
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# -- the archiver's path: envelope batches (buffer segments) to lake rows ----------------------
+
+
+class _MixedChunk(Exception):
+    """The chunk's JSON objects give one key two kinds of value (or otherwise need the
+    reference conversion): convert it in smaller pieces."""
+
+
+#: Below this many rows a chunk the columnar path cannot take goes to the reference.
+_SPLIT_ROWS = 512
+
+
+def _ndjson(column: pa.ChunkedArray | pa.Array) -> pa.Buffer:
+    """The JSON texts of a string column as one newline-delimited buffer (no Python object
+    per row: a newline is appended to each value and the values buffer taken as is)."""
+    joined = pc.binary_join_element_wise(column, "\n", "")
+    array = joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)
+    begin, end = int(offsets[array.offset]), int(offsets[array.offset + len(array)])
+    return array.buffers()[2].slice(begin, end - begin)
+
+
+def _without_timestamps(kind: pa.DataType) -> tuple[pa.DataType, bool]:
+    """``kind`` with every (inferred) timestamp replaced by string, and whether it had one."""
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return pa.string(), True
+    if pa.types.is_struct(kind):
+        fields = []
+        changed = False
+        for child in kind:
+            child_type, child_changed = _without_timestamps(child.type)
+            changed |= child_changed
+            fields.append(pa.field(child.name, child_type))
+        return pa.struct(fields), changed
+    if pa.types.is_list(kind):
+        value_type, changed = _without_timestamps(kind.value_type)
+        return pa.list_(value_type), changed
+    return kind, False
+
+
+def _parse_objects(column: pa.ChunkedArray | pa.Array, rows: int) -> pa.Table:
+    """Parse a column of JSON objects (Arrow's multi-threaded reader). Strings that look like
+    times stay strings (the reader would make them timestamps)."""
+    data = _ndjson(column)
+    try:
+        table = pa_json.read_json(pa.BufferReader(data))
+        schema, changed = _without_timestamps(pa.struct(list(table.schema)))
+        if changed:
+            table = pa_json.read_json(
+                pa.BufferReader(data),
+                parse_options=pa_json.ParseOptions(explicit_schema=pa.schema(list(schema))),
+            )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise _MixedChunk(str(error)) from None
+    if table.num_rows != rows:
+        raise _MixedChunk(f"parsed {table.num_rows} objects from {rows} rows")
+    return table
+
+
+def _kind(kind: pa.DataType) -> str | None:
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "double"
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    return None
+
+
+def _string_of(values: pa.ChunkedArray | pa.Array | None, rows: int) -> pa.Array:
+    """A context field as the lake's string column (null where absent)."""
+    if values is None or pa.types.is_null(values.type):
+        return pa.nulls(rows, pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if _kind(values.type) is None:
+        raise _MixedChunk("a context field is not a scalar")
+    return values.cast(pa.string())
+
+
+def _child(values: pa.ChunkedArray | pa.Array | None, name: str) -> pa.Array | None:
+    if values is None:
+        return None
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_null(values.type):
+        return None
+    if not pa.types.is_struct(values.type):
+        raise _MixedChunk(f"context.{name}'s parent is not an object")
+    if values.type.get_field_index(name) < 0:
+        return None
+    return pc.struct_field(values, name)
+
+
+def _columns_of(values: pa.ChunkedArray | pa.Array | pa.Table | None) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if isinstance(values, pa.Table):
+        return {name: values[name] for name in values.column_names}
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_null(values.type):
+        return {}
+    if not pa.types.is_struct(values.type):
+        raise _MixedChunk("traits is not an object")
+    return {values.type.field(i).name: values.field(i) for i in range(values.type.num_fields)}
+
+
+def _flatten(
+    prefix: str, columns: Mapping[str, Any], types: PropertyTypes, out: dict[str, pa.Array]
+) -> None:
+    """Add the flattenable scalar keys of parsed objects as lake columns (first kind wins)."""
+    for key, values in columns.items():
+        if not _FLATTENABLE_KEY.match(key):
+            continue
+        kind = _kind(values.type)
+        if kind is None:
+            continue
+        column = prefix + key
+        if types.types.setdefault(column, kind) != kind:
+            continue  # every value has another type than the column's: all null
+        out[column] = pc.cast(values, _TYPE_NAMES[kind], safe=False)
+
+
+def _envelope_batch_rows(table: pa.Table, types: PropertyTypes) -> pa.Table:
+    rows = table.num_rows
+    properties = _parse_objects(table["properties"], rows)
+    context = _parse_objects(table["context"], rows)
+    call_traits = _parse_objects(table["traits"], rows)
+    context_columns = {name: context[name] for name in context.column_names}
+    device = context_columns.get("device")
+    model = _child(device, "model")
+    device_type = _child(device, "type")
+    if model is not None:
+        model = _string_of(model, rows)
+        has_model = pc.fill_null(pc.not_equal(model, ""), False)
+        device_column = pc.if_else(has_model, model, _string_of(device_type, rows))
+    else:
+        device_column = _string_of(device_type, rows)
+    flat: dict[str, pa.Array] = {}
+    _flatten(PROPERTY_PREFIX, _columns_of(properties), types, flat)
+    # traits: the call's own over context.traits (a key the call sets to null is dropped)
+    context_traits = _columns_of(context_columns.get("traits"))
+    own_traits = _columns_of(call_traits)
+    merged: dict[str, Any] = dict(context_traits)
+    for key, values in own_traits.items():
+        other = context_traits.get(key)
+        if other is None or pa.types.is_null(other.type):
+            merged[key] = values
+        elif pa.types.is_null(values.type):
+            merged[key] = other  # never set by the call... unless set to null: checked below
+        elif values.type != other.type:
+            raise _MixedChunk(f"trait {key!r} has two types")
+        else:
+            merged[key] = pc.coalesce(values, other)
+    if context_traits and own_traits:
+        nulls = pc.match_substring(table["traits"], ":null")
+        if pc.any(nulls).as_py():
+            raise _MixedChunk("a call sets a trait to null over context.traits")
+    _flatten(TRAIT_PREFIX, merged, types, flat)
+    envelope = {
+        "message_id": table["message_id"],
+        "type": pc.fill_null(table["type"], "track"),
+        "event": table["event"],
+        "name": table["name"],
+        "user_id": table["user_id"],
+        "anonymous_id": table["anonymous_id"],
+        "timestamp": table["timestamp"],
+        "original_timestamp": table["original_timestamp"],
+        "sent_at": table["sent_at"],
+        "received_at": table["received_at"],
+        "source": table["source"],
+        "locale": _string_of(context_columns.get("locale"), rows),
+        "device": device_column,
+        "app_version": _string_of(_child(context_columns.get("app"), "version"), rows),
+        "os": _string_of(_child(context_columns.get("os"), "name"), rows),
+        "session_id": table["session_id"],
+        "properties": table["properties"],
+        "context": table["context"],
+        "traits": table["traits"],
+    }
+    fields = list(ENVELOPE_FIELDS)
+    arrays = [envelope[f.name] for f in ENVELOPE_FIELDS]
+    for column in sorted(flat):
+        values = flat[column]
+        if values.null_count < rows:
+            fields.append(pa.field(column, values.type))
+            arrays.append(values)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def envelope_batch_to_table(batch: pa.Table | pa.RecordBatch, types: PropertyTypes) -> pa.Table:
+    """Lake rows of envelope batches (the buffer's segments), the same table
+    :func:`envelopes_to_table` makes of their envelopes.
+
+    Nothing is parsed per event in Python: the three JSON objects of every row are parsed by
+    Arrow's JSON reader (C++, multi-threaded) into typed columns, whose scalar keys become the
+    ``prop_``/``trait_`` columns. A chunk in which one key holds two kinds of value (a number
+    here, a string there) cannot be read that way; it is converted in halves, down to pieces
+    of :data:`_SPLIT_ROWS` rows that go through :func:`envelopes_to_table`.
+    """
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    if table.num_rows == 0:
+        return envelopes_to_table([], types)
+    snapshot = dict(types.types)
+    try:
+        return _envelope_batch_rows(table, types)
+    except _MixedChunk:
+        types.types = snapshot
+    if table.num_rows <= _SPLIT_ROWS:
+        from tripwire.events.columns import batch_envelopes
+
+        return envelopes_to_table(batch_envelopes(table), types)
+    half = table.num_rows // 2
+    parts = [
+        envelope_batch_to_table(table.slice(0, half), types),
+        envelope_batch_to_table(table.slice(half), types),
+    ]
+    merged = pa.concat_tables(parts, promote_options="default")
+    flattened = sorted(c for c in merged.column_names if c not in ENVELOPE_COLUMNS)
+    return merged.select([*ENVELOPE_COLUMNS, *flattened])
+
+
+def write_envelope_batch(
+    lake_dir: Path, batch: pa.Table | pa.RecordBatch, *, file_id: str, durable: bool = False
+) -> list[Path]:
+    """Write envelope batches (the buffer's rows) into the lake; see :func:`write_table`."""
+    types = PropertyTypes(events_dir(lake_dir) / PROPERTY_TYPES_FILE)
+    table = envelope_batch_to_table(batch, types)
+    types.save()
+    return write_table(lake_dir, table, file_id=file_id, durable=durable)
 
 
 def events_dir(lake_dir: Path) -> Path:

@@ -1,0 +1,727 @@
+"""Envelopes in columns: the buffer's unit of storage, and the batch fast path that builds it.
+
+An :class:`EnvelopeBatch` holds normalized envelopes as one Arrow record batch with the
+columns of :data:`ENVELOPE_BATCH_SCHEMA`: the envelope's scalar fields, its four times
+typed (µs, UTC) and as the text the envelope carries, the lake's ``event`` name and
+``session_id``, and ``properties``/``context``/``traits`` as JSON text. The buffer stores
+these batches (Arrow IPC, LZ4) and the archiver turns them into lake rows without parsing
+a whole envelope per event (:func:`tripwire.store.lake.envelope_batch_to_table`).
+
+Two builders, one result:
+
+* :func:`envelopes_to_batch` takes envelope dicts (what :func:`normalize_event` returns, or
+  any envelope a caller appends directly). An envelope that is not in the normalized shape
+  (keys missing or extra, non-text times) is also kept verbatim in the ``raw`` column, so
+  that :func:`batch_envelopes` gives back exactly the dict that was appended.
+* :func:`normalize_batch` takes raw Segment messages and validates them *per batch*:
+  column-wise checks (one list comprehension per field, Arrow for timestamps and clock
+  skew), so that an ordinary message costs a few dictionary look-ups and three
+  ``orjson.dumps`` calls. A message any check doubts (an unknown field, a bad id, a
+  non-canonical time, ``group``/``alias``, its own ``sentAt``, a size near the limit, ...)
+  goes through :func:`normalize_event`, which decides exactly as the one-event API does;
+  so the result (envelopes and rejections) is the one :func:`validate_batch` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from tripwire.events.conventions import CONVENTIONS
+from tripwire.events.envelope import (
+    _TYPE_EVENT_NAMES,
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_ID_CHARS,
+    _event_name,
+    _received,
+    _timestamp,
+    new_message_id,
+    normalize_event,
+)
+from tripwire.events.errors import EventValidationError, Rejection
+from tripwire.events.timestamps import EARLIEST, LATEST, format_timestamp
+
+TS = pa.timestamp("us", tz="UTC")
+_US = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST_US = (EARLIEST - _EPOCH) // timedelta(microseconds=1)
+_LATEST_US = (LATEST - _EPOCH) // timedelta(microseconds=1)
+
+#: The columns of an envelope batch (and of a buffer segment), in this order.
+ENVELOPE_BATCH_SCHEMA = pa.schema(
+    [
+        pa.field("message_id", pa.string(), nullable=False),
+        pa.field("type", pa.string()),
+        pa.field("event", pa.string()),  # the lake's event name (track name or $<type>)
+        pa.field("name", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("anonymous_id", pa.string()),
+        pa.field("timestamp", TS, nullable=False),
+        pa.field("original_timestamp", TS),
+        pa.field("sent_at", TS),
+        pa.field("received_at", TS, nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("session_id", pa.string()),
+        pa.field("properties", pa.string()),
+        pa.field("context", pa.string()),
+        pa.field("traits", pa.string()),
+        # The envelope's own text of its times (null: format the typed value).
+        pa.field("timestamp_text", pa.string()),
+        pa.field("original_timestamp_text", pa.string()),
+        pa.field("sent_at_text", pa.string()),
+        pa.field("received_at_text", pa.string()),
+        # The envelope verbatim (JSON) when it is not in the normalized shape.
+        pa.field("raw", pa.binary()),
+    ]
+)
+_COLUMNS = ENVELOPE_BATCH_SCHEMA.names
+_STANDARD_KEYS = frozenset(
+    {
+        "messageId", "type", "event", "name", "userId", "anonymousId", "timestamp",
+        "originalTimestamp", "sentAt", "receivedAt", "properties", "traits", "context", "source",
+    }
+)  # fmt: skip
+_EMPTY_JSON = "{}"
+
+
+class EnvelopeError(ValueError):
+    """An envelope handed to :func:`envelopes_to_batch` lacks what the buffer needs."""
+
+
+@dataclass(frozen=True)
+class EnvelopeBatch:
+    """Normalized envelopes as one record batch (:data:`ENVELOPE_BATCH_SCHEMA`), with their
+    messageIds as a list (the buffer's dedupe keys)."""
+
+    batch: pa.RecordBatch
+    message_ids: list[str]
+
+    def __len__(self) -> int:
+        return self.batch.num_rows
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        return batch_envelopes(self.batch)
+
+    @classmethod
+    def empty(cls) -> EnvelopeBatch:
+        return cls(_EMPTY, [])
+
+
+_EMPTY = pa.RecordBatch.from_pylist([], schema=ENVELOPE_BATCH_SCHEMA)
+
+
+def lake_event_name(envelope: Mapping[str, Any]) -> str:
+    """The lake's ``event`` value: the track name, or ``$<type>`` for other calls."""
+    kind = envelope.get("type", "track")
+    if kind == "track":
+        return str(envelope.get("event") or "")
+    return _TYPE_EVENT_NAMES.get(kind, f"${kind}")
+
+
+def _dumps_lenient(value: Any) -> str:
+    return orjson.dumps(value if value is not None else {}, default=str).decode()
+
+
+def _session_id(properties: Any) -> str | None:
+    if not isinstance(properties, Mapping):
+        return None
+    session = properties.get("session_id", properties.get("$session_id"))
+    return None if session is None else str(session)
+
+
+def _micros(value: Any) -> int:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as error:
+            raise EnvelopeError(f"{value!r} is not ISO 8601") from error
+    else:
+        raise EnvelopeError(f"expected an ISO 8601 string, got {value!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _times(values: list[Any], what: str) -> pa.Array:
+    """Typed times of ISO strings/datetimes/None: Arrow's parser, Python for what it refuses."""
+    texts = [v if type(v) is str or v is None else None for v in values]
+    try:
+        if all(t is not None or v is None for t, v in zip(texts, values, strict=True)):
+            return pa.array(texts, pa.string()).cast(TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    micros: list[int | None] = []
+    for index, value in enumerate(values):
+        if value is None:
+            micros.append(None)
+            continue
+        try:
+            micros.append(_micros(value))
+        except EnvelopeError as error:
+            raise EnvelopeError(f"envelope {index}: {what} {error}") from None
+    return pa.array(micros, pa.int64()).cast(TS)
+
+
+def envelopes_to_batch(
+    envelopes: Iterable[Mapping[str, Any]], *, received_at: int | None = None
+) -> EnvelopeBatch:
+    """Envelope dicts as a batch. Each needs a ``messageId`` and an ISO 8601 ``timestamp``;
+    its ``receivedAt`` (else ``received_at`` µs, else now) is the time it was received."""
+    fallback = (
+        _EPOCH + timedelta(microseconds=received_at)
+        if received_at is not None
+        else datetime.now(UTC)
+    )
+    columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+    c = columns
+    dumps = orjson.dumps
+    for index, envelope in enumerate(envelopes):
+        try:
+            message_id = envelope["messageId"]
+            timestamp = envelope["timestamp"]
+        except KeyError as error:
+            raise EnvelopeError(f"envelope {index}: missing {error.args[0]!r}") from None
+        properties = envelope.get("properties")
+        context = envelope.get("context")
+        traits = envelope.get("traits")
+        received = envelope.get("receivedAt")
+        original = envelope.get("originalTimestamp")
+        sent = envelope.get("sentAt")
+        event = lake_event_name(envelope)
+        standard = (
+            _STANDARD_KEYS.issuperset(envelope)
+            and len(envelope) == len(_STANDARD_KEYS)
+            and type(message_id) is str
+            and type(envelope["type"]) is str
+            and envelope["event"] == event
+            and type(properties) is dict
+            and type(context) is dict
+            and type(traits) is dict
+            and type(timestamp) is str
+            and all(v is None or type(v) is str for v in (received, original, sent))
+            and all(
+                envelope[k] is None or type(envelope[k]) is str
+                for k in ("name", "userId", "anonymousId", "source")
+            )
+        )
+        c["raw"].append(None if standard else dumps(envelope, default=str))
+        c["message_id"].append(str(message_id))
+        c["type"].append(str(envelope.get("type", "track")))
+        c["event"].append(event)
+        for column, key in (
+            ("name", "name"),
+            ("user_id", "userId"),
+            ("anonymous_id", "anonymousId"),
+            ("source", "source"),
+        ):
+            value = envelope.get(key)
+            c[column].append(None if value is None else str(value))
+        c["timestamp"].append(timestamp)
+        c["original_timestamp"].append(original)
+        c["sent_at"].append(sent)
+        c["received_at"].append(received if received is not None else fallback)
+        c["timestamp_text"].append(timestamp if type(timestamp) is str else None)
+        c["original_timestamp_text"].append(original if type(original) is str else None)
+        c["sent_at_text"].append(sent if type(sent) is str else None)
+        c["received_at_text"].append(received if type(received) is str else None)
+        c["session_id"].append(_session_id(properties))
+        c["properties"].append(
+            dumps(properties).decode() if type(properties) is dict else _dumps_lenient(properties)
+        )
+        c["context"].append(
+            dumps(context).decode() if type(context) is dict else _dumps_lenient(context)
+        )
+        c["traits"].append(
+            dumps(traits).decode() if type(traits) is dict and traits else _dumps_lenient(traits)
+        )
+    arrays: dict[str, pa.Array] = {}
+    for field in ENVELOPE_BATCH_SCHEMA:
+        values = c[field.name]
+        if field.type == TS:
+            arrays[field.name] = _times(values, field.name)
+        else:
+            arrays[field.name] = pa.array(values, field.type)
+    batch = pa.RecordBatch.from_arrays(list(arrays.values()), schema=ENVELOPE_BATCH_SCHEMA)
+    return EnvelopeBatch(batch, c["message_id"])
+
+
+def _texts_or_format(texts: list[str | None], typed: pa.Array) -> list[str | None]:
+    values = typed.to_pylist()
+    return [
+        text if text is not None else (None if moment is None else format_timestamp(moment))
+        for text, moment in zip(texts, values, strict=True)
+    ]
+
+
+def batch_envelopes(batch: pa.RecordBatch | pa.Table) -> list[dict[str, Any]]:
+    """The envelope dicts of a batch (the normalized envelope, or the verbatim one)."""
+    columns = {name: batch.column(name) for name in _COLUMNS}
+    raw = columns["raw"].to_pylist()
+    plain = {
+        name: columns[name].to_pylist()
+        for name in ("message_id", "type", "event", "name", "user_id", "anonymous_id", "source")
+    }
+    times = {
+        key: _texts_or_format(columns[f"{key}_text"].to_pylist(), columns[key])
+        for key in ("timestamp", "original_timestamp", "sent_at", "received_at")
+    }
+    json = {name: columns[name].to_pylist() for name in ("properties", "context", "traits")}
+    loads = orjson.loads
+    result = []
+    for i, verbatim in enumerate(raw):
+        if verbatim is not None:
+            result.append(loads(verbatim))
+            continue
+        result.append(
+            {
+                "messageId": plain["message_id"][i],
+                "type": plain["type"][i],
+                "event": plain["event"][i],
+                "name": plain["name"][i],
+                "userId": plain["user_id"][i],
+                "anonymousId": plain["anonymous_id"][i],
+                "timestamp": times["timestamp"][i],
+                "originalTimestamp": times["original_timestamp"][i],
+                "sentAt": times["sent_at"][i],
+                "receivedAt": times["received_at"][i],
+                "properties": loads(json["properties"][i]),
+                "traits": loads(json["traits"][i]),
+                "context": loads(json["context"][i]),
+                "source": plain["source"][i],
+            }
+        )
+    return result
+
+
+# -- the batch fast path --------------------------------------------------------------------
+
+_FAST_KINDS = frozenset({"track", "identify", "page", "screen"})
+#: Top-level fields the fast path understands (anything else, e.g. a message's own
+#: ``sentAt`` or ``writeKey``, sends the message to :func:`normalize_event`).
+_FAST_FIELDS = frozenset(
+    {
+        "messageId", "type", "event", "name", "userId", "anonymousId", "timestamp",
+        "properties", "traits", "context", "integrations",
+    }
+)  # fmt: skip
+#: Longest userId/anonymousId/name the fast path takes (longer: normalize_event decides).
+_FAST_STRING_CHARS = 256
+#: An upper bound of what a fast-path message's JSON spends outside its three objects: key
+#: names and punctuation, a timestamp, and its strings with every character escaped (6
+#: bytes). Messages whose objects leave less room than this under the size limit have their
+#: size checked exactly by normalize_event.
+_SIZE_SLACK = 400 + 6 * (3 * _FAST_STRING_CHARS + MAX_MESSAGE_ID_CHARS + 200)
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is str and bool(value) and not value.isspace()
+
+
+def _fast_rows(messages: Sequence[Any], batch_sent: Any) -> tuple[list[int], list[int]]:
+    """Indices of messages the column-wise path can take, and of those it cannot.
+
+    A message's own ``sentAt`` replaces the batch's; the fast path takes it only when it is
+    null and the batch has none either (historical imports send ``"sentAt": null``).
+    """
+    known = (_FAST_FIELDS if batch_sent is not None else _FAST_FIELDS | {"sentAt"}).issuperset
+    kinds = _FAST_KINDS
+    fast = []
+    slow = []
+    for index, m in enumerate(messages):
+        if (
+            type(m) is dict
+            and known(m)
+            and m.get("type") in kinds
+            and not m.get("integrations")
+            and (type(m.get("event")) is str or m["type"] != "track")
+            and m.get("sentAt") is None
+        ):
+            fast.append(index)
+        else:
+            slow.append(index)
+    return fast, slow
+
+
+def normalize_batch(
+    messages: Sequence[Any],
+    *,
+    received_at: datetime,
+    source: str | None,
+    sent_at: Any = None,
+    context: Mapping[str, Any] | None = None,
+    max_event_bytes: int | None = MAX_EVENT_BYTES,
+) -> tuple[EnvelopeBatch, list[Rejection]]:
+    """Validate and normalize a batch of raw Segment messages into an envelope batch.
+
+    Same arguments, same envelopes (in input order) and same rejections as
+    :func:`tripwire.events.validate_batch`; an unusable batch ``sent_at`` raises
+    :class:`EventValidationError`.
+    """
+    batch_sent = _timestamp(sent_at, "sentAt")
+    received_moment, received_text = _received(received_at)
+    fast, slow = _fast_rows(messages, batch_sent)
+    pieces: list[tuple[list[int], pa.RecordBatch, list[str]]] = []
+    if fast:
+        demoted, piece = _fast_batch(
+            [messages[i] for i in fast],
+            received_moment=received_moment,
+            received_text=received_text,
+            source=source,
+            sent=batch_sent,
+            base_context=context,
+            max_event_bytes=max_event_bytes,
+        )
+        if demoted:
+            slow = sorted({*slow, *(fast[i] for i in demoted)})
+            keep = sorted(set(range(len(fast))) - set(demoted))
+            fast = [fast[i] for i in keep]
+            batch, ids = piece
+            piece = (batch.take(pa.array(keep, pa.int64())), [ids[i] for i in keep])
+        if fast:
+            pieces.append((fast, *piece))
+    rejected: list[Rejection] = []
+    if slow:
+        accepted_index: list[int] = []
+        envelopes = []
+        for index in slow:
+            try:
+                envelopes.append(
+                    normalize_event(
+                        messages[index],
+                        received_at=received_at,
+                        source=source,
+                        sent_at=batch_sent,
+                        base_context=context,
+                        max_event_bytes=max_event_bytes,
+                    )
+                )
+                accepted_index.append(index)
+            except EventValidationError as error:
+                rejected.append(Rejection(index, error.field, error.reason))
+        if envelopes:
+            slow_batch = envelopes_to_batch(envelopes)
+            pieces.append((accepted_index, slow_batch.batch, slow_batch.message_ids))
+    if not pieces:
+        return EnvelopeBatch(_EMPTY, []), rejected
+    if len(pieces) == 1:
+        _, batch, ids = pieces[0]
+        return EnvelopeBatch(batch, ids), rejected
+    order = [i for indices, _, _ in pieces for i in indices]
+    ids = [m for _, _, piece_ids in pieces for m in piece_ids]
+    permutation = np.argsort(np.asarray(order), kind="stable")
+    table = pa.Table.from_batches([batch for _, batch, _ in pieces])
+    merged = table.take(pa.array(permutation)).combine_chunks().to_batches()[0]
+    return EnvelopeBatch(merged, [ids[i] for i in permutation]), rejected
+
+
+_NONE = type(None)
+
+
+def _json_column(parts: list[bytes]) -> pa.Array:
+    """A string array of JSON texts built from one join (no Arrow conversion per value)."""
+    n = len(parts)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, parts), np.int64, count=n), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        return pa.array([p.decode() for p in parts], pa.string())
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(parts))
+    )
+
+
+def _ids_ok(values: list[Any], *, required: bool, max_chars: int) -> bool:
+    """Every value is a non-blank string of at most ``max_chars`` (or None if not required),
+    checked in C-level passes over the column."""
+    kinds = set(map(type, values))
+    if not kinds <= ({str} if required else {str, _NONE}):
+        return False
+    texts = values if _NONE not in kinds else [v for v in values if v is not None]
+    if not texts:
+        return True
+    lengths = list(map(len, texts))
+    return min(lengths) > 0 and max(lengths) <= max_chars and not any(map(str.isspace, texts))
+
+
+def _row_doubtful(m: dict[str, Any], bad_names: set[Any]) -> bool:
+    """The per-row form of the column checks of :func:`_fast_batch` (to find which rows)."""
+    u, a, mid, name = m.get("userId"), m.get("anonymousId"), m.get("messageId"), m.get("name")
+    for value in (u, a, name):
+        if value is not None and not _ids_ok([value], required=True, max_chars=_FAST_STRING_CHARS):
+            return True
+    if u is None and a is None:
+        return True
+    if mid is not None and not _ids_ok([mid], required=True, max_chars=MAX_MESSAGE_ID_CHARS):
+        return True
+    if m["type"] == "track" and m.get("event") in bad_names:
+        return True
+    return any(
+        m.get(key) is not None and type(m.get(key)) is not dict
+        for key in ("properties", "context", "traits")
+    )
+
+
+def _fast_batch(
+    ms: list[dict[str, Any]],
+    *,
+    received_moment: datetime,
+    received_text: str,
+    source: str | None,
+    sent: datetime | None,
+    base_context: Mapping[str, Any] | None,
+    max_event_bytes: int | None,
+) -> tuple[list[int], tuple[pa.RecordBatch, list[str]]]:
+    """The column-wise normalization of messages :func:`_fast_rows` accepted. Returns the
+    positions (in ``ms``) it could not settle, for :func:`normalize_event` to decide.
+
+    Each check is a C-level pass over one column (``map``/``set``/``min``/``max``); only
+    when one fails is the column searched row by row for the culprits.
+    """
+    n = len(ms)
+    demote: set[int] = set()
+    kinds = [m["type"] for m in ms]
+    all_track = all(k == "track" for k in kinds)
+
+    # event names: each distinct name checked once; conventions checked per event below
+    raw_events: list[Any] = [m.get("event") for m in ms]
+    if all_track:
+        events: list[Any] = raw_events
+        names = set(events)
+    else:
+        events = [
+            e if k == "track" else _TYPE_EVENT_NAMES[k]
+            for e, k in zip(raw_events, kinds, strict=True)
+        ]
+        names = {e for e, k in zip(raw_events, kinds, strict=True) if k == "track"}
+    bad_names: set[Any] = set()
+    for name in names:
+        try:
+            _event_name(name)
+        except (EventValidationError, TypeError):
+            bad_names.add(name)
+
+    user_ids: list[Any] = [m.get("userId") for m in ms]
+    anonymous_ids: list[Any] = [m.get("anonymousId") for m in ms]
+    message_ids: list[Any] = [m.get("messageId") for m in ms]
+    display_names: list[Any] = [m.get("name") for m in ms]
+    properties: list[Any] = [m.get("properties") for m in ms]
+    contexts: list[Any] = [m.get("context") for m in ms]
+    traits: list[Any] = [m.get("traits") for m in ms]
+    objects_ok = all(
+        set(map(type, column)) <= {dict, _NONE} for column in (properties, contexts, traits)
+    )
+    fine = (
+        not bad_names
+        and objects_ok
+        and _ids_ok(user_ids, required=False, max_chars=_FAST_STRING_CHARS)
+        and _ids_ok(anonymous_ids, required=False, max_chars=_FAST_STRING_CHARS)
+        and _ids_ok(display_names, required=False, max_chars=_FAST_STRING_CHARS)
+        and _ids_ok(message_ids, required=False, max_chars=MAX_MESSAGE_ID_CHARS)
+        and (None not in user_ids or None not in anonymous_ids)
+        or False
+    )
+    if not fine:
+        demote.update(i for i, m in enumerate(ms) if _row_doubtful(m, bad_names))
+        if None in user_ids and None in anonymous_ids:
+            demote.update(
+                i for i, (u, a) in enumerate(zip(user_ids, anonymous_ids, strict=True))
+                if u is None and a is None
+            )  # fmt: skip
+    if None in message_ids:
+        message_ids = [new_message_id() if m is None else m for m in message_ids]
+    for column in (properties, contexts, traits):
+        if None in column or not objects_ok:
+            column[:] = [v if type(v) is dict else {} for v in column]
+    conventions = names & CONVENTIONS.keys()
+    if conventions:
+        for i, (event, kind) in enumerate(zip(events, kinds, strict=True)):
+            if kind == "track" and event in conventions and i not in demote:
+                try:
+                    properties[i] = CONVENTIONS[event](properties[i], user_ids[i], anonymous_ids[i])
+                except EventValidationError:
+                    demote.add(i)
+    if base_context:
+        contexts = [{**base_context, **c} for c in contexts]
+
+    # JSON of the three objects (this also proves the message serializes)
+    dumps = orjson.dumps
+    try:
+        props_json = list(map(dumps, properties))
+        if len(set(map(id, contexts))) * 2 < n:  # shared context objects: dump each once
+            dumped: dict[int, bytes] = {}
+            context_json = []
+            for c in contexts:
+                encoded = dumped.get(id(c))
+                if encoded is None:
+                    encoded = dumped[id(c)] = dumps(c)
+                context_json.append(encoded)
+        else:
+            context_json = list(map(dumps, contexts))
+        traits_json = [dumps(t) if t else b"{}" for t in traits]
+    except (orjson.JSONEncodeError, TypeError):
+        props_json, context_json, traits_json = [], [], []
+        for i in range(n):
+            try:
+                props_json.append(dumps(properties[i]))
+                context_json.append(dumps(contexts[i]))
+                traits_json.append(dumps(traits[i]))
+            except (orjson.JSONEncodeError, TypeError):
+                demote.add(i)
+                props_json.append(b"{}")
+                context_json.append(b"{}")
+                traits_json.append(b"{}")
+    if max_event_bytes is not None:
+        sizes = (
+            np.fromiter(map(len, props_json), np.int64, count=n)
+            + np.fromiter(map(len, context_json), np.int64, count=n)
+            + np.fromiter(map(len, traits_json), np.int64, count=n)
+        )
+        demote.update(np.flatnonzero(sizes > max_event_bytes - _SIZE_SLACK).tolist())
+
+    # times: client timestamps parsed by Arrow; clock skew corrected in one vector operation
+    client: list[Any] = [m.get("timestamp") for m in ms]
+    if set(map(type, client)) <= {str} and all(map(_canonical, client)):
+        texts: list[str | None] = client
+    else:
+        texts = [t if type(t) is str and _canonical(t) else None for t in client]
+        demote.update(
+            i
+            for i, (raw_time, text) in enumerate(zip(client, texts, strict=True))
+            if raw_time is not None and text is None
+        )
+    try:
+        original = pa.array(texts, pa.string()).cast(TS)
+    except pa.ArrowInvalid:
+        original_values: list[datetime | None] = []
+        for i, text in enumerate(texts):
+            try:
+                original_values.append(None if text is None else datetime.fromisoformat(text))
+            except ValueError:
+                demote.add(i)
+                original_values.append(None)
+        original = pa.array(original_values, TS)
+    received_us = (received_moment - _EPOCH) // timedelta(microseconds=1)
+    present = original.is_valid().to_numpy(zero_copy_only=False)
+    original_us = original.cast(pa.int64()).fill_null(0).to_numpy()
+    if sent is not None:
+        sent_us = (sent - _EPOCH) // timedelta(microseconds=1)
+        corrected = original_us + (received_us - sent_us)
+    else:
+        corrected = original_us
+    corrected = np.where(present, corrected, received_us)
+    out_of_range = present & (
+        (original_us < _EARLIEST_US)
+        | (original_us >= _LATEST_US)
+        | (corrected < _EARLIEST_US)
+        | (corrected >= _LATEST_US)
+    )
+    demote.update(np.flatnonzero(out_of_range).tolist())
+
+    if sent is None:
+        timestamp_text = texts if texts is client else [t or received_text for t in texts]
+    else:
+        timestamp_text = [None if t is not None else received_text for t in texts]
+    sessions = [p.get("session_id", p.get("$session_id")) for p in properties]
+    if not set(map(type, sessions)) <= {str, _NONE}:
+        sessions = [s if s is None or type(s) is str else str(s) for s in sessions]
+    strings = pa.string()
+    arrays = [
+        pa.array(message_ids, strings),
+        pa.array(kinds, strings),
+        pa.array(events, strings),
+        pa.array(display_names, strings),
+        pa.array(user_ids, strings),
+        pa.array(anonymous_ids, strings),
+        pa.array(corrected, pa.int64()).cast(TS),
+        original,
+        pa.nulls(n, TS) if sent is None else pa.repeat(pa.scalar(sent, TS), n),
+        pa.repeat(pa.scalar(received_moment, TS), n),
+        pa.repeat(pa.scalar(source, strings), n),
+        pa.array(sessions, strings),
+        _json_column(props_json),
+        _json_column(context_json),
+        _json_column(traits_json),
+        pa.array(timestamp_text, strings),
+        pa.array(texts, strings),
+        pa.nulls(n, strings) if sent is None else pa.repeat(format_timestamp(sent), n),
+        pa.repeat(pa.scalar(received_text, strings), n),
+        pa.nulls(n, pa.binary()),
+    ]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=ENVELOPE_BATCH_SCHEMA)
+    return sorted(demote), (batch, message_ids)
+
+
+def _canonical(value: str) -> bool:
+    """RFC 3339 UTC as SDKs send it (``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z``)."""
+    return (
+        len(value) in (20, 24, 27)
+        and value[-1] == "Z"
+        and value[10] == "T"
+        and value[4] == "-"
+        and value[13] == ":"
+        and (len(value) == 20 or value[19] == ".")
+    )
+
+
+# -- rejected events: recorded, so that the share of rejections is a metric ------------------
+
+#: The event that records one rejected message (see :func:`rejection_batch`).
+REJECTED_EVENT = "$rejected"
+_MAX_REASON_CHARS = 500
+
+
+def rejection_batch(
+    rejections: Sequence[Rejection],
+    messages: Sequence[Any],
+    *,
+    received_at: datetime,
+    source: str | None,
+    write_key: str | None = None,
+) -> EnvelopeBatch:
+    """One ``$rejected`` event per rejected message: when (``receivedAt``), from which source
+    and write key (its id, never the secret), which field and why, the message's position in
+    its batch and its messageId when it had a usable one.
+
+    They are stored with the accepted events, so the lake holds, per source and minute, how
+    many messages were submitted (events + ``$rejected``) and how many were refused
+    (the ``rejected_event_share`` metric); ``properties.reason`` says why.
+    """
+    _, text = _received(received_at)
+    envelopes = []
+    for rejection in rejections:
+        raw = messages[rejection.index] if 0 <= rejection.index < len(messages) else None
+        original = raw.get("messageId") if isinstance(raw, dict) else None
+        if not isinstance(original, str | int) or isinstance(original, bool):
+            original = None
+        envelopes.append(
+            {
+                "messageId": new_message_id(),
+                "type": "track",
+                "event": REJECTED_EVENT,
+                "name": None,
+                "userId": None,
+                "anonymousId": f"source:{source or 'unknown'}",
+                "timestamp": text,
+                "originalTimestamp": None,
+                "sentAt": None,
+                "receivedAt": text,
+                "properties": {
+                    "field": rejection.field,
+                    "reason": rejection.reason[:_MAX_REASON_CHARS],
+                    "index": rejection.index,
+                    "write_key": write_key,
+                    "rejected_message_id": None if original is None else str(original)[:255],
+                },
+                "traits": {},
+                "context": {},
+                "source": source,
+            }
+        )
+    return envelopes_to_batch(envelopes) if envelopes else EnvelopeBatch(_EMPTY, [])
