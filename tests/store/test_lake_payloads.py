@@ -7,7 +7,14 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tripwire.store.lake import PropertyTypes, envelopes_to_table, payloads_to_table, write_payloads
+from tripwire.events.columns import envelopes_to_batch
+from tripwire.store.lake import (
+    PropertyTypes,
+    envelope_batch_to_table,
+    envelopes_to_table,
+    payloads_to_table,
+    write_payloads,
+)
 
 JSON_COLUMNS = ("properties", "context", "traits")
 
@@ -161,3 +168,53 @@ def test_uniform_and_mixed_keys_in_one_chunk_match_the_reference(tmp_path):
     assert_same(reference, fast)
     assert fast["prop_b"].to_pylist() == ["x", None, None, "y"]
     assert reference_types.types == fast_types.types
+
+
+# -- the archiver's path: envelope batches (buffer segments) ---------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(envelope(), min_size=1, max_size=12), min_size=1, max_size=3))
+def test_envelope_batches_match_reference_chunk_after_chunk(tmp_path_factory, chunks):
+    folder = tmp_path_factory.mktemp("types")
+    reference_types = PropertyTypes(folder / "a.json")
+    batch_types = PropertyTypes(folder / "b.json")
+    for chunk in chunks:
+        reference = envelopes_to_table(chunk, reference_types)
+        columnar = envelope_batch_to_table(envelopes_to_batch(chunk).batch, batch_types)
+        assert_same(reference, columnar)
+        assert reference_types.types == batch_types.types
+
+
+def test_large_chunk_with_conflicting_and_time_like_values_matches_reference(tmp_path):
+    envelopes = [
+        {
+            "messageId": str(i),
+            "type": "identify" if i % 7 == 0 else "track",
+            "event": "E",
+            "timestamp": f"2026-11-0{1 + i % 3}T10:00:00Z",
+            "receivedAt": "2026-11-04T00:00:00Z",
+            "properties": {
+                "n": i if i % 500 else "text",  # one key, two kinds: split in halves
+                "when": "2026-11-01T10:00:00Z" if i % 2 else "2026-11-01",
+                "session_id": i,
+                "nested": {"a": i},
+            },
+            "context": {
+                "locale": "en-GB",
+                "device": {"model": "" if i % 3 else "Echo", "type": "speaker"},
+                "traits": {"prime": i % 2 == 0, "tier": "gold"},
+            },
+            "traits": {"tier": None, "plan": "pro"}
+            if i == 700
+            else ({"tier": "x"} if i % 7 == 0 else {}),
+        }
+        for i in range(3000)
+    ]
+    reference_types = PropertyTypes(tmp_path / "a.json")
+    batch_types = PropertyTypes(tmp_path / "b.json")
+    reference = envelopes_to_table(envelopes, reference_types)
+    columnar = envelope_batch_to_table(envelopes_to_batch(envelopes).batch, batch_types)
+    assert_same(reference, columnar)
+    assert reference_types.types == batch_types.types
+    assert columnar["prop_when"].to_pylist()[:2] == ["2026-11-01", "2026-11-01T10:00:00Z"]

@@ -631,6 +631,12 @@ def _fast_batch(
     sessions = [p.get("session_id", p.get("$session_id")) for p in properties]
     if not set(map(type, sessions)) <= {str, _NONE}:
         sessions = [s if s is None or type(s) is str else str(s) for s in sessions]
+    if demote:  # placeholders: these rows are dropped and decided by normalize_event
+        if events is raw_events:
+            events = list(events)
+        for i in demote:
+            user_ids[i] = anonymous_ids[i] = display_names[i] = sessions[i] = None
+            message_ids[i] = events[i] = ""
     strings = pa.string()
     arrays = [
         pa.array(message_ids, strings),
