@@ -31,6 +31,7 @@ MAD_TO_SD = 1.482602218505602  # σ = 1.4826 · MAD for the normal
 MIN_LEVEL_POINTS = 12.0
 MIN_SCALE_POINTS = 50.0
 MIN_CLIP_VISITS = 10  # residuals behind the scale before the Huber clip applies
+MIN_SCALE_LEVEL_VISITS = 3  # points behind the level before its residuals teach the scale
 
 
 def mad_scale(values: NDArray[np.float64]) -> float:
@@ -149,6 +150,10 @@ class SeasonalBaseline:
         self._gamma_d = settings.seasonal_gain(settings.daily_bin_seconds, settings.daily_memory)
         self._gamma_w = settings.seasonal_gain(settings.weekly_bin_seconds, settings.weekly_memory)
         self._beta = gain_for_memory(settings.scale_memory)
+        self._any_daily = bool(self.daily_on.any())
+        self._any_weekly = bool(self.weekly_on.any())
+        self._any_initialising = bool(self.initialising.any())
+        self._any_unstarted = True
 
     def bins(self, timestamp: int) -> tuple[int, int]:
         """Daily and weekly bin of an epoch-seconds timestamp."""
@@ -189,60 +194,72 @@ class SeasonalBaseline:
         minus the day's mean and the scale to the pooled within-bin standard deviation. Learning
         the profile by error correction from a cold start instead leaves a slowly rotating
         bias that lasts days.
+
+        ``residual`` and ``unit_weight`` must be finite where ``mask`` is false (0 and 1).
+        Steps that cannot change any state on this tick (initialisation once every series is
+        done, a seasonal term no series has) are skipped.
         """
         d, w = bins
         s = self.settings
-        self.first_ts = np.where(mask & (self.first_ts < 0), timestamp, self.first_ts)
-        init = self.initialising & mask
-        steady = mask & ~self.initialising
-        if init.any():
-            obs = np.where(init, observed, 0.0)
-            self.init_sum[d] += obs
-            self.init_sq[d] += obs * obs
-            self.init_n[d] += init
-            self.init_w2[d] += np.where(init, unit_weight * unit_weight, 0.0)
-        unit = np.where(mask, residual / unit_weight, 0.0)
+        if self._any_unstarted:
+            self.first_ts = np.where(mask & (self.first_ts < 0), timestamp, self.first_ts)
+            self._any_unstarted = bool((self.first_ts < 0).any())
+        if self._any_initialising:
+            init = self.initialising & mask
+            steady = mask & ~self.initialising
+            if init.any():
+                obs = np.where(init, observed, 0.0)
+                self.init_sum[d] += obs
+                self.init_sq[d] += obs * obs
+                self.init_n[d] += init
+                self.init_w2[d] += np.where(init, unit_weight * unit_weight, 0.0)
+        else:
+            steady = mask
+        unit = residual / unit_weight  # 0 where not masked
         # no clipping until the scale rests on MIN_CLIP_VISITS residuals: a scale started
         # from one tiny residual (a thin series' first zero) would otherwise clip everything
         # after it and could never grow back (nor could the level move)
-        known = np.isfinite(clip_scale) & (self.scale_visits >= MIN_CLIP_VISITS)
+        known = (clip_scale == clip_scale) & (self.scale_visits >= MIN_CLIP_VISITS)
         limit = np.where(known, s.huber_c * clip_scale, np.inf)
-        clipped_unit = np.clip(unit, -limit, limit)
-        e = clipped_unit * unit_weight
-        e = np.where(mask, e, 0.0)
+        e = np.clip(unit, -limit, limit) * unit_weight  # 0 where not masked
 
+        # a residual against a level that has seen fewer than MIN_SCALE_LEVEL_VISITS points is
+        # the cold start, not noise (the very first is against a level of 0): the scale skips it
+        settled = self.level_visits >= MIN_SCALE_LEVEL_VISITS
         self.level_visits += mask
         alpha = np.maximum(self._alpha, 1.0 / np.maximum(self.level_visits, 1))
         self.level += alpha * e
         e = e * (1.0 - alpha)
 
-        dmask = steady & self.daily_on
-        self.daily_visits[d] += dmask
-        gamma_d = np.where(
-            dmask, np.maximum(self._gamma_d, 1.0 / np.maximum(self.daily_visits[d], 1)), 0.0
-        )
-        self.daily[d] += gamma_d * e
-        e = e * (1.0 - gamma_d)
+        if self._any_daily:
+            dmask = steady & self.daily_on
+            visits = self.daily_visits[d]
+            visits += dmask
+            gamma_d = np.where(dmask, np.maximum(self._gamma_d, 1.0 / np.maximum(visits, 1)), 0.0)
+            self.daily[d] += gamma_d * e
+            e = e * (1.0 - gamma_d)
 
-        wmask = steady & self.weekly_on
-        self.weekly_visits[w] += wmask
-        gamma_w = np.where(
-            wmask, np.maximum(self._gamma_w, 1.0 / np.maximum(self.weekly_visits[w], 1)), 0.0
-        )
-        self.weekly[w] += gamma_w * e
+        if self._any_weekly:
+            wmask = steady & self.weekly_on
+            visits = self.weekly_visits[w]
+            visits += wmask
+            gamma_w = np.where(wmask, np.maximum(self._gamma_w, 1.0 / np.maximum(visits, 1)), 0.0)
+            self.weekly[w] += gamma_w * e
 
-        smask = steady
+        smask = steady & settled
         self.scale_visits += smask
-        have = np.isfinite(self.abs_dev)
-        abs_unit = np.minimum(np.abs(unit), np.where(known, 2.0 * s.huber_c * clip_scale, np.inf))
+        abs_unit = np.minimum(np.abs(unit), 2.0 * limit)
         beta = np.maximum(self._beta, 1.0 / np.maximum(self.scale_visits, 1))
+        have = self.abs_dev == self.abs_dev
         updated = np.where(have, self.abs_dev + beta * (abs_unit - self.abs_dev), abs_unit)
         self.abs_dev = np.where(smask, updated, self.abs_dev)
 
-        ready = self.initialising & (self.first_ts >= 0)
-        ready &= timestamp - self.first_ts >= DAY_SECONDS - s.step_seconds
-        if ready.any():
-            self._finish_initialisation(ready)
+        if self._any_initialising:
+            ready = self.initialising & (self.first_ts >= 0)
+            ready &= timestamp - self.first_ts >= DAY_SECONDS - s.step_seconds
+            if ready.any():
+                self._finish_initialisation(ready)
+                self._any_initialising = bool(self.initialising.any())
 
     def _finish_initialisation(self, ready: NDArray[np.bool_]) -> None:
         n = self.init_n[:, ready]

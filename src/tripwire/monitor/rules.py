@@ -111,7 +111,11 @@ class RuleBank:
         numerators: NDArray[np.float64],
         denominators: NDArray[np.float64],
     ) -> list[Trigger | Clear]:
-        """Evaluate every rule on one tick (right after ``bank`` produced ``tick``)."""
+        """Evaluate every rule on one tick (right after ``bank`` produced ``tick``).
+
+        ``volume``, ``numerators`` and ``denominators`` are counts without NaN (0 where
+        nothing was counted; the evaluator cleans a whole block at once).
+        """
         out: list[Trigger | Clear] = []
         ts = tick.timestamp
         for state in self.states:
@@ -130,13 +134,16 @@ class RuleBank:
         self, state: _RuleState, tick: TickResult, volume: NDArray[np.float64]
     ) -> list[Trigger | Clear]:
         rule, ts, y = state.rule, tick.timestamp, tick.observed
-        with np.errstate(invalid="ignore"):
-            breach = np.zeros(self.n_series, dtype=bool)
-            if rule.above is not None:
-                breach |= y > rule.above
-            if rule.below is not None:
-                breach |= y < rule.below
-        cond = state.scope & breach & np.isfinite(y) & (np.nan_to_num(volume) >= rule.min_volume)
+        # comparisons with NaN (no data) are false
+        if rule.above is not None and rule.below is not None:
+            breach = (y > rule.above) | (y < rule.below)
+        elif rule.above is not None:
+            breach = y > rule.above
+        else:  # a threshold rule has `above` or `below` (validated)
+            breach = y < (-np.inf if rule.below is None else rule.below)
+        cond = state.scope & breach & np.isfinite(y) & (volume >= rule.min_volume)
+        if not (cond.any() or (state.streak_start >= 0).any()):
+            return []  # nothing held, nothing starts: no state to move
         state.streak_start = np.where(
             cond, np.where(state.streak_start < 0, ts, state.streak_start), -1
         )
@@ -221,13 +228,12 @@ class RuleBank:
             state.den[:] = 0.0
             state.vol[:] = 0.0
         state.window_id = window
-        num = np.nan_to_num(numerators)
-        den = np.nan_to_num(denominators)
+        num, den = numerators, denominators
         if np.all(den == 0) and np.any(np.isfinite(tick.observed)):
             num, den = np.nan_to_num(tick.observed), np.isfinite(tick.observed).astype(float)
         state.num += num
         state.den += den
-        state.vol += np.nan_to_num(volume)
+        state.vol += volume
         return out
 
     def _window_condition(self, state: _RuleState) -> NDArray[np.bool_]:

@@ -48,6 +48,7 @@ from tripwire.monitor.series import (
     Segment,
     Ticks,
     clip_shares,
+    counts_numerator,
     detector_kind,
     discover_and_fetch,
     fetch_ticks,
@@ -87,6 +88,7 @@ def detector_config(monitor: MonitorSpec, metric: MetricBase) -> DetectorConfig:
         baseline=BaselineSettings(step_seconds=step, daily_bins=max(1, min(288, 86_400 // step))),
         warmup_seconds=int(spec.warmup.total_seconds()),
         min_denominator=spec.min_denominator,
+        resolution=1.0 if counts_numerator(metric) else 0.0,
     )
 
 
@@ -154,18 +156,21 @@ class MonitorEvaluator:
         if kind == "proportion":
             ticks = clip_shares(ticks)
         out: list[Event] = []
-        for t in range(len(ticks)):
-            ts = int(ticks.timestamps[t])
-            if kind == "value":
-                tick = self.bank.update(ts, ticks.values[t])
-            else:
-                tick = self.bank.update(ts, None, ticks.numerators[t], ticks.denominators[t])
+        if kind == "value":
+            results = self.bank.ticks_of(ticks.timestamps, ticks.values)
+        else:
+            results = self.bank.ticks_of(
+                ticks.timestamps, None, ticks.numerators, ticks.denominators
+            )
+        # rules take counts without NaN (0 = nothing counted): cleaned once for the block
+        volumes = np.nan_to_num(ticks.volumes)
+        nums = np.nan_to_num(ticks.numerators)
+        dens = np.nan_to_num(ticks.denominators)
+        for t, tick in enumerate(results):
             self.last_tick = tick
-            for item in self.rules.update(
-                tick, self.bank, ticks.volumes[t], ticks.numerators[t], ticks.denominators[t]
-            ):
+            for item in self.rules.update(tick, self.bank, volumes[t], nums[t], dens[t]):
                 out.append(Event(self.monitor, self.metric.name, self.segments[item.series], item))
-            self.next_timestamp = ts + self.monitor.step_seconds
+            self.next_timestamp = tick.timestamp + self.monitor.step_seconds
         return out
 
 

@@ -62,6 +62,12 @@ def detector_kind(metric: MetricBase) -> str:
     return "value"
 
 
+def counts_numerator(metric: MetricBase) -> bool:
+    """Whether a ratio's numerator is a count (events or distinct units), so its value
+    moves in steps of one count (the detector's noise floor for ratios)."""
+    return isinstance(metric, RatioMetric) and metric.numerator.agg in ("count", "distinct")
+
+
 def combos(monitor: MonitorSpec) -> list[tuple[str, ...]]:
     """Dimension combinations watched: ``()`` (aggregate) then sizes 1..depth."""
     dims = monitor.segments.dimensions
