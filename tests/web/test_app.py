@@ -6,6 +6,7 @@ and the auth/CSRF machinery); page tests run on the session's demo workspace.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,9 +136,13 @@ def test_unknown_things_are_404(world: Any) -> None:
 
 
 def test_every_page_renders_on_the_demo_workspace(world: Any) -> None:
+    """Each page answers at once; the lake-backed sections it defers (not computed yet:
+    the warm-up is off) load from their fragment URLs, and with ``defer=0`` the same
+    sections are inline."""
     with TestClient(create_server_app(world.workspace, warm=False)) as client:
         with AlertStore.for_workspace(world.workspace) as alerts:
             alert = alerts.query()[0]
+        deferred = 0
         for path in ("/", "/?window=60m", "/?window=7d&tenure=new", "/funnels",
                      "/funnels?dimension=locale&value=en-GB", "/experiments",
                      "/experiments/ranker_v2", "/catalog", "/catalog/orders?by=locale&days=7",
@@ -146,6 +151,18 @@ def test_every_page_renders_on_the_demo_workspace(world: Any) -> None:
             response = client.get(path)
             assert response.status_code == 200, (path, response.text[:500])
             assert "<main" in response.text
+            for url in re.findall(r'data-fragment="([^"]+)"', response.text):
+                deferred += 1
+                fragment = client.get(url.replace("&amp;", "&"))
+                assert fragment.status_code == 200, (url, fragment.text[:500])
+                assert "data-figure=" in fragment.text or "plotly-graph-div" in fragment.text, url
+        assert deferred >= 4  # at least the overview's four sections were deferred once
+        full = client.get("/?window=24h&defer=0")
+        assert "data-fragment=" not in full.text
+        assert full.text.count("data-figure=") == 7
+        # computed sections are now cached: the page carries them inline
+        again = client.get("/?window=60m")
+        assert "data-fragment=" not in again.text and again.text.count("data-figure=") == 7
 
 
 def test_ack_and_silence_are_recorded_with_the_actor(world: Any) -> None:

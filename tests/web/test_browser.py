@@ -59,7 +59,9 @@ class Page:
         )
 
     def open(self, path: str) -> Any:
+        """Go to ``path`` and wait until its deferred sections are in place."""
         self.page.goto(self.base + path, wait_until="load")
+        self.page.wait_for_function("document.querySelectorAll('[data-fragment]').length === 0")
         return self.page
 
     def traces(self, plot_id: str) -> list[dict[str, Any]]:

@@ -57,17 +57,17 @@ def test_server_app_composes_every_face_and_stops_its_threads(tmp_path: Path) ->
     with KeyStore.for_workspace(ws) as keys:
         key = keys.create("app", ("write", "read")).secret
     before = {t.ident for t in threading.enumerate()}
-    app = create_server_app(ws, monitor=True)
+    app = create_server_app(ws, rollout_guard=True)
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
-        assert app.state.monitor is not None and app.state.rollout_guard is not None
+        assert app.state.experiments.guard is not None
         assert client.get("/healthz").json()["status"] == "ok"
         assert client.get("/metrics").status_code == 200
         assert client.get("/v1/changes", headers=auth).status_code == 200
         assert client.get("/v1/assign?experiment=nope&unit_id=u1", headers=auth).status_code == 404
         assert client.get("/changes").status_code == 200
         assert client.post("/v1/batch", json={"batch": []}, headers=auth).status_code in (200, 400)
-    # the lifespan stopped every thread it started (monitor, guard, warm-up, change sync)
+    # the lifespan stopped every thread it started (guard, warm-up, change sync, buffers)
     threading.Event().wait(0.2)
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == []
@@ -79,5 +79,32 @@ def test_server_app_without_dashboard_or_monitor(tmp_path: Path) -> None:
     served = _served(app, ["/v1/changes", "/v1/assign", "/", "/changes"])
     assert served == {"/v1/changes": True, "/v1/assign": True, "/": False, "/changes": False}
     with TestClient(app) as client:
-        assert app.state.monitor is None and app.state.rollout_guard is None
+        assert app.state.monitor is None and app.state.experiments.guard is None
         assert client.get("/healthz").status_code == 200
+
+
+def test_change_events_in_the_lake_reach_the_dashboard_without_a_cli_step(tmp_path: Path) -> None:
+    """A ``$change`` event that was captured and archived shows on /changes and in the
+    change log: the server's background loop syncs the lake (no ``tripwire monitor`` run)."""
+    import tripwire
+    from tripwire.ingest.archiver import Archiver
+    from tripwire.monitor.changes import ChangeLog
+    from tripwire.store.buffer import Buffer
+
+    ws = initialize_workspace(tmp_path / "ws")
+    with tripwire.open(ws.root) as tw:
+        tw.track("Session Started", {"session_id": "s1"}, user_id="u1")
+        tw.track("$change", {"kind": "deploy", "service": "payments-token", "version": "7.7.7",
+                             "scope": {"locale": "en-GB"}, "author": "ci"}, user_id="deploy-bot")  # fmt: skip
+    with Buffer.for_workspace(ws) as buffer:
+        assert Archiver.for_workspace(ws, buffer).run().events == 2
+    with ChangeLog.for_workspace(ws) as log:
+        assert log.query() == []
+    app = create_server_app(ws, warm=False)
+    with TestClient(app) as client:
+        assert app.state.dashboard_data.warmed.wait(60)
+        page = client.get("/changes?days=3650")
+        assert page.status_code == 200 and "payments-token" in page.text and "7.7.7" in page.text
+    with ChangeLog.for_workspace(ws) as log:
+        (change,) = log.query()
+    assert change.origin == "event" and change.scope == {"locale": "en-GB"}

@@ -21,13 +21,13 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -41,6 +41,7 @@ from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import Workspace
 from tripwire.web import charts
 from tripwire.web.data import DEFAULT_KPI, TENURES, WINDOWS, DashboardData
+from tripwire.web.experiments import experiment_rows, scorecard, warm_scorecards
 from tripwire.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -57,6 +58,7 @@ STATIC = HERE / "static"
 #: Dimensions offered by the quick chart and the funnel filters (docs/world.md).
 DIMENSIONS = ("locale", "device", "trait_tenure", "source", "app_version", "os")
 SILENCE_HOURS = (1, 4, 24)
+FUNNEL_HOURS = (1, 6, 24, 72, 168)
 
 
 def plotly_js_path() -> Path:
@@ -109,19 +111,19 @@ def create_dashboard(
     ``include_router``): while the app runs, a background thread syncs the change log from
     the lake's ``$change`` events every ``sync_every`` seconds and, with ``warm``, first
     computes the overview's sections and the scorecards, so the first visitor does not wait
-    for the lake. Shutdown stops it, interrupts a lake query in flight and closes the
-    engine.
+    for the lake (the engine itself is opened before the app serves). Shutdown stops it,
+    interrupts a lake query in flight and closes the engine.
     """
     store = keys if keys is not None else KeyStore.for_workspace(workspace)
     gate = Gate(store, require_login=require_login)
     data = DashboardData(workspace, ttl=cache_seconds)
     if warm:
-        from tripwire.web.experiments import warm_scorecards
-
         data.after_warm = lambda: warm_scorecards(data)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        app.state.dashboard_data = data
+        await asyncio.to_thread(data.open)
         data.start(warm=warm, sync_every=sync_every)
         try:
             yield
@@ -130,7 +132,6 @@ def create_dashboard(
 
     env = _environment()
     router = APIRouter(lifespan=lifespan)
-    router.dashboard_data = data  # type: ignore[attr-defined]  # for benchmarks and tests
 
     def page(
         request: Request, viewer: Viewer, template: str, status: int = 200, **context: Any
@@ -149,6 +150,11 @@ def create_dashboard(
             response.set_cookie(CSRF_COOKIE, token, httponly=False, samesite="strict")
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    def fragment(template: str, **context: Any) -> HTMLResponse:
+        """A page section alone (loaded by the page's script into its placeholder)."""
+        html = env.get_template(template).render(**context)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     def denied(request: Request, error: AccessDenied) -> Response:
         if error.status == 401 and request.method == "GET":
@@ -244,71 +250,128 @@ def create_dashboard(
         return response
 
     # -- overview -------------------------------------------------------------------------
-    @router.get("/", response_class=HTMLResponse)
-    def overview(
-        request: Request, kpi: str = DEFAULT_KPI, window: str = "24h", tenure: str = ""
-    ) -> Response:
-        try:
-            viewer = gate.viewer(request)
-        except AccessDenied as error:
-            return denied(request, error)
-        names = data.metric_names()
-        scalar = [
-            n for n in names if not isinstance(data.metric(n), FunnelMetric | RetentionMetric)
-        ]
+    def overview_params(
+        request: Request, viewer: Viewer, kpi: str, window: str, tenure: str
+    ) -> Response | None:
+        scalar = scalar_metrics()
         if kpi not in scalar:
             return bad_request(request, viewer, f"kpi: unknown metric {kpi!r}", 404)
         if window not in WINDOWS:
             return bad_request(request, viewer, f"window: one of {', '.join(WINDOWS)}")
         if tenure and tenure not in TENURES:
             return bad_request(request, viewer, f"tenure: one of {', '.join(TENURES)}")
-        with AlertStore.for_workspace(workspace) as alerts:
-            open_alerts = alerts.query(status="open")
-        by_severity = Counter(a.severity for a in open_alerts)
+        return None
+
+    def scalar_metrics() -> list[str]:
+        return [
+            n
+            for n in data.metric_names()
+            if not isinstance(data.metric(n), FunnelMetric | RetentionMetric)
+        ]
+
+    def kpi_section(kpi: str, window: str, tenure: str) -> dict[str, Any]:
         points = data.kpi_series(kpi, window)
         start = points[0].at if points else data.end()
         stop = points[-1].at + timedelta(hours=1) if points else data.end()
-        changes = data.changes(since=start, until=stop)
-        rate = _rate_like(data, kpi)
+        changes = data.changes(since=start, until=stop)  # fresh: the state db, no lake
+        return {
+            "figures": {
+                "kpi": charts.kpi_figure(kpi, points, changes, percent=_rate_like(data, kpi))
+            },
+            "changes": changes,
+            "latest": points[-1] if points else None,
+        }
+
+    def health_section(kpi: str, window: str, tenure: str) -> dict[str, Any]:
         health = data.health()
         sources = sorted({r["source"] for r in health["events_per_minute"]})
         per_source = {
             s: [(r["bucket"], r["value"]) for r in health["events_per_minute"] if r["source"] == s]
             for s in sources
         }
+        return {
+            "figures": {
+                "events": charts.lines_figure(
+                    "events per minute by source (hourly mean)", per_source, ytitle="events/min"
+                ),
+                "shares": charts.lines_figure(
+                    "late and rejected shares",
+                    {"late (>5 min)": health["late"], "rejected": health["rejected"]},
+                    percent=True,
+                ),
+                "ledger": charts.lines_figure(
+                    "orders per hour: ledger vs telemetry",
+                    {"ledger": health["ledger_orders"], "telemetry": health["telemetry_orders"]},
+                    ytitle="orders",
+                ),
+            }
+        }
+
+    def cohort_section(kpi: str, window: str, tenure: str) -> dict[str, Any]:
         cohort = data.cohort_change(kpi, tenure or None)
+        title = f"{kpi}: last 24 h vs the 7 days before" + (f" (tenure {tenure})" if tenure else "")
+        return {
+            "figures": {
+                "cohort": charts.heatmap_figure(
+                    title, cohort["devices"], cohort["locales"], cohort["z"]
+                )
+            }
+        }
+
+    def latency_section(kpi: str, window: str, tenure: str) -> dict[str, Any]:
         latency = data.latency()
-        figures = {
-            "kpi": charts.kpi_figure(kpi, points, changes, percent=rate),
-            "events": charts.lines_figure(
-                "events per minute by source (hourly mean)", per_source, ytitle="events/min"
-            ),
-            "shares": charts.lines_figure(
-                "late and rejected shares",
-                {"late (>5 min)": health["late"], "rejected": health["rejected"]},
-                percent=True,
-            ),
-            "ledger": charts.lines_figure(
-                "orders per hour: ledger vs telemetry",
-                {"ledger": health["ledger_orders"], "telemetry": health["telemetry_orders"]},
-                ytitle="orders",
-            ),
-            "cohort": charts.heatmap_figure(
-                f"{kpi}: last 24 h vs the 7 days before"
-                + (f" (tenure {tenure})" if tenure else ""),
-                cohort["devices"],
-                cohort["locales"],
-                cohort["z"],
-            ),
-            "latency": charts.bars_figure(
-                "turn pipeline latency by stage (24 h)",
-                latency["stages"],
-                latency["quantiles"],
-                ytitle="ms",
-            ),
-            "fallback": charts.lines_figure(
-                "fallback engagement", {"fallback rate": latency["fallback"]}, percent=True
-            ),
+        return {
+            "figures": {
+                "latency": charts.bars_figure(
+                    "turn pipeline latency by stage (24 h)",
+                    latency["stages"],
+                    latency["quantiles"],
+                    ytitle="ms",
+                ),
+                "fallback": charts.lines_figure(
+                    "fallback engagement", {"fallback rate": latency["fallback"]}, percent=True
+                ),
+            }
+        }
+
+    #: The overview's lake-backed sections: builder and the cache keys it needs.
+    Section = Callable[[str, str, str], dict[str, Any]]
+    Keys = Callable[[str, str, str], list[tuple[Any, ...]]]
+    overview_sections: dict[str, tuple[Section, Keys]] = {
+        "kpi": (kpi_section, lambda k, w, t: [("kpi", k, w)]),
+        "health": (health_section, lambda k, w, t: [("health",)]),
+        "cohort": (cohort_section, lambda k, w, t: [("cohort", k, t or None)]),
+        "latency": (latency_section, lambda k, w, t: [("latency",)]),
+    }
+
+    @router.get("/", response_class=HTMLResponse)
+    def overview(
+        request: Request,
+        kpi: str = DEFAULT_KPI,
+        window: str = "24h",
+        tenure: str = "",
+        defer: int = 1,
+    ) -> Response:
+        """The 3am page. Alerts come from the state database; a lake-backed section that is
+        not computed yet is deferred (``defer=1``, the default): the page is sent at once
+        and the browser fetches the section from ``/fragments/overview/<name>``."""
+        try:
+            viewer = gate.viewer(request)
+        except AccessDenied as error:
+            return denied(request, error)
+        problem = overview_params(request, viewer, kpi, window, tenure)
+        if problem is not None:
+            return problem
+        with AlertStore.for_workspace(workspace) as alerts:
+            open_alerts = alerts.query(status="open")
+        by_severity = Counter(a.severity for a in open_alerts)
+        sections = {
+            name: (
+                build(kpi, window, tenure)
+                if not defer or all(data.cache.has(k) for k in keys(kpi, window, tenure))
+                else None
+            )
+            for name, (build, keys) in overview_sections.items()
         }
         return page(
             request,
@@ -317,16 +380,34 @@ def create_dashboard(
             title="Overview",
             alerts=open_alerts,
             by_severity=[(s, by_severity.get(s, 0)) for s in SEVERITIES],
-            kpis=scalar,
+            kpis=scalar_metrics(),
             kpi=kpi,
             window=window,
             windows=list(WINDOWS),
             tenure=tenure,
             tenures=TENURES,
-            figures=figures,
-            changes=changes,
+            sections=sections,
+            query=urlencode({"kpi": kpi, "window": window, "tenure": tenure}),
             data_end=data.end(),
-            latest=points[-1] if points else None,
+        )
+
+    @router.get("/fragments/overview/{name}", response_class=HTMLResponse)
+    def overview_fragment(
+        request: Request, name: str, kpi: str = DEFAULT_KPI, window: str = "24h", tenure: str = ""
+    ) -> Response:
+        """One section of the overview (what a deferred placeholder loads)."""
+        try:
+            viewer = gate.viewer(request)
+        except AccessDenied as error:
+            return denied(request, error)
+        if name not in overview_sections:
+            return bad_request(request, viewer, f"no overview section {name!r}", 404)
+        problem = overview_params(request, viewer, kpi, window, tenure)
+        if problem is not None:
+            return problem
+        build, _ = overview_sections[name]
+        return fragment(
+            f"overview_{name}.html", s=build(kpi, window, tenure), kpi=kpi, window=window
         )
 
     # -- alerts ---------------------------------------------------------------------------
@@ -426,6 +507,7 @@ def create_dashboard(
         hours: int = 24,
         dimension: str = "",
         value: str = "",
+        defer: int = 1,
     ) -> Response:
         try:
             viewer = gate.viewer(request)
@@ -437,7 +519,7 @@ def create_dashboard(
         metric = metric or names[0]
         if metric not in names:
             return bad_request(request, viewer, f"metric: not a funnel metric: {metric!r}", 404)
-        if hours not in (1, 6, 24, 72, 168):
+        if hours not in FUNNEL_HOURS:
             return bad_request(request, viewer, "hours: one of 1, 6, 24, 72, 168")
         end = data.end()
         try:
@@ -454,20 +536,13 @@ def create_dashboard(
             if dimension not in dims:
                 return bad_request(request, viewer, f"dimension: one of {', '.join(dims)}")
             where = [f"{dimension}={value}"]
-        result = data.funnel_compare(metric, split, timedelta(hours=hours), where)
-        steps = [r["step_name"] for r in result["after"]] or [
-            r["step_name"] for r in result["before"]
+        args = (metric, split, hours, dimension, value, tuple(where))
+        keys: list[tuple[Any, ...]] = [
+            ("funnel", metric, split, timedelta(hours=hours), tuple(where))
         ]
-        before = {r["step_name"]: r["step_conversion"] for r in result["before"]}
-        after = {r["step_name"]: r["step_conversion"] for r in result["after"]}
-        figure = charts.bars_figure(
-            f"{metric}: step conversion, {hours} h before vs after {split:%Y-%m-%d %H:%M}",
-            steps,
-            {"before": [before.get(s) for s in steps], "after": [after.get(s) for s in steps]},
-            percent=True,
-            ytitle="step conversion",
-        )
-        drill = data.cohort_values(metric, dimension) if dimension else []
+        if dimension:
+            keys.append(("values", metric, dimension))
+        ready = not defer or all(data.cache.has(k) for k in keys)
         return page(
             request,
             viewer,
@@ -480,29 +555,86 @@ def create_dashboard(
             dims=dims,
             dimension=dimension,
             value=value,
-            values=drill,
-            figure=figure,
-            rows=[
+            s=funnel_section(*args) if ready else None,
+            query=urlencode(
+                {
+                    "metric": metric,
+                    "at": split.strftime("%Y-%m-%dT%H:%M"),
+                    "hours": hours,
+                    "dimension": dimension,
+                    "value": value,
+                }
+            ),  # fmt: skip
+        )
+
+    def funnel_section(
+        metric: str, split: datetime, hours: int, dimension: str, value: str, where: tuple[str, ...]
+    ) -> dict[str, Any]:
+        result = data.funnel_compare(metric, split, timedelta(hours=hours), where)
+        steps = [r["step_name"] for r in result["after"]] or [
+            r["step_name"] for r in result["before"]
+        ]
+        before = {r["step_name"]: r["step_conversion"] for r in result["before"]}
+        after = {r["step_name"]: r["step_conversion"] for r in result["after"]}
+        entered_before = {r["step_name"]: r["entered"] for r in result["before"]}
+        entered_after = {r["step_name"]: r["entered"] for r in result["after"]}
+        figure = charts.bars_figure(
+            f"{metric}: step conversion, {hours} h before vs after {split:%Y-%m-%d %H:%M}",
+            steps,
+            {"before": [before.get(s) for s in steps], "after": [after.get(s) for s in steps]},
+            percent=True,
+            ytitle="step conversion",
+        )
+        return {
+            "figure": figure,
+            "drill": data.cohort_values(metric, dimension) if dimension else [],
+            "rows": [
                 {
                     "step": s,
                     "before": before.get(s),
                     "after": after.get(s),
-                    "entered_before": next(
-                        (r["entered"] for r in result["before"] if r["step_name"] == s), 0
-                    ),
-                    "entered_after": next(
-                        (r["entered"] for r in result["after"] if r["step_name"] == s), 0
-                    ),
+                    "entered_before": entered_before.get(s, 0),
+                    "entered_after": entered_after.get(s, 0),
                 }
                 for s in steps
             ],
+        }
+
+    @router.get("/fragments/funnels", response_class=HTMLResponse)
+    def funnels_fragment(
+        request: Request,
+        metric: str = "",
+        at: str = "",
+        hours: int = 24,
+        dimension: str = "",
+        value: str = "",
+    ) -> Response:
+        """The funnel explorer's result (chart, table, drill links) for a deferred page."""
+        try:
+            viewer = gate.viewer(request)
+        except AccessDenied as error:
+            return denied(request, error)
+        if metric not in data.funnel_metrics():
+            return bad_request(request, viewer, f"metric: not a funnel metric: {metric!r}", 404)
+        try:
+            split = datetime.fromisoformat(at).replace(tzinfo=UTC)
+        except ValueError:
+            return bad_request(request, viewer, f"at: not a date-time: {at!r}")
+        if hours not in FUNNEL_HOURS:
+            return bad_request(request, viewer, "hours: one of 1, 6, 24, 72, 168")
+        where = (f"{dimension}={value}",) if dimension and value else ()
+        return fragment(
+            "funnels_result.html",
+            s=funnel_section(metric, split, hours, dimension, value, where),
+            metric=metric,
+            at=split.strftime("%Y-%m-%dT%H:%M"),
+            hours=hours,
+            dimension=dimension,
         )
 
     # -- experiments -----------------------------------------------------------------------
     @router.get("/experiments", response_class=HTMLResponse)
     def experiments(request: Request) -> Response:
-        from tripwire.web.experiments import experiment_rows
-
         try:
             viewer = gate.viewer(request)
         except AccessDenied as error:
@@ -513,9 +645,31 @@ def create_dashboard(
         )
 
     @router.get("/experiments/{name}", response_class=HTMLResponse)
-    def experiment(request: Request, name: str) -> Response:
-        from tripwire.web.experiments import scorecard
+    def experiment(request: Request, name: str, defer: int = 1) -> Response:
+        """The scorecard; its analysis is deferred (fetched after first paint) until cached."""
+        try:
+            viewer = gate.viewer(request)
+        except AccessDenied as error:
+            return denied(request, error)
+        rows, _ = experiment_rows(data)
+        row = next((r for r in rows if r.name == name), None)
+        if row is None:
+            return bad_request(request, viewer, f"no experiment {name!r}", 404)
+        ready = not defer or data.cache.has(("scorecard", name))
+        card = scorecard(data, name) if ready else None
+        return page(
+            request,
+            viewer,
+            "experiment.html",
+            title=name,
+            name=name,
+            experiment_status=row.status,
+            card=card,
+        )
 
+    @router.get("/fragments/experiments/{name}", response_class=HTMLResponse)
+    def experiment_fragment(request: Request, name: str) -> Response:
+        """The scorecard's body (verdict, tables, figures, plan, decision log)."""
         try:
             viewer = gate.viewer(request)
         except AccessDenied as error:
@@ -524,7 +678,13 @@ def create_dashboard(
             card = scorecard(data, name)
         except KeyError:
             return bad_request(request, viewer, f"no experiment {name!r}", 404)
-        return page(request, viewer, "experiment.html", title=name, card=card)
+        return fragment(
+            "experiment_body.html",
+            card=card,
+            csrf=csrf_token(request),
+            csrf_field=CSRF_FIELD,
+            viewer=viewer,
+        )
 
     @router.post("/experiments/{name}/override")
     async def override(request: Request, name: str) -> Response:
@@ -557,28 +717,19 @@ def create_dashboard(
         )
 
     @router.get("/catalog/{name}", response_class=HTMLResponse)
-    def metric_page(request: Request, name: str, by: str = "", days: int = 3) -> Response:
+    def metric_page(
+        request: Request, name: str, by: str = "", days: int = 3, defer: int = 1
+    ) -> Response:
         try:
             viewer = gate.viewer(request)
         except AccessDenied as error:
             return denied(request, error)
-        if name not in data.metric_names():
-            return bad_request(request, viewer, f"no metric {name!r}", 404)
+        problem = metric_params(request, viewer, name, by, days)
+        if problem is not None:
+            return problem
         metric = data.metric(name)
-        dims = list(metric.dimensions or ())
-        if by and by not in dims:
-            return bad_request(request, viewer, f"by: one of {', '.join(dims) or '(none)'}")
-        if days not in (1, 3, 7, 14):
-            return bad_request(request, viewer, "days: one of 1, 3, 7, 14")
-        figure = None
-        if not isinstance(metric, FunnelMetric | RetentionMetric):
-            rows = data.quick_chart(name, by or None, days)
-            groups: dict[str, list[tuple[datetime, float | None]]] = {}
-            for r in rows:
-                groups.setdefault(str(r[by]) if by else name, []).append((r["bucket"], r["value"]))
-            figure = charts.lines_figure(
-                f"{name}" + (f" by {by}" if by else ""), groups, percent=_rate_like(data, name)
-            )
+        chartable = not isinstance(metric, FunnelMetric | RetentionMetric)
+        ready = not defer or data.cache.has(("quick", name, by or None, days))
         return page(
             request,
             viewer,
@@ -589,11 +740,46 @@ def create_dashboard(
             if hasattr(metric, "model_dump")
             else {},
             sql=data.metric_sql(name),
-            dims=dims,
+            dims=list(metric.dimensions or ()),
             by=by,
             days=days,
-            figure=figure,
+            chartable=chartable,
+            figure=quick_figure(name, by, days) if chartable and ready else None,
+            query=urlencode({"by": by, "days": days}),
         )
+
+    def metric_params(
+        request: Request, viewer: Viewer, name: str, by: str, days: int
+    ) -> Response | None:
+        if name not in data.metric_names():
+            return bad_request(request, viewer, f"no metric {name!r}", 404)
+        dims = list(data.metric(name).dimensions or ())
+        if by and by not in dims:
+            return bad_request(request, viewer, f"by: one of {', '.join(dims) or '(none)'}")
+        if days not in (1, 3, 7, 14):
+            return bad_request(request, viewer, "days: one of 1, 3, 7, 14")
+        return None
+
+    def quick_figure(name: str, by: str, days: int) -> dict[str, Any]:
+        rows = data.quick_chart(name, by or None, days)
+        groups: dict[str, list[tuple[datetime, float | None]]] = {}
+        for r in rows:
+            groups.setdefault(str(r[by]) if by else name, []).append((r["bucket"], r["value"]))
+        return charts.lines_figure(
+            f"{name}" + (f" by {by}" if by else ""), groups, percent=_rate_like(data, name)
+        )
+
+    @router.get("/fragments/catalog/{name}", response_class=HTMLResponse)
+    def metric_fragment(request: Request, name: str, by: str = "", days: int = 3) -> Response:
+        """The metric page's quick chart."""
+        try:
+            viewer = gate.viewer(request)
+        except AccessDenied as error:
+            return denied(request, error)
+        problem = metric_params(request, viewer, name, by, days)
+        if problem is not None:
+            return problem
+        return fragment("metric_chart.html", figure=quick_figure(name, by, days), name=name)
 
     # -- changes --------------------------------------------------------------------------
     @router.get("/changes", response_class=HTMLResponse)

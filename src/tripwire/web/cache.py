@@ -53,6 +53,11 @@ class TTLCache:
                 return hit[1]  # type: ignore[no-any-return]
         return self._store(key, compute(), ttl)
 
+    def has(self, key: Hashable) -> bool:
+        """Whether ``key`` has a value (fresh or stale): :meth:`get` answers at once."""
+        with self._lock:
+            return key in self._values
+
     def _refresh(self, key: Hashable, compute: Callable[[], Any], ttl: float | None) -> None:
         try:
             self._store(key, compute(), ttl)

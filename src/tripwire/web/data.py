@@ -25,6 +25,7 @@ from tripwire.metrics.definitions import FunnelMetric, MetricBase
 from tripwire.metrics.query import Metrics
 from tripwire.metrics.timeseries import data_end
 from tripwire.monitor.changes import Change, ChangeLog
+from tripwire.store.engine import events_table
 from tripwire.store.workspace import Workspace
 from tripwire.web.cache import TTLCache
 
@@ -87,6 +88,8 @@ class DashboardData:
         #: More sections to compute after the overview's (the experiment scorecards).
         self.after_warm: Callable[[], None] | None = None
         self._stop = threading.Event()
+        #: Set when the background thread's first pass (sync, warm-up) is done.
+        self.warmed = threading.Event()
         self._background: threading.Thread | None = None
         self._lake_seen: tuple[int, int] | None = None
         #: Why the last change-log sync failed (None when it worked).
@@ -103,10 +106,21 @@ class DashboardData:
         )
         self._background.start()
 
+    def open(self) -> None:
+        """Open the query engine and read the lake's schema (what a first query would do),
+        so the first visitor does not pay for it; errors (an empty lake) are left for the
+        pages to report."""
+        try:
+            with self._lock:
+                events_table(self.metrics.backend).schema()
+        except Exception:
+            pass
+
     def _run(self, warm: bool, sync_every: float | None) -> None:
         self.sync_changes()
         if warm:
             self.warm()
+        self.warmed.set()
         while sync_every and not self._stop.wait(sync_every):
             self.sync_changes()
 
@@ -178,11 +192,17 @@ class DashboardData:
         """The newest event time (the dashboard's "now"); wall clock for an empty lake."""
 
         def compute() -> datetime:
-            with self._lock:
-                try:
-                    last = data_end(self.metrics.backend)
-                except Exception:  # an empty lake has no events view yet
-                    last = None
+            # the fast path uses its own DuckDB cursor: it never waits behind a page's query
+            try:
+                last = newest_partition_end(self.workspace, self.metrics.backend)
+            except Exception:
+                last = None
+            if last is None:
+                with self._lock:
+                    try:
+                        last = data_end(self.metrics.backend)
+                    except Exception:  # an empty lake has no events view yet
+                        last = None
             return last or datetime.now(UTC)
 
         return self.cache.get(("end",), compute, ttl=10.0)
@@ -212,6 +232,7 @@ class DashboardData:
             self.health,
             lambda: self.cohort_change(DEFAULT_KPI, None),
             self.latency,
+            self._warm_funnel,
         ]
         if self.after_warm is not None:
             steps.append(self.after_warm)
@@ -222,6 +243,13 @@ class DashboardData:
                 step()
             except Exception:  # an empty or broken lake: the pages will say so themselves
                 return
+
+    def _warm_funnel(self) -> None:
+        """The funnel explorer's default view: the first funnel, 24 h each side of end − 24 h."""
+        names = self.funnel_metrics()
+        if names:
+            day = timedelta(hours=24)
+            self.funnel_compare(names[0], self.end() - day, day, ())
 
     # -- overview ------------------------------------------------------------------------
     def kpi_series(self, name: str, window: str) -> list[SeriesPoint]:
@@ -391,6 +419,38 @@ class DashboardData:
                 return self.metrics.sql(name, grain="hour")
 
         return self.cache.get(("sql", name), compute, ttl=600)
+
+
+def newest_partition_end(workspace: Workspace, backend: Any) -> datetime | None:
+    """Just after the lake's last event, reading only the newest ``date=`` partition.
+
+    The lake partitions events by the UTC date of their timestamp, so the newest event is
+    in the newest date folder; reading its files' ``timestamp`` column costs a fraction of
+    :func:`~tripwire.metrics.timeseries.data_end`'s scan of every file (measured on the
+    demo lake: 0.05 s vs 1 s CPU). Same answer; None when this shortcut does not apply
+    (not DuckDB, or no files), so the caller falls back to the full scan.
+    """
+    connection = getattr(backend, "con", None)
+    root = workspace.lake_dir / "events"
+    if connection is None or getattr(backend, "name", "") != "duckdb" or not root.is_dir():
+        return None
+    for day in sorted((p for p in root.glob("date=*") if p.is_dir()), reverse=True):
+        files = sorted(str(f) for f in day.glob("event=*/*.parquet"))
+        if not files:
+            continue
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        cursor = connection.cursor()  # its own cursor: never disturbs an open result
+        try:
+            (last,) = cursor.execute(
+                f"SELECT max(timestamp) FROM read_parquet([{listed}], union_by_name=true)"
+            ).fetchone()
+        finally:
+            cursor.close()
+        if last is None:
+            continue
+        moment = last if last.tzinfo else last.replace(tzinfo=UTC)
+        return moment.astimezone(UTC) + timedelta(microseconds=1)  # type: ignore[no-any-return]
+    return None
 
 
 def _lake_signature(workspace: Workspace) -> tuple[int, int] | None:

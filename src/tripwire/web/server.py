@@ -9,9 +9,8 @@ here and not in :mod:`tripwire.ingest`):
 * the monitor's routes (:func:`tripwire.monitor.http.monitor_router`: ``POST/GET
   /v1/changes``, ``GET /metrics``) and, with ``monitor=True``, the streaming monitor
   running as a buffer consumer while the server is up;
-* the experiments' routes (:func:`tripwire.experiments.http.assign_router`: ``GET
-  /v1/assign``) and, with ``rollout_guard=True``, the scheduled rollout guard
-  (:class:`tripwire.experiments.rollout.RolloutGuard`);
+* the experiments' routes and jobs (:func:`tripwire.experiments.http.experiments_server`:
+  ``GET /v1/assign`` and, with ``rollout_guard=True``, the scheduled rollout guard);
 * the dashboard (:func:`tripwire.web.app.create_dashboard`), whose router carries its own
   lifespan (warm-up and change-log sync threads, stopped at shutdown).
 
@@ -25,6 +24,7 @@ factory its worker processes call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -68,36 +68,27 @@ def _streaming_monitor_router(workspace: Workspace) -> APIRouter:
     return APIRouter(lifespan=lifespan)
 
 
-def _experiments_router(workspace: Workspace, *, rollout_guard: bool) -> APIRouter:
-    """``GET /v1/assign`` (its service closed at shutdown) and, optionally, the rollout guard.
+def _experiments_router(
+    workspace: Workspace, keys: KeyStore, *, rollout_guard: bool
+) -> tuple[APIRouter, Any]:
+    """What the experiments area serves (:func:`tripwire.experiments.http.experiments_server`:
+    ``GET /v1/assign`` and, with ``rollout_guard``, the scheduled rollout guard), wrapped in
+    a router whose lifespan starts and stops it; also returns the experiments server."""
+    from tripwire.experiments.http import experiments_server
 
-    EXPERIMENTS HOOK: the experiments area owns these pieces (src/tripwire/experiments/
-    http.py and rollout.py); when it grows more routes or background jobs, they are
-    composed here.
-    """
-    from tripwire.experiments.http import AssignService, assign_router
-
-    service = AssignService.for_workspace(workspace)
+    experiments = experiments_server(workspace, keys=keys, guard=rollout_guard)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        guard: Any = None
-        if rollout_guard:
-            from tripwire.experiments.rollout import RolloutGuard
-
-            guard = RolloutGuard(workspace)
-            guard.start()
-        app.state.rollout_guard = guard
+        experiments.start()
         try:
             yield
         finally:
-            if guard is not None:
-                guard.stop()
-            service.close()
+            await asyncio.to_thread(experiments.stop)
 
     router = APIRouter(lifespan=lifespan)
-    router.include_router(assign_router(service))
-    return router
+    router.include_router(experiments.router)
+    return router, experiments
 
 
 def create_server_app(
@@ -133,9 +124,13 @@ def create_server_app(
     )
     if monitor:
         app.include_router(_streaming_monitor_router(workspace))
+    app.state.experiments = None
     if assign:
         guard = monitor if rollout_guard is None else rollout_guard
-        app.include_router(_experiments_router(workspace, rollout_guard=guard))
+        router, app.state.experiments = _experiments_router(
+            workspace, the_keys, rollout_guard=guard
+        )
+        app.include_router(router)
     if dashboard:
         from tripwire.web.app import create_dashboard
 

@@ -19,8 +19,8 @@
     };
   }
 
-  function render() {
-    var blocks = document.querySelectorAll("script[data-figure]");
+  function render(scope) {
+    var blocks = (scope || document).querySelectorAll("script[data-figure]");
     blocks.forEach(function (block) {
       var el = document.getElementById(block.dataset.figure);
       if (!el) return;
@@ -48,6 +48,38 @@
     }
   }
 
+  /* Sections computed from the lake that were not ready when the page was sent: fetch
+     each one after first paint, put it in place and draw its figures. Scripts inside
+     (the readout's Plotly figures) are re-created so they run. */
+  function loadFragments() {
+    document.querySelectorAll("[data-fragment]").forEach(function (box) {
+      fetch(box.dataset.fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          box.innerHTML = html;
+          box.querySelectorAll("script:not([data-figure])").forEach(function (old) {
+            var script = document.createElement("script");
+            script.text = old.textContent;
+            old.replaceWith(script);
+          });
+          box.removeAttribute("aria-busy");
+          box.removeAttribute("data-fragment");
+          box.classList.add("loaded");
+          if (window.Plotly) render(box);
+        })
+        .catch(function (error) {
+          console.error("tripwire: section " + box.dataset.fragment + " failed: " + error.message);
+          box.removeAttribute("aria-busy");
+          box.removeAttribute("data-fragment");
+          box.innerHTML = '<p class="problem">This section could not be loaded (' +
+            error.message + "). Reload the page to try again.</p>";
+        });
+    });
+  }
+
   function toggle() {
     var next = dark() ? "light" : "dark";
     root.dataset.theme = next;
@@ -59,6 +91,7 @@
     var button = document.getElementById("theme-toggle");
     if (button) button.addEventListener("click", toggle);
     if (window.Plotly) render();
+    loadFragments();
     if (window.matchMedia) {
       window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", function () {
         if (!root.dataset.theme) retheme();
