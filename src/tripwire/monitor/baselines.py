@@ -221,7 +221,7 @@ class SeasonalBaseline:
         # after it and could never grow back (nor could the level move)
         known = (clip_scale == clip_scale) & (self.scale_visits >= MIN_CLIP_VISITS)
         limit = np.where(known, s.huber_c * clip_scale, np.inf)
-        e = np.clip(unit, -limit, limit) * unit_weight  # 0 where not masked
+        e = np.minimum(np.maximum(unit, -limit), limit) * unit_weight  # 0 where not masked
 
         # a residual against a level that has seen fewer than MIN_SCALE_LEVEL_VISITS points is
         # the cold start, not noise (the very first is against a level of 0): the scale skips it

@@ -46,6 +46,7 @@ from tripwire.monitor.detectors import (
 
 MIN_SCORES = 30  # fewer null scores than this: the normal reference sets the threshold
 REFERENCE_SCORES = 20_000  # iid N(0, 1) scores: the floor every calibrated threshold keeps
+MAX_SCORE_INFLATION = 2.0  # history scores are scaled up to unit robust sd by at most this
 SCORE_WINSOR = 6.0  # residuals beyond ±6σ in history are anomalies, not noise to calibrate on
 
 
@@ -283,8 +284,11 @@ def calibrate(
         # early in a replay the baseline's scale is still inflated by its cold start, so raw
         # scores understate live ones: scale them up to unit robust sd, never down (scores
         # wider than unit are over-dispersion the live detector will see too)
+        # — at most doubled: a series that rarely moves (a ratio of counts at exactly 1.0
+        # but for the odd order straddling an hour) has a MAD near 0 that says nothing
+        # about its tails, and dividing by it would turn every ±1 count into ±6σ
         sd = mad_scale(z)
-        z = z / min(sd, 1.0) if sd > 0 else z
+        z = z / min(max(sd, MAX_SCORE_INFLATION**-1), 1.0) if sd > 0 else z
         scores.append(np.clip(z, -SCORE_WINSOR, SCORE_WINSOR))
 
     if len(stamps) - warm_from < MIN_SCORES:

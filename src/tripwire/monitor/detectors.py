@@ -350,7 +350,7 @@ class DetectorBank:
         raw_scale = base.scale()
 
         if cfg.kind == "proportion":
-            p = np.clip(expected, _P_EPS, 1.0 - _P_EPS)
+            p = np.minimum(np.maximum(expected, _P_EPS), 1.0 - _P_EPS)
             pq = p * (1.0 - p)
             weight = np.sqrt(pq / n)
             scale = np.fmax(raw_scale, 1.0)  # NaN (unknown) → 1: never tighter than binomial
@@ -360,12 +360,14 @@ class DetectorBank:
             if cfg.kind == "ratio":
                 weight = 1.0 / np.sqrt(n)
                 if cfg.resolution > 0:  # a ratio of counts cannot resolve less than one count
-                    scale = np.fmax(scale, cfg.resolution * _UNIFORM_SD * weight)
+                    scale = np.fmax(scale, cfg.resolution * weight)
                 raw_z = self._pooled_score(valid, y, n, expected, scale, n)
             else:
                 weight = self._ones
                 raw_z = (y - expected) / scale
-        z = np.clip(raw_z, -cfg.score_clip, cfg.score_clip)
+        z = np.minimum(
+            np.maximum(raw_z, -cfg.score_clip), cfg.score_clip
+        )  # (ufuncs: no np.clip overhead)
         scored = z == z  # NaN where missing, still pooling, or the scale is unknown
 
         if not self._all_warm:
@@ -439,7 +441,8 @@ class DetectorBank:
         half = cfg.interval_z * scale * weight
         lower, upper = expected - half, expected + half
         if cfg.kind == "proportion":
-            lower, upper = np.clip(lower, 0.0, 1.0), np.clip(upper, 0.0, 1.0)
+            lower = np.minimum(np.maximum(lower, 0.0), 1.0)
+            upper = np.minimum(np.maximum(upper, 0.0), 1.0)
         return TickResult(
             timestamp=ts,
             observed=y,
