@@ -10,9 +10,10 @@ example spec shipped in :mod:`tripwire.experiments.examples` (``ranker_v2``,
 3. locks it in the registry (pre-registration);
 4. analyses every look up to the end of the data, records the looks and the verdict in the
    decision log, and writes the readout (Markdown + HTML) to ``.tripwire/reports/experiments``;
-5. compares the verdict with the world's ground truth: ``ranker_v2`` must be vetoed on the
-   ja-JP locale cohort of its add-to-cart guardrail although its aggregate effect is
-   positive, ``prompt_v3`` on its thumbs-down guardrail.
+5. compares the verdict with the world's ground truth: ``ranker_v2`` must be vetoed
+   because the ja-JP locale cohort of its add-to-cart guardrail is breached (and no other
+   locale's) although its aggregate effect is positive, ``prompt_v3`` on its thumbs-down
+   guardrail.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from tripwire.store.workspace import Workspace
 
 EXAMPLES = ("ranker_v2", "prompt_v3")
 AUTHOR = "tripwire demo"
+#: The ranker_v2 guardrail whose ja-JP cohort the world makes regress.
+JP_GUARDRAIL = "add_to_cart_by_locale"
 _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})")
 
 
@@ -98,10 +101,13 @@ def check_truth(
     if name == "ranker_v2":
         look = analysis.current
         positive = all(float(r.comparison.relative.estimate) > 0 for r in look.primary)
-        named = any("ja-JP" in v for v in decision.vetoes)
+        # breached (significantly worse), not merely "not shown non-inferior": the rule is
+        # guardrail-breach and the only breached locale cohort is ja-JP
+        locales = [b for b in decision.breaches if "[locale=" in b]
+        named = locales == [f"{JP_GUARDRAIL} [locale=ja-JP]"]
         return TruthCheck(
-            "VETO naming the ja-JP cohort guardrail, aggregate positive",
-            verdict == "VETO" and named and positive,
+            "VETO: ja-JP cohort guardrail breached, aggregate positive",
+            verdict == "VETO" and decision.rule == "guardrail-breach" and named and positive,
         )
     if name == "prompt_v3":
         named = any("thumbs_down" in v or "csat" in v for v in decision.vetoes)

@@ -9,19 +9,22 @@ True effects are multiplicative on the quantity that generates the metric, so th
 exactly in expectation:
 
 - ``ranker_v2`` multiplies the per-turn add-to-cart (and click) probability by
-  ``1 + effect[locale]``: +8% in English locales, +3% in de/fr/es, −10% in ja-JP.
+  ``1 + effect[locale]``: +8% in English locales, +3% in de/fr/es, −30% in ja-JP. The
+  ja-JP regression is large enough for its cohort guardrail to be breached at the demo's
+  size (10,000 users: ≈ 600 exposed ja-JP users, standard error of the cohort's relative
+  effect ≈ 9%), while the volume-weighted aggregate stays positive (≈ +4%).
 - ``prompt_v3`` multiplies expected turns per session by 1.06 and the thumbs-down
   probability of a rated turn by 1.30, and shifts CSAT answers down.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
+from tripwire.experiments.assignment import unit_hashes
 from tripwire.sim.population import ENGLISH_LOCALES, LOCALES
 
 RANKER = "ranker_v2"
@@ -30,7 +33,7 @@ CONTROL, TREATMENT = "control", "treatment"
 
 #: Relative effect of ranker_v2 on add-to-cart per user, by locale.
 RANKER_EFFECT_BY_LOCALE: dict[str, float] = {
-    name: (0.08 if name in ENGLISH_LOCALES else -0.10 if name == "ja-JP" else 0.03)
+    name: (0.08 if name in ENGLISH_LOCALES else -0.30 if name == "ja-JP" else 0.03)
     for name in LOCALES
 }
 PROMPT_TURNS_EFFECT = 0.06
@@ -55,8 +58,7 @@ class ExperimentDesign:
 
 def arm_positions(experiment: str, user_ids: list[str]) -> np.ndarray:
     """Low-32-bit SHA-256 position in [0, 1) of ``"<experiment>:<user id>"`` per user."""
-    raw = b"".join(hashlib.sha256(f"{experiment}:{u}".encode()).digest()[:8] for u in user_ids)
-    h = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+    h = unit_hashes(f"{experiment}:", user_ids)
     return (h & np.uint64(0xFFFFFFFF)).astype(np.float64) / float(2**32)
 
 
