@@ -11,14 +11,19 @@ Usage: ``python -m bench.experiments [--quick] [--runs N] [--no-ref] [--no-looks
 * The experiment: the 10 metrics of ``bench.metrics`` (proportions, means, counts, ratios,
   a per-event mean), CUPED on every metric (7-day pre-period), 3 cohort dimensions
   (locale, device, tenure), 4 calendar looks, 2 guardrails (one per locale cohort).
-* Measured (median of ``--runs``), each from a cold Ibis/DuckDB connection:
+* Measured (median of ``--runs``), each from a cold Ibis/DuckDB connection, wall and CPU
+  seconds (CPU: this process's, DuckDB's threads included; the references report their own
+  process's CPU the same way, so ratios are comparable on a loaded machine):
 
   - ``final_look``: the current look from the lake: sufficient statistics, every test,
     cohorts, guardrails, sequential status, the verdict and both readout files
     (what the references also compute: one analysis);
-  - ``all_looks``: the same with all 4 looks recomputed from the lake;
+  - ``all_looks``: all 4 looks from nothing: one scan of the lake into per-day partial
+    aggregates (``IncrementalStats``), merged once per look (cumulative windows), then
+    analysis, verdict, readout (``analyze_incremental``);
   - ``incremental``: the daily refresh: ``IncrementalStats.refresh`` after one new day of
-    files lands (per-day partial aggregates on disk), then merge, analysis, verdict, readout;
+    files lands (scans only that day), then the merge for the current look, analysis,
+    verdict, readout;
   - ``tea_tasting`` / ``gbstats``: the same metrics, overall and per cohort value, in
     ``bench/.venv-ref`` (created here with pip: gbstats 0.8.0 pins numpy<2, pandas<2), each
     in a fresh process (``bench/experiments_ref.py``); their per-unit table is built by the
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -101,8 +107,9 @@ def _readout(analysis: Any, decision: Any, out: Path) -> None:
     write_readout(render_readout(analysis, decision), out)
 
 
-def run_lake(lake: Path, all_looks: bool, out: Path) -> dict[str, Any]:
-    """Lake → sufficient statistics → analysis → verdict → readout (timed)."""
+def run_lake(lake: Path, out: Path) -> dict[str, Any]:
+    """Full recomputation of the current look: lake → sufficient statistics (one scan) →
+    analysis → verdict → readout (timed)."""
     from tripwire.experiments.analysis import analyze
     from tripwire.experiments.decision import decide_analysis
     from tripwire.store.engine import connect_lake, events_table
@@ -110,9 +117,7 @@ def run_lake(lake: Path, all_looks: bool, out: Path) -> dict[str, Any]:
     spec, metrics = bench_spec(), _metrics()
     started, cpu = time.perf_counter(), time.process_time()
     events = events_table(connect_lake(lake, threads=2))
-    analysis = analyze(
-        events, spec, metrics, at=LOOKS[-1], looks=None if all_looks else [LOOKS[-1]]
-    )
+    analysis = analyze(events, spec, metrics, at=LOOKS[-1], looks=[LOOKS[-1]])
     decision = decide_analysis(analysis)
     _readout(analysis, decision, out)
     seconds = time.perf_counter() - started
@@ -124,6 +129,31 @@ def run_lake(lake: Path, all_looks: bool, out: Path) -> dict[str, Any]:
         "verdict": decision.verdict.value,
         "units": sum(look.validity.units_per_arm.values()),
         "effects": _effects(look),
+    }
+
+
+def run_all_looks(lake: Path, work: Path, out: Path) -> dict[str, Any]:
+    """All 4 looks from nothing: per-day partial aggregates built in one scan of the lake,
+    merged once per look (cumulative windows), analysis, verdict, readout (timed)."""
+    from tripwire.experiments.analysis import analyze_incremental, incremental_spec
+    from tripwire.experiments.decision import decide_analysis
+    from tripwire.metrics.incremental import IncrementalStats
+
+    spec, metrics = bench_spec(), _metrics()
+    if work.exists():
+        shutil.rmtree(work)
+    started, cpu = time.perf_counter(), time.process_time()
+    state = IncrementalStats(work, lake, incremental_spec(spec, metrics), threads=2)
+    analysis = analyze_incremental(state, spec, metrics, at=LOOKS[-1])
+    decision = decide_analysis(analysis)
+    _readout(analysis, decision, out)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
+        "looks": len(analysis.looks),
+        "verdict": decision.verdict.value,
+        "effects": _effects(analysis.current),
     }
 
 
@@ -150,10 +180,12 @@ def _shadow_lake(lake: Path, target: Path, days: list[str]) -> None:
 
 
 def run_incremental(lake: Path, work: Path, out: Path) -> dict[str, Any]:
-    """Daily refresh: state over all days but the last, then the last day lands (timed)."""
-    from tripwire.experiments.analysis import ExperimentAnalysis, analyze_stats
+    """Daily refresh: state over all days but the last, then the last day lands; timed:
+    the refresh (scans only the new day), the merge for the current look, analysis,
+    verdict, readout (earlier looks are in the decision log already)."""
+    from tripwire.experiments.analysis import analyze_incremental, incremental_spec
     from tripwire.experiments.decision import decide_analysis
-    from tripwire.metrics.incremental import IncrementalSpec, IncrementalStats
+    from tripwire.metrics.incremental import IncrementalStats
 
     spec, metrics = bench_spec(), _metrics()
     days = sorted(p.name for p in (lake / "events").glob("date=*"))
@@ -161,22 +193,14 @@ def run_incremental(lake: Path, work: Path, out: Path) -> dict[str, Any]:
     if work.exists():
         shutil.rmtree(work)
     _shadow_lake(lake, shadow, days[:-1])
-    inc_spec = IncrementalSpec(
-        experiment=EXPERIMENT,
-        metrics=tuple(metrics[m] for m in metrics),
-        dimensions=tuple(DIMENSIONS),
-        analysis_window=timedelta(days=7),
-        pre_period_days=PRE_DAYS,
-    )
-    state = IncrementalStats(work / "data", shadow, inc_spec, threads=2)
+    state = IncrementalStats(work / "data", shadow, incremental_spec(spec, metrics), threads=2)
     state.refresh()  # the history, aggregated on earlier days (not timed)
     _shadow_lake(lake, shadow, days)
     started, cpu = time.perf_counter(), time.process_time()
     report = state.refresh()
-    stats = state.result()
-    types = {m: str(metrics[m].type) for m in metrics}
-    look = analyze_stats(spec, stats, types, look_date=LOOKS[-1])
-    analysis = ExperimentAnalysis(spec, "", (look,))
+    analysis = analyze_incremental(
+        state, spec, metrics, at=LOOKS[-1], looks=[LOOKS[-1]], refresh=False
+    )
     decision = decide_analysis(analysis)
     _readout(analysis, decision, out)
     seconds = time.perf_counter() - started
@@ -185,7 +209,7 @@ def run_incremental(lake: Path, work: Path, out: Path) -> dict[str, Any]:
         "cpu_seconds": time.process_time() - cpu,
         "new_files": len(report.new_files),
         "verdict": decision.verdict.value,
-        "effects": _effects(look),
+        "effects": _effects(analysis.current),
     }
 
 
@@ -239,12 +263,19 @@ def run_reference(python: Path, engine: str, lake: Path) -> dict[str, Any]:
         str(python), str(HERE / "experiments_ref.py"), engine, str(lake),
         "--experiment", EXPERIMENT, "--cutoff", cutoff.isoformat(), "--pre-days", str(PRE_DAYS),
     ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""}
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{engine} failed: {done.stderr.strip()[-1500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    # CPU of the whole reference process (imports included); its own "seconds" is wall
+    result["process_cpu_seconds"] = (after.ru_utime + after.ru_stime) - (
+        before.ru_utime + before.ru_stime
+    )
+    return result
 
 
 def agreement(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
@@ -302,26 +333,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = root / "readouts"
     results: dict[str, Any] = {"size": size, "machine": f"{os.cpu_count()} cores", "runs": runs}
 
-    final = [run_lake(lake, False, out) for _ in range(runs)]
+    final = [run_lake(lake, out) for _ in range(runs)]
     results["final_look_s"] = _median([r["seconds"] for r in final])
     results["final_look_cpu_s"] = _median([r["cpu_seconds"] for r in final])
     results["units"] = final[0]["units"]
     results["verdict"] = final[0]["verdict"]
-    print(f"final look, lake → verdict + readout: {results['final_look_s']:.1f} s "
+    print(f"final look, full recomputation, lake → verdict + readout: "
+          f"{results['final_look_s']:.1f} s wall, {results['final_look_cpu_s']:.1f} s CPU "
           f"({results['units']:,} units, {final[0]['verdict']})", flush=True)  # fmt: skip
     if "--no-looks" not in args:
-        looks = [run_lake(lake, True, out) for _ in range(max(1, runs - 1))]
+        looks = [run_all_looks(lake, root / "all-looks", out) for _ in range(max(1, runs - 1))]
         results["all_looks_s"] = _median([r["seconds"] for r in looks])
         results["all_looks_cpu_s"] = _median([r["cpu_seconds"] for r in looks])
-        print(f"all 4 looks from the lake: {results['all_looks_s']:.1f} s", flush=True)
+        print(f"all 4 looks from nothing (one scan into per-day partials, 4 merges): "
+              f"{results['all_looks_s']:.1f} s wall, {results['all_looks_cpu_s']:.1f} s CPU",
+              flush=True)  # fmt: skip
     if "--no-incremental" not in args:
         incremental = [run_incremental(lake, root / "incremental", out) for _ in range(runs)]
         results["incremental_s"] = _median([r["seconds"] for r in incremental])
         results["incremental_cpu_s"] = _median([r["cpu_seconds"] for r in incremental])
-        print(f"daily incremental refresh → verdict + readout: {results['incremental_s']:.1f} s",
-              flush=True)  # fmt: skip
+        print(f"daily incremental refresh → verdict + readout: {results['incremental_s']:.1f} s "
+              f"wall, {results['incremental_cpu_s']:.1f} s CPU", flush=True)  # fmt: skip
     results |= run_assignment()
-    print(f"assignment: {results['assign_per_s']:,.0f}/s per call, "
+    print(f"assignment (CPU, one core): {results['assign_per_s']:,.0f}/s per call, "
           f"{results['assign_many_per_s']:,.0f}/s assign_many", flush=True)  # fmt: skip
 
     ours = dict(final[0]["effects"])
@@ -340,19 +374,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(str(error), flush=True)
                     continue
                 results[f"{engine}_s"] = _median([t["seconds"] for t in timings])
+                results[f"{engine}_cpu_s"] = _median([t["cpu_seconds"] for t in timings])
                 results[f"{engine}_agreement"] = agreement(ours, timings[0]["effects"])
-                print(f"{engine}: {results[f'{engine}_s']:.1f} s; max relative difference "
+                print(f"{engine}: {results[f'{engine}_s']:.1f} s wall, "
+                      f"{results[f'{engine}_cpu_s']:.1f} s CPU; max relative difference "
                       f"vs tripwire {results[f'{engine}_agreement']}", flush=True)  # fmt: skip
-            refs = [results[k] for k in ("gbstats_s", "tea_tasting_s") if k in results]
-            if refs:
+            for unit, suffix in (("wall", "_s"), ("CPU", "_cpu_s")):
+                refs = [results[f"{e}{suffix}"] for e in ("gbstats", "tea_tasting")
+                        if f"{e}{suffix}" in results]  # fmt: skip
+                if not refs:
+                    continue
                 fastest = min(refs)
-                results["full_vs_fastest_ref"] = fastest / results["final_look_s"]
-                print(f"fastest reference / tripwire full = {results['full_vs_fastest_ref']:.2f}× "
-                      "(target ≥ 1)", flush=True)  # fmt: skip
-                if "incremental_s" in results:
-                    results["incremental_vs_fastest_ref"] = fastest / results["incremental_s"]
-                    print(f"fastest reference / tripwire incremental = "
-                          f"{results['incremental_vs_fastest_ref']:.1f}× (target ≥ 5)", flush=True)  # fmt: skip
+                tag = "" if unit == "wall" else "_cpu"
+                results[f"full_vs_fastest_ref{tag}"] = fastest / results[f"final_look{suffix}"]
+                print(f"[{unit}] fastest reference / tripwire full = "
+                      f"{results[f'full_vs_fastest_ref{tag}']:.2f}× (target ≥ 1)", flush=True)  # fmt: skip
+                if f"incremental{suffix}" in results:
+                    ratio = fastest / results[f"incremental{suffix}"]
+                    results[f"incremental_vs_fastest_ref{tag}"] = ratio
+                    print(f"[{unit}] fastest reference / tripwire incremental = {ratio:.1f}× "
+                          "(target ≥ 5)", flush=True)  # fmt: skip
     name = "experiments-quick.json" if quick else f"experiments-{size['users']}.json"
     target = HERE / "results" / name
     target.parent.mkdir(exist_ok=True)
