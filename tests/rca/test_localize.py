@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tripwire.rca.localize import GLOBAL, LOCALIZED, NO_CHANGE, localize, localize_ratio
-from tripwire.rca.synthetic import f1_score, generate_case
+from tripwire.rca.synthetic import f1_score, generate_case, generate_ratio_case
 
 
 def _mean_f1(seeds, **options) -> tuple[float, float, float]:
@@ -17,6 +17,78 @@ def _mean_f1(seeds, **options) -> tuple[float, float, float]:
         result = localize(case.columns, case.observed, case.expected)
         scores.append(f1_score([e.conditions for e in result.elements], list(case.causes)))
     return tuple(float(x) for x in np.mean(scores, axis=0))  # type: ignore[return-value]
+
+
+def _grid(measure: str, seeds: int = 3, **options) -> dict[tuple[int, int], np.ndarray]:
+    """Mean (precision, recall, F1) per (causes, depth) over ``seeds`` generated cases."""
+    out = {}
+    for causes in (1, 2, 3):
+        for depth in (1, 2, 3):
+            scores = []
+            for seed in range(seeds):
+                rng = np.random.default_rng(1000 * causes + 100 * depth + seed)
+                if measure == "ratio":
+                    case = generate_ratio_case(rng, n_causes=causes, depth=depth, **options)
+                    result = localize_ratio(
+                        case.columns,
+                        case.numerator,
+                        case.denominator,
+                        case.baseline_numerator,
+                        case.baseline_denominator,
+                    )
+                else:
+                    case = generate_case(rng, n_causes=causes, depth=depth, **options)
+                    result = localize(case.columns, case.observed, case.expected)
+                found = [e.conditions for e in result.elements]
+                scores.append(f1_score(found, list(case.causes)))
+            out[(causes, depth)] = np.mean(scores, axis=0)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("measure", "options", "cell_bar", "mean_bar"),
+    [
+        ("additive", {"noise": 0.05}, 0.8, 0.95),
+        ("additive", {"noise": 0.1, "magnitude": (0.15, 0.4)}, 0.6, 0.9),
+        ("ratio", {}, 0.8, 0.95),
+        ("ratio", {"magnitude": (0.15, 0.4), "volume": 2.0}, 0.6, 0.9),
+    ],
+)
+def test_f1_per_number_of_causes_and_depth(measure, options, cell_bar, mean_bar):
+    """1–3 causes × depth 1–3, additive and ratio, with noise: F1 per cell and on average."""
+    grid = _grid(measure, **options)
+    f1 = {key: float(value[2]) for key, value in grid.items()}
+    assert min(f1.values()) >= cell_bar, f1
+    assert np.mean(list(f1.values())) >= mean_bar, f1
+
+
+def test_ratio_global_drop_and_traffic_mix_are_not_localized():
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        case = generate_ratio_case(rng, n_causes=0, mix_shift=True)
+        # every leaf's rate drops by 30%: a global change, whatever the traffic mix does
+        numerator = rng.binomial(
+            case.denominator.astype(np.int64),
+            0.7 * case.baseline_numerator / np.maximum(case.baseline_denominator, 1),
+        )
+        result = localize_ratio(
+            case.columns,
+            numerator,
+            case.denominator,
+            case.baseline_numerator,
+            case.baseline_denominator,
+        )
+        assert result.verdict == GLOBAL and result.elements == (), [
+            e.label() for e in result.elements
+        ]
+        unmoved = localize_ratio(
+            case.columns,
+            case.numerator,
+            case.denominator,
+            case.baseline_numerator,
+            case.baseline_denominator,
+        )
+        assert unmoved.verdict == NO_CHANGE and unmoved.elements == ()
 
 
 def test_recovers_one_to_three_causes_at_depth_one_to_three():

@@ -1,17 +1,24 @@
 """End to end on the synthetic world: every planted incident investigated like an on-call would.
 
-The world is small but dense (8,000 users × 5 days at one session per user-day, incidents
-on days 2–4) so a 4% segment has enough sessions in a 2.5-hour incident. Checks, per
-incident: the localized segments cover the planted ones (leaf overlap — ``app_version`` of
-a device family is equivalent to the device), the funnel step, the implicated change and
-the category ("measurement issue" for the telemetry outage); and that a metric that did
-not move gets no invented cause. Also the report files and the CLI.
+Worlds are small but dense (8,000 users × 3 days at 2.5 sessions per user-day; the
+payments and retrieval incidents on day 2, the telemetry outage on day 1) so the 4%
+payments segment has enough sessions for an exact test. Each world also gets a planted
+**global** change (40% of payment authorisations fail everywhere for 2.5 h on day 1,
+product-side: the ledger loses the same orders) that must not be localized.
+
+The accuracy test scores every case (seeds × incident types) on the top root-cause set,
+funnel step, change and category, and asserts ≥ 95% correct; the investigation runs at
+the incident's end (a retrospective on-call look; the demo pages at +60 min, where the
+payments segment is too thin at demo scale and the investigation says so). Also: the
+measurement-issue verdict up front, no invented cause for an unmoved metric, the report
+files and the CLI. Widen the sweep with ``TRIPWIRE_RCA_SEEDS=1,2,3,4``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,29 +36,51 @@ from tripwire.store.workspace import Workspace, init_workspace
 
 pytestmark = pytest.mark.slow
 
-#: One dense world keeps the default run near two minutes on 2 cores; widen the sweep with
-#: ``TRIPWIRE_RCA_SEEDS=1,4,7 pytest tests/rca/test_world.py``.
-SEEDS = tuple(int(s) for s in os.environ.get("TRIPWIRE_RCA_SEEDS", "1").split(","))
+SEEDS = tuple(int(s) for s in os.environ.get("TRIPWIRE_RCA_SEEDS", "1,2").split(","))
+GLOBAL = "global-payment-failure"
+#: Events of a session lost when its payment fails (app and ledger alike: a product failure).
+_AFTER_PAYMENT = {
+    "Payment Authorized",
+    "Shipping Selected",
+    "Order Confirmed",
+    "Order Completed",
+    "Ledger Order Recorded",
+}
 
 
-def _build(root: Path, seed: int) -> Workspace:
+def _global_failure(message: dict[str, Any], start: datetime, end: datetime) -> bool:
+    """True when ``message`` is lost to the planted global payment failure (40% of sessions)."""
+    if message.get("event") not in _AFTER_PAYMENT:
+        return False
+    at = datetime.fromisoformat(message["timestamp"].replace("Z", "+00:00"))
+    if not start <= at < end:
+        return False
+    session = str(message.get("properties", {}).get("session_id", ""))
+    return zlib.crc32(session.encode()) % 10 < 4
+
+
+def build_world(root: Path, seed: int) -> Workspace:
+    """A dense 3-day world with the three planted incidents and the global failure."""
     ws = init_workspace(root)
     world = World(
         WorldConfig(
             seed=seed,
             users=8000,
-            days=5,
-            sessions_per_user_day=1.0,
-            incident_days=(2, 3, 4),
+            days=3,
+            sessions_per_user_day=2.5,
+            incident_days=(2, 1, 2),
             turn_latency_sampling=0.1,
             experiments=False,
         )
     )
+    day1 = world.start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    g_start, g_end = day1 + timedelta(hours=10), day1 + timedelta(hours=12, minutes=30)
     batch: list[dict[str, Any]] = []
     for part in world.batches():
         batch += [
             {**m, "source": part.source, "receivedAt": m.get("sentAt") or m["timestamp"]}
             for m in part.messages
+            if not _global_failure(m, g_start, g_end)
         ]
         if len(batch) > 200_000:
             write_events(ws.lake_dir, batch)
@@ -60,87 +89,120 @@ def _build(root: Path, seed: int) -> Workspace:
         write_events(ws.lake_dir, batch)
     (ws.data_dir / "sim").mkdir(parents=True, exist_ok=True)
     world.ground_truth().write(ws.data_dir / "sim" / "ground_truth.json")
+    planted = {
+        "id": GLOBAL,
+        "start": g_start.isoformat(),
+        "end": g_end.isoformat(),
+        "metric": "voice_checkout_conversion",
+        "segments": [],
+        "funnel_step": "payment",
+    }
+    (ws.data_dir / "sim" / "global_change.json").write_text(json.dumps(planted))
     return ws
 
 
-@pytest.fixture(scope="module", params=SEEDS)
-def investigated(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Workspace, list[tuple[dict, Investigation]]]:
-    ws = _build(tmp_path_factory.mktemp(f"world{request.param}"), request.param)
+def cases(ws: Workspace) -> list[dict[str, Any]]:
+    """The planted incidents of a world built by :func:`build_world` (global one last)."""
     truth = json.loads((ws.data_dir / "sim" / "ground_truth.json").read_text())["incidents"]
-    out = []
-    for incident in truth:
-        start = datetime.fromisoformat(incident["start"].replace("Z", "+00:00"))
-        out.append((incident, investigate(ws, incident["metric"], start + timedelta(minutes=60))))
-    return ws, out
+    return [*truth, json.loads((ws.data_dir / "sim" / "global_change.json").read_text())]
 
 
-def _leaf_overlap(inv: Investigation, planted: list[dict[str, str]]) -> float:
-    """How well the found segments cover the planted ones (1.0: every planted one matched)."""
-    found = inv.root_segments
-    if not found:
-        return 0.0
-    # Equivalence by value sets: a found segment matches when each planted condition is
-    # either pinned to the same value or implied by a pinned dimension (app_version → device).
-    score = []
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def matches(found: tuple[dict[str, str], ...], planted: list[dict[str, str]]) -> bool:
+    """Same number of segments and each planted one found (``app_version`` ≡ its device).
+
+    A found segment matches a planted one when it pins no conflicting value, pins every
+    planted condition or an equivalent ``app_version``, and adds no unrelated condition.
+    """
+    if len(found) != len(planted):
+        return False
     for seg in planted:
-        best = 0.0
+        ok = False
         for f in found:
-            same = sum(1 for k, v in seg.items() if f.get(k) == v)
-            implied = sum(1 for k in seg if k not in f and ("app_version" in f or "service" in f))
             conflict = any(k in f and f[k] != v for k, v in seg.items())
-            best = max(best, 0.0 if conflict else (same + implied) / len(seg))
-        score.append(best)
-    return sum(score) / len(score) if score else 0.0
+            covered = all(k in f or "app_version" in f for k in seg)
+            unrelated = [k for k in f if k not in seg and k != "app_version"]
+            ok |= not conflict and covered and not unrelated
+        if not ok:
+            return False
+    return True
 
 
-def test_each_incident_is_explained(investigated):
-    _, results = investigated
-    for incident, inv in results:
-        assert _leaf_overlap(inv, incident["segments"]) >= 0.99, (incident["id"], inv.root_segments)
-        if incident["funnel_step"]:
-            assert inv.breakpoint.breakpoint == incident["funnel_step"], (
-                incident["id"],
-                inv.breakpoint.statement,
-            )
-        top = inv.changes.implicated
-        assert top is not None, incident["id"]
-        assert (top.change["service"], top.change["version"]) == (
-            incident["change"]["service"],
-            incident["change"]["version"],
-        )
-        assert inv.category == incident["category"], (
-            incident["id"],
-            inv.category,
-            inv.changes.category_evidence,
-        )
+def score(case: dict[str, Any], inv: Investigation) -> dict[str, bool]:
+    """Which parts of one investigation are right (segments, step, change, category)."""
+    top = inv.changes.implicated
+    if case["id"] == GLOBAL:
+        # No invented cause: no segment, and no scoped change blamed for a global failure.
+        return {
+            "segments": inv.root_segments == (),
+            "step": inv.breakpoint.breakpoint == case["funnel_step"],
+            "change": top is None or not top.change.get("scope"),
+            "category": inv.category != "measurement issue",
+        }
+    return {
+        "segments": matches(inv.root_segments, case["segments"]),
+        "step": inv.breakpoint.breakpoint == case["funnel_step"],
+        "change": top is not None
+        and (top.change["service"], top.change["version"])
+        == (case["change"]["service"], case["change"]["version"]),
+        "category": inv.category == case["category"],
+    }
+
+
+@pytest.fixture(scope="module")
+def investigated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[tuple[Workspace, list[tuple[dict[str, Any], Investigation]]]]:
+    out = []
+    for seed in SEEDS:
+        ws = build_world(tmp_path_factory.mktemp(f"world{seed}"), seed)
+        found = [(case, investigate(ws, case["metric"], _time(case["end"]))) for case in cases(ws)]
+        out.append((ws, found))
+    return out
+
+
+def test_accuracy_over_seeds_and_incident_types(investigated):
+    table = [(case["id"], score(case, inv)) for _, found in investigated for case, inv in found]
+    right = [all(parts.values()) for _, parts in table]
+    assert len(table) == 4 * len(SEEDS)
+    assert sum(right) / len(right) >= 0.95, [
+        t for t, ok in zip(table, right, strict=True) if not ok
+    ]
+
+
+def test_no_invented_cause_for_a_global_change(investigated):
+    for _, found in investigated:
+        inv = next(inv for case, inv in found if case["id"] == GLOBAL)
+        assert inv.root_segments == () and not inv.integrity.measurement_issue, inv.summary()
 
 
 def test_the_measurement_issue_is_said_up_front(investigated):
-    _, results = investigated
-    for incident, inv in results:
-        measurement = incident["category"] == "measurement issue"
-        assert inv.integrity.measurement_issue == measurement, (
-            incident["id"],
-            inv.integrity.evidence,
-        )
-        if measurement:
-            assert inv.summary().split(". ")[1].startswith("Measurement issue")
-            assert inv.breakpoint.breakpoint is None
+    for _, found in investigated:
+        for case, inv in found:
+            measurement = case.get("category") == "measurement issue"
+            assert inv.integrity.measurement_issue == measurement, (
+                case["id"],
+                inv.integrity.evidence,
+            )
+            if measurement:
+                assert inv.summary().split(". ")[1].startswith("Measurement issue")
+                assert inv.breakpoint.breakpoint is None
 
 
 def test_a_metric_that_did_not_move_gets_no_invented_cause(investigated):
-    ws, results = investigated
-    payments = next(inv for incident, inv in results if incident["id"] == "payments-deploy")
+    ws, found = investigated[0]
+    payments = next(inv for case, inv in found if case["id"] == "payments-deploy")
     # Chatbot resolution is not touched by the payments deploy.
     inv = investigate(ws, "resolution_rate", payments.at)
     assert inv.root_segments == () and inv.changes.implicated is None, inv.summary()
 
 
 def test_reports_are_written_and_stored(investigated):
-    ws, results = investigated
-    incident, inv = results[0]
+    ws, found = investigated[0]
+    _, inv = found[0]
     record, files = record_investigation(ws, inv)
     html = files.html.read_text()
     assert (
@@ -167,17 +229,17 @@ def test_reports_are_written_and_stored(investigated):
 
 
 def test_cli_rca_and_incidents(investigated):
-    ws, results = investigated
-    incident, inv = next((i, v) for i, v in results if i["id"] == "retrieval-shard")
+    ws, found = investigated[0]
+    case, inv = next((c, v) for c, v in found if c["id"] == "retrieval-shard")
+    at = _time(case["start"]) + timedelta(minutes=60)  # paged an hour in
     runner = CliRunner()
-    result = runner.invoke(
-        app, ["rca", incident["metric"], "--at", inv.at.isoformat(), "-w", str(ws.root)]
-    )
+    result = runner.invoke(app, ["rca", case["metric"], "--at", at.isoformat(), "-w", str(ws.root)])
     assert result.exit_code == 0, result.output
     assert "retrieval" in result.output
     listed = runner.invoke(app, ["incidents", "list", "-w", str(ws.root)])
-    assert listed.exit_code == 0 and inv.id in listed.output
-    shown = runner.invoke(app, ["incidents", "show", inv.id, "-w", str(ws.root)])
+    assert listed.exit_code == 0 and "inc_" in listed.output
+    incident_id = next(w for w in listed.output.split() if w.startswith("inc_"))
+    shown = runner.invoke(app, ["incidents", "show", incident_id, "-w", str(ws.root)])
     assert shown.exit_code == 0, shown.output
     assert "recovered" in shown.output  # the planted rollback restores resolution
     stats = runner.invoke(app, ["incidents", "stats", "-w", str(ws.root)])

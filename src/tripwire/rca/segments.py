@@ -27,6 +27,7 @@ from tripwire.rca.localize import (
     LOCALIZED,
     NO_CHANGE,
     Localization,
+    RootCauseElement,
     localize,
     localize_ratio,
 )
@@ -90,15 +91,15 @@ def _confirmed(
     * a count: the conditional binomial test of the current count vs the baseline count
       over its windows (:func:`tripwire.stats.exact.poisson_ratio_exact_tail`).
 
-    Counts are deflated by the localizer's dispersion estimate (≥ 1), so over-dispersed
-    data needs proportionally more evidence. ``current``/``baseline`` are per-leaf
+    Counts are deflated by the segment's dispersion under the localizer's fitted noise
+    model (:func:`_segment_dispersion`), so over-dispersed data needs proportionally more
+    evidence. ``current``/``baseline`` are per-leaf
     (numerator, denominator) arrays aligned with ``columns`` (for counts the denominator
     is the number of windows). No element left → no localized cause (insufficient data).
     """
     if result.verdict != LOCALIZED:
         return result
     bound = alpha / max(result.candidates_scored, 1)
-    phi = max(result.dispersion, 1.0)
     arrays = {k: np.asarray(v, dtype=object) for k, v in columns.items()}
     size = len(current[0])
     kept = []
@@ -109,9 +110,11 @@ def _confirmed(
         num, den = float(current[0][mask].sum()), float(current[1][mask].sum())
         base_num, base_den = float(baseline[0][mask].sum()), float(baseline[1][mask].sum())
         if proportion:
+            phi = _segment_dispersion(element, den, den / base_den if base_den else 1.0)
             tail = two_proportion_exact_tail(num, den, base_num, base_den, dispersion=phi)
         else:
             windows = float(baseline[1][mask].max()) if mask.any() else 1.0
+            phi = _segment_dispersion(element, None, 1.0 / max(windows, 1.0))
             tail = poisson_ratio_exact_tail(num, 1.0, base_num, windows, dispersion=phi)
         if float(tail) < bound:
             kept.append(element)
@@ -129,6 +132,26 @@ def _confirmed(
     return replace(
         result, elements=tuple(kept), explained_share=sum(e.share_of_error_explained for e in kept)
     )
+
+
+def _segment_dispersion(element: RootCauseElement, trials: float | None, share: float) -> float:
+    """Over-dispersion of a segment beyond the sampling noise of both of its samples.
+
+    The localizer's z divides the segment's deviation by the square root of its fitted
+    noise variance (``a·w + b·f²`` summed over its leaves), so that variance is
+    ``(observed − expected)² / z²``. The exact two-sample tests already account for the
+    sampling noise of the current sample *and* of the baseline the expectation came from:
+    ``E·(1 − E/n)·(1 + n/n₀)`` for a proportion, ``E·(1 + t/t₀)`` for a count, where
+    ``share`` is ``n/n₀`` (``t/t₀``). The ratio of the two, floored at 1, is the extra
+    dispersion (correlated units, day-to-day variation) the test must still absorb.
+    """
+    if element.z_score == 0 or element.expected <= 0:
+        return 1.0
+    noise = ((element.observed - element.expected) / element.z_score) ** 2
+    sampling = element.expected * (1.0 + share)
+    if trials is not None and trials > 0:
+        sampling *= max(1.0 - element.expected / trials, 1e-9)
+    return max(noise / sampling, 1.0)
 
 
 def localize_metric(
