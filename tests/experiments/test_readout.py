@@ -246,3 +246,15 @@ def test_override_needs_both_options_and_is_recorded(workspace: Workspace) -> No
             "ana",
         )
         assert registry.final_decision("planted") == "VETO"
+
+
+def test_analyze_incremental_prints_the_same_scorecard_from_per_day_partials(
+    workspace: Workspace,
+) -> None:
+    args = ("experiment", "analyze", "planted", "--at", "2026-03-20", "-w", str(workspace.root))
+    full = _run(*args)
+    first = _run(*args, "--incremental")
+    assert first.exit_code == 0, first.output
+    assert (workspace.data_dir / "aggregates" / "planted" / "manifest.json").exists()
+    again = _run(*args, "--incremental")  # nothing new in the lake: merges only
+    assert full.output == first.output == again.output

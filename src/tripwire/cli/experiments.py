@@ -29,7 +29,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tripwire.cli.common import WorkspaceOption, console, err_console, open_workspace
-from tripwire.experiments.analysis import AnalysisError, ExperimentAnalysis, analyze
+from tripwire.experiments.analysis import (
+    AnalysisError,
+    ExperimentAnalysis,
+    analyze,
+    analyze_incremental,
+    incremental_spec,
+)
 from tripwire.experiments.decision import (
     ExperimentDecision,
     decide_analysis,
@@ -63,10 +69,12 @@ from tripwire.experiments.spec import (
 )
 from tripwire.metrics.definitions import parse_duration
 from tripwire.metrics.exposures import ExposureConfigError, exposure_sources
+from tripwire.metrics.incremental import IncrementalStats
 from tripwire.metrics.loader import MetricCatalog, MetricDefinitionError, load_metrics
 from tripwire.metrics.query import parse_time
+from tripwire.metrics.unit_stats import UnitStatsError
 from tripwire.report.experiment_readout import render_readout, write_readout
-from tripwire.store.engine import connect, events_table
+from tripwire.store.engine import connect, engine_name, events_table
 from tripwire.store.workspace import Workspace
 
 experiment_app = typer.Typer(
@@ -515,13 +523,26 @@ def register_rollout(app: typer.Typer) -> None:
 
 
 def _run_analysis(
-    ws: Workspace, catalog: MetricCatalog, loaded: LoadedSpec, spec_hash: str, at: date
+    ws: Workspace,
+    catalog: MetricCatalog,
+    loaded: LoadedSpec,
+    spec_hash: str,
+    at: date,
+    *,
+    incremental: bool = False,
 ) -> ExperimentAnalysis:
-    """The analysis of every look up to ``at``, with a Rich progress line while it runs."""
+    """The analysis of every look up to ``at``, with a Rich progress line while it runs.
+
+    ``incremental``: from per-day partial aggregates kept under
+    ``.tripwire/aggregates/<experiment>/`` (refreshed with the lake files not seen yet, then
+    merged per look; same numbers as a full scan), DuckDB workspaces only.
+    """
     try:
         sources = exposure_sources(ws.setting("exposure_mappings"))
     except ExposureConfigError as error:
         raise fail(str(error), 2) from error
+    if incremental and engine_name(ws) != "duckdb":
+        raise fail("--incremental needs the duckdb engine (per-day partials are DuckDB files)", 2)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(f"analysing {loaded.spec.name}", total=None)
@@ -530,11 +551,21 @@ def _run_analysis(
             progress.update(task, description=f"{loaded.spec.name}: {text}")
 
         try:
+            if incremental:
+                state = IncrementalStats(
+                    ws.data_dir,
+                    ws.lake_dir,
+                    incremental_spec(loaded.spec, catalog.metrics, sources),
+                )
+                return analyze_incremental(
+                    state, loaded.spec, catalog.metrics, at=at, spec_hash=spec_hash,
+                    progress=report,
+                )  # fmt: skip
             return analyze(
                 events_table(connect(ws)), loaded.spec, catalog.metrics, at=at,
                 spec_hash=spec_hash, sources=sources, progress=report,
             )  # fmt: skip
-        except AnalysisError as error:
+        except (AnalysisError, UnitStatsError) as error:
             progress.stop()
             raise fail(str(error)) from error
 
@@ -630,6 +661,13 @@ def register_analysis(app: typer.Typer) -> None:
             typer.Option("--to", help="The verdict that --override puts in force (e.g. SHIP)."),
         ] = None,
         author: AuthorOption = None,
+        incremental: Annotated[
+            bool,
+            typer.Option(
+                "--incremental",
+                help="Use per-day partial aggregates (scan only lake files not seen before).",
+            ),
+        ] = False,
         workspace: WorkspaceOption = None,
     ) -> None:
         """Analyse every look up to --at (validity first, primary with CUPED, secondaries,
@@ -642,7 +680,7 @@ def register_analysis(app: typer.Typer) -> None:
         when = (_parse_at(at) or datetime.now(UTC)).date()
         with open_registry(ws) as registry:
             spec_hash = ensure_current_or_exit(registry, loaded, amend, author)
-            analysis = _run_analysis(ws, catalog, loaded, spec_hash, when)
+            analysis = _run_analysis(ws, catalog, loaded, spec_hash, when, incremental=incremental)
             decision = decide_analysis(analysis)
             if override_reason is not None and override_to is not None:
                 try:
