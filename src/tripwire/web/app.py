@@ -37,6 +37,7 @@ from tripwire.metrics.definitions import FunnelMetric, RetentionMetric
 from tripwire.monitor.alerts import AlertError, AlertStore
 from tripwire.monitor.changes import CHANGE_KINDS, ChangeError, change_from_properties, parse_scope
 from tripwire.monitor.definitions import SEVERITIES
+from tripwire.rca.incidents import IncidentStore
 from tripwire.store.keys import KeyStore
 from tripwire.store.workspace import Workspace
 from tripwire.web import charts
@@ -412,8 +413,6 @@ def create_dashboard(
 
     # -- alerts ---------------------------------------------------------------------------
     def incident_of(alert_id: int) -> Any:
-        from tripwire.rca.incidents import IncidentStore
-
         with IncidentStore.for_workspace(workspace) as incidents:
             matches = [r for r in incidents.list() if r.alert_id == alert_id]
         return matches[0] if matches else None
@@ -486,8 +485,6 @@ def create_dashboard(
 
     @router.get("/incidents/{incident_id}/report", response_class=HTMLResponse)
     def incident_report(request: Request, incident_id: str) -> Response:
-        from tripwire.rca.incidents import IncidentStore
-
         try:
             viewer = gate.viewer(request)
         except AccessDenied as error:
