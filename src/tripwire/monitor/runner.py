@@ -202,7 +202,10 @@ def prepare(
     nums = None if kind == "value" else history.numerators
     dens = None if kind == "value" else history.denominators
     bank: DetectorBank | None = None
-    if monitor.detector.threshold is None and len(history):
+    # thresholds only matter to detector rules: a monitor of static thresholds keeps the
+    # detector for its expected values and intervals, and skips the bootstrap
+    detects = any(rule.kind == "detector" for rule in monitor.rules)
+    if monitor.detector.threshold is None and detects and len(history):
         rate = monitor.detector.false_alarms_per_30_days / 30.0 / len(segments)
         try:
             run = calibrate(
@@ -220,7 +223,8 @@ def prepare(
     if bank is None:
         bank = DetectorBank(config, len(segments))
         if len(history):
-            bank.run_batch(history.timestamps, values, nums, dens)
+            for _ in bank.ticks_of(history.timestamps, values, nums, dens):
+                pass
             bank.reset_statistics()
     rules = RuleBank(monitor.rules, len(segments), step)
     return MonitorEvaluator(monitor, metric, segments, bank, rules, int(end.timestamp()), notes)
