@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tripwire.experiments.assignment import Assignment
+from tripwire.experiments.assignment import Allocation, Assignment
 from tripwire.experiments.assignment import assign as hash_assign
 from tripwire.experiments.registry import Registry, RolloutState
 from tripwire.experiments.rollout import allocation
@@ -187,6 +187,13 @@ class StickyAssignments:
 
 
 @dataclass(frozen=True)
+class _CachedSpec:
+    mtime: float
+    checked: float  # time.monotonic() of the last mtime check
+    loaded: LoadedSpec
+
+
+@dataclass(frozen=True)
 class AssignResult:
     """The assignment and whether this call logged the unit's first exposure."""
 
@@ -206,7 +213,10 @@ class Assigner:
         self.send = send
         self.state_ttl_s = state_ttl_s
         self.sticky = StickyAssignments(workspace.state_path)
-        self._specs: dict[str, tuple[float, LoadedSpec]] = {}
+        self._specs: dict[str, _CachedSpec] = {}
+        self._allocations: dict[
+            tuple[int, RolloutState | None], tuple[ExperimentSpec, Allocation]
+        ] = {}
         self._states: dict[str, tuple[float, RolloutState | None]] = {}
         self._registry = Registry(
             connect_sqlite(workspace.state_path, synchronous="FULL", check_same_thread=False)
@@ -215,14 +225,30 @@ class Assigner:
 
     def spec(self, experiment: str) -> ExperimentSpec:
         """The experiment's spec, reloaded when its file changes (metric names unchecked:
-        assignment does not read metrics)."""
+        assignment does not read metrics). The file's mtime is looked at most every
+        ``state_ttl_s`` (like the rollout state), so a hot loop does no filesystem call."""
+        now = time.monotonic()
+        cached = self._specs.get(experiment)
+        if cached is not None and now - cached.checked < self.state_ttl_s:
+            return cached.loaded.spec
         path = spec_path(self.workspace, experiment)
         mtime = path.stat().st_mtime
-        cached = self._specs.get(experiment)
-        if cached is None or cached[0] != mtime:
-            cached = (mtime, load_spec_file(path, root=self.workspace.root))
-            self._specs[experiment] = cached
-        return cached[1].spec
+        if cached is None or cached.mtime != mtime:
+            cached = _CachedSpec(mtime, now, load_spec_file(path, root=self.workspace.root))
+        else:
+            cached = _CachedSpec(mtime, now, cached.loaded)
+        self._specs[experiment] = cached
+        return cached.loaded.spec
+
+    def allocation(self, spec: ExperimentSpec, state: RolloutState | None) -> Allocation:
+        """The hashing allocation of ``spec`` in rollout ``state`` (built once per pair)."""
+        key = (id(spec), state)
+        found = self._allocations.get(key)
+        if found is None or found[0] is not spec:
+            if len(self._allocations) > 256:
+                self._allocations.clear()
+            found = self._allocations[key] = (spec, allocation(spec, state))
+        return found[1]
 
     def rollout_state(self, experiment: str) -> RolloutState | None:
         now = time.monotonic()
@@ -250,7 +276,7 @@ class Assigner:
         previous = self.sticky.get(experiment, unit)
         if previous is not None:
             return AssignResult(Assignment(experiment, unit, previous, "assigned"), False)
-        result = hash_assign(allocation(spec, state), unit)
+        result = hash_assign(self.allocation(spec, state), unit)
         if result.arm is None:
             reason = "paused" if state is not None and state.status == "paused" else result.reason
             return AssignResult(Assignment(experiment, unit, None, reason), False)
@@ -285,10 +311,16 @@ def tripwire_sender(tw: Tripwire) -> Sender:
     and durability as ``tw.track``)."""
 
     def send(message: dict[str, Any]) -> None:
-        result = tw.track_many([message])
-        if result.rejected:
-            first = result.rejected[0]
-            raise ValueError(f"$exposure rejected: {first.field}: {first.reason}")
+        # one event: the single-event path (no batch machinery); raises
+        # EventValidationError (a ValueError) if the message is invalid
+        tw.track(
+            message["event"],
+            message.get("properties"),
+            user_id=message.get("userId"),
+            anonymous_id=message.get("anonymousId"),
+            context=message.get("context"),
+            message_id=message.get("messageId"),
+        )
 
     return send
 
