@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workspace", type=Path, default=Path("tripwire-demo"))
     parser.add_argument("--quick", action="store_true", help="3 warm loads instead of 10")
     args = parser.parse_args(argv)
+    if not (args.workspace / "tripwire.yaml").exists():
+        print(f"   skipped: no demo workspace at {args.workspace} (run `make demo` first)")
+        return {}
     workspace = Workspace.load(args.workspace)
     repeats = 3 if args.quick else 10
     results: dict[str, dict[str, float | int]] = {}
