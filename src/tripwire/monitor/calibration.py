@@ -21,8 +21,10 @@ Hand-tuned ``h = 5`` pages too often on a noisy segment and never on a smooth on
 6. no threshold goes below what iid N(0, 1) scores would need (a reference replayed by the
    same bootstrap): a few hundred history scores cannot show the tail a 1-in-10⁴ threshold
    lives in, and a short, quiet history would otherwise give a thin series a threshold
-   that pages weekly. A series with too few scores to bootstrap gets the reference
-   threshold at its own scoring rate.
+   that pages weekly. A series with fewer than ``MIN_OWN_SCORES`` (200) null scores gets
+   the reference threshold at its own scoring rate: a bootstrap of a few dozen scores
+   (four days of an hourly series, minus its warm-up) extrapolates its tail from noise,
+   in either direction — one cold-start residual in it set a 2.5× higher threshold.
 
 The result carries per-series thresholds and seasonality switches and a bank already warmed
 on the history, ready to stream the next tick.
@@ -44,7 +46,8 @@ from tripwire.monitor.detectors import (
     ewma_update,
 )
 
-MIN_SCORES = 30  # fewer null scores than this: the normal reference sets the threshold
+MIN_SCORES = 30  # fewer points than this after warm-up: no calibration at all
+MIN_OWN_SCORES = 200  # fewer null scores than this: the normal reference sets the threshold
 REFERENCE_SCORES = 20_000  # iid N(0, 1) scores: the floor every calibrated threshold keeps
 MAX_SCORE_INFLATION = 2.0  # history scores are scaled up to unit robust sd by at most this
 SCORE_WINSOR = 6.0  # residuals beyond ±6σ in history are anomalies, not noise to calibrate on
@@ -54,7 +57,7 @@ SCORE_WINSOR = 6.0  # residuals beyond ±6σ in history are anomalies, not noise
 class Calibration:
     """Per-series calibration of one detector config (arrays of length ``n_series``).
 
-    A series with fewer than ``MIN_SCORES`` null scores in its history (e.g. a segment so thin
+    A series with fewer than ``MIN_OWN_SCORES`` null scores in its history (e.g. a segment so thin
     that its pooled counts score a few times a day) gets the threshold normal scores would
     need at its scoring rate; one that never scored keeps the config's default threshold and
     has a NaN estimated rate.
@@ -278,7 +281,7 @@ def calibrate(
         seen = np.cumsum(np.isfinite(history.observed[:, s]))
         z = z[(seen > warm_from) & np.isfinite(z) & ~excluded[:, s]]
         n_scored[s] = z.size
-        if z.size < MIN_SCORES:
+        if z.size < MIN_OWN_SCORES:
             continue  # too thin to bootstrap: the normal reference alone sets its threshold
         usable[s] = True
         # early in a replay the baseline's scale is still inflated by its cold start, so raw
