@@ -211,6 +211,19 @@ class LeafTable:
 
         return spread(self, mine), spread(other, theirs)
 
+    def plus(self, other: LeafTable, *, add_denominators: bool = True) -> LeafTable:
+        """Leaf-wise sum of two tables over disjoint time pieces (the union of their leaves).
+
+        For counts the denominator is the number of windows of the group, the same for
+        every piece, so it is kept rather than added (``add_denominators=False``).
+        """
+        mine, theirs = self.aligned(other)
+        if add_denominators:
+            den = mine.denominator + theirs.denominator
+        else:
+            den = np.maximum(mine.denominator, theirs.denominator)
+        return LeafTable(self.dimensions, mine.columns, mine.numerator + theirs.numerator, den)
+
     def marginal(self, name: str) -> dict[str, tuple[float, float]]:
         """Numerator and denominator per value of one dimension."""
         out: dict[str, tuple[float, float]] = {}
@@ -303,6 +316,25 @@ class FunnelCounts:
     def total(self, mask: np.ndarray | None = None) -> np.ndarray:
         rows = self.entered if mask is None else self.entered[mask]
         return rows.sum(axis=0)
+
+    def plus(self, other: FunnelCounts) -> FunnelCounts:
+        """Leaf-wise sum of two funnel tables over disjoint time pieces."""
+        names = list(self.columns)
+
+        def keys(table: FunnelCounts) -> list[tuple[str, ...]]:
+            return list(zip(*(table.columns[n] for n in names), strict=True)) if names else []
+
+        mine, theirs = keys(self), keys(other)
+        union = sorted(set(mine) | set(theirs))
+        index = {k: i for i, k in enumerate(union)}
+        entered = np.zeros((len(union), len(self.steps)))
+        for table, table_keys in ((self, mine), (other, theirs)):
+            where = np.fromiter(
+                (index[k] for k in table_keys), dtype=np.int64, count=len(table_keys)
+            )
+            np.add.at(entered, where, table.entered)
+        columns = {n: np.array([k[j] for k in union], dtype=object) for j, n in enumerate(names)}
+        return FunnelCounts(self.steps, self.dimensions, columns, entered)
 
     def select(self, segment: Mapping[str, str]) -> np.ndarray:
         """Leaves inside ``segment`` (dimensions the funnel does not have are ignored)."""

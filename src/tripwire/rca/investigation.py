@@ -14,6 +14,7 @@ database (:mod:`tripwire.rca.incidents`) together with the alert it started from
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,20 +141,33 @@ def _localize(
     *,
     alpha: float = CONFIRM_ALPHA,
 ) -> tuple[SegmentResult, dict[str, data.LeafTable], dict[str, data.FunnelCounts] | None]:
+    """Read the leaf tables of ``current`` and its baselines (one scan each) and localize."""
     dims = data.investigation_dimensions(metric)
     windows = {"baseline": baselines, "current": (current,)}
     leaves = data.metric_leaves(backend, metric, dims, windows)
+    counts = None
+    if funnel is not None:
+        counts = data.funnel_counts(backend, funnel, data.investigation_dimensions(funnel), windows)
+    return _localized(metric, leaves, counts, alpha=alpha), leaves, counts
+
+
+def _localized(
+    metric: MetricBase,
+    leaves: dict[str, data.LeafTable],
+    counts: dict[str, data.FunnelCounts] | None,
+    *,
+    alpha: float,
+) -> SegmentResult:
+    """Localize the metric and every funnel step on read leaf tables; keep the strongest."""
     additive = metric.type in ("count", "sum", "distinct")
     finding = SegmentFinding(
         "metric",
         localize_metric(leaves["baseline"], leaves["current"], additive=additive, alpha=alpha),
     )
-    counts = None
     steps: list[SegmentFinding] = []
-    if funnel is not None:
-        counts = data.funnel_counts(backend, funnel, data.investigation_dimensions(funnel), windows)
+    if counts is not None:
         steps = localize_steps(counts["baseline"], counts["current"], alpha=alpha)
-    return choose(finding, steps), leaves, counts
+    return choose(finding, steps)
 
 
 def _regime(
@@ -258,25 +272,86 @@ def _provisional(
     which halves the signal of a thin segment; the shorter windows are tried only when
     the longer one finds nothing. Each window's confirmation runs at a third of the
     family-wise level, so the fallbacks do not add invented causes.
+
+    One scan serves all three: the two hours are read as disjoint pieces (and the same
+    pieces on the baseline days) and each window's leaf table is a sum of pieces. For
+    distinct counts a unit spanning two pieces is counted in both — an approximation
+    that only steers the onset search; the final localization reads its window exactly.
     """
+    edges = [max(at - length, bounds[0]) for length in PROVISIONAL_LENGTHS] + [min(at, bounds[1])]
+    pieces: dict[str, tuple[Window, ...]] = {}
+    days = None  # every piece gets as many baseline days as the earliest one has
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        if hi > lo:
+            piece = Window(lo, hi)
+            if days is None:
+                days = len(data.baseline_windows(piece, data_start=bounds[0]))
+            pieces[f"current{i}"] = (piece,)
+            pieces[f"baseline{i}"] = data.baseline_windows(piece, days=days)
+    dims = data.investigation_dimensions(metric)
+    windows = {name: group for name, group in pieces.items() if group}
+    leaves = data.metric_leaves(backend, metric, dims, windows)
+    counts = (
+        data.funnel_counts(backend, funnel, data.investigation_dimensions(funnel), windows)
+        if funnel is not None
+        else None
+    )
+    additive = metric.type in ("count", "sum", "distinct")
     tried = None
-    for length in PROVISIONAL_LENGTHS:
-        window = Window(max(at - length, bounds[0]), min(at, bounds[1]))
-        baselines = data.baseline_windows(window, data_start=bounds[0])
-        outcome = _localize(
-            backend,
+    for i in range(len(PROVISIONAL_LENGTHS)):
+        names = [
+            f"current{j}" for j in range(i, len(PROVISIONAL_LENGTHS)) if f"current{j}" in windows
+        ]
+        if not names:
+            continue
+        window = Window(
+            edges[i] if f"current{i}" in windows else pieces[names[0]][0].start, edges[-1]
+        )
+        has_baseline = all(f"baseline{n[len('current') :]}" in windows for n in names)
+        if not has_baseline:
+            continue
+        window_leaves = {
+            "current": _sum_pieces([leaves[n] for n in names], not additive),
+            "baseline": _sum_pieces(
+                [leaves["baseline" + n[len("current") :]] for n in names], not additive
+            ),
+        }
+        window_counts = (
+            {
+                "current": _sum_funnels([counts[n] for n in names]),
+                "baseline": _sum_funnels([counts["baseline" + n[len("current") :]] for n in names]),
+            }
+            if counts is not None
+            else None
+        )
+        result = _localized(
             metric,
-            funnel,
-            window,
-            baselines,
+            window_leaves,
+            window_counts,
             alpha=CONFIRM_ALPHA / len(PROVISIONAL_LENGTHS),
         )
-        if tried is None or outcome[0].verdict == LOCALIZED:
-            tried = (window, *outcome)
-        if outcome[0].verdict == LOCALIZED or not baselines:
+        if tried is None or result.verdict == LOCALIZED:
+            tried = (window, result, window_leaves, window_counts)
+        if result.verdict == LOCALIZED:
             break
-    assert tried is not None
+    if tried is None:
+        window = Window(edges[0], edges[-1])
+        return (window, *_localize(backend, metric, funnel, window, ()))
     return tried
+
+
+def _sum_pieces(tables: list[data.LeafTable], add_denominators: bool) -> data.LeafTable:
+    out = tables[0]
+    for table in tables[1:]:
+        out = out.plus(table, add_denominators=add_denominators)
+    return out
+
+
+def _sum_funnels(tables: list[data.FunnelCounts]) -> data.FunnelCounts:
+    out = tables[0]
+    for table in tables[1:]:
+        out = out.plus(table)
+    return out
 
 
 def investigate(
@@ -299,7 +374,8 @@ def investigate(
             raise InvestigationError(
                 f"the lake {workspace.lake_dir} is empty: nothing to investigate"
             )
-        first_day = (at - ONSET_LOOKBACK - timedelta(days=8)).date()
+        # Seven baseline days before the onset search span (regime history, baselines).
+        first_day = (at - ONSET_LOOKBACK - timedelta(days=7)).date()
         data.focus_lake(
             backend, workspace.lake_dir, max(first_day, days[0]), (at + REGIME_LOOKAHEAD).date()
         )
