@@ -344,8 +344,8 @@ def bench_http_capture(
 
 def bench_capture_breakdown(*, repeats: int = 200) -> dict[str, float]:
     """CPU per 100-event batch of each server step, and one durable append, in isolation."""
-    from tripwire.events import validate_batch
-    from tripwire.store.buffer import Buffer, encode_envelopes
+    from tripwire.events.columns import normalize_batch
+    from tripwire.store.buffer import Buffer
 
     body = batch_body().replace(ID_PLACEHOLDER, b"000000000000")
 
@@ -361,23 +361,24 @@ def bench_capture_breakdown(*, repeats: int = 200) -> dict[str, float]:
     parsed = orjson.loads(body)
     now = datetime.now(UTC)
 
-    def validate() -> object:
-        return validate_batch(
+    def validate() -> Any:
+        return normalize_batch(
             parsed["batch"], received_at=now, source="bench", sent_at=parsed["sentAt"]
         )
 
-    accepted, _ = validate()
     result = {
         "json_parse_us_per_batch": per_call(lambda: orjson.loads(body)),
-        "validate_us_per_batch": per_call(validate),
-        "encode_us_per_batch": per_call(lambda: encode_envelopes(accepted)),
+        "validate_to_columns_us_per_batch": per_call(validate),
     }
     with tempfile.TemporaryDirectory() as tmp, Buffer(Path(tmp) / "buffer.db") as buffer:
         samples = []
         for n in range(50):
-            batch = [{**e, "messageId": f"{n}-{i}"} for i, e in enumerate(accepted)]
+            batch = [{**e, "messageId": f"{n}-{i}"} for i, e in enumerate(parsed["batch"])]
+            columns, _ = normalize_batch(
+                batch, received_at=now, source="bench", sent_at=parsed["sentAt"]
+            )
             started = time.perf_counter()
-            buffer.append(batch)
+            buffer.append_batch(columns)
             samples.append(time.perf_counter() - started)
         result["durable_append_ms_per_batch"] = 1000 * statistics.median(samples)
     return result
@@ -467,13 +468,13 @@ def bench_inprocess_track(
 ) -> dict[str, Any]:
     """Median events/s of ``tw.track_many`` (validation included) + ``tw.flush()`` (durable).
 
-    Also times the steps alone on one batch (CPU per event): Segment validation and
-    normalization (``tripwire.events``), encoding for the buffer (orjson + timestamps), and
-    the durable append of already-encoded rows (SQLite inserts + one fsync per group).
+    Also times the steps alone on one batch (CPU per event): column-wise validation into an
+    Arrow batch (:func:`tripwire.events.columns.normalize_batch`) and the durable append of
+    that batch (IPC + LZ4 segment, dedupe inserts, one fsync per group).
     """
     import tripwire
-    from tripwire.events import validate_batch
-    from tripwire.store.buffer import Buffer, encode_envelopes
+    from tripwire.events.columns import normalize_batch
+    from tripwire.store.buffer import Buffer
     from tripwire.store.workspace import init_workspace
 
     rates: list[float] = []
@@ -500,14 +501,11 @@ def bench_inprocess_track(
     sample = [_world_message(i, 99) for i in range(batch)]
     now = datetime.now(UTC)
     started = time.process_time()
-    accepted, _ = validate_batch(sample, received_at=now, source="bench")
+    columns, _ = normalize_batch(sample, received_at=now, source="bench")
     validate_us = 1e6 * (time.process_time() - started) / batch
-    started = time.process_time()
-    rows = encode_envelopes(accepted)
-    encode_us = 1e6 * (time.process_time() - started) / batch
     with tempfile.TemporaryDirectory() as tmp, Buffer(Path(tmp) / "buffer.db") as buffer:
         started = time.perf_counter()
-        buffer.append_rows(rows)
+        buffer.append_batch(columns)
         append_us = 1e6 * (time.perf_counter() - started) / batch
     return {
         "events": events,
@@ -516,10 +514,22 @@ def bench_inprocess_track(
         "events_per_s_median": statistics.median(rates),
         "events_per_cpu_s_median": statistics.median(cpu_rates),
         "load_average_1min": os.getloadavg()[0],
-        "validate_us_per_event": validate_us,
-        "encode_us_per_event": encode_us,
+        "validate_to_columns_us_per_event": validate_us,
         "durable_append_us_per_event": append_us,
     }
+
+
+class _Clock:
+    """Wall and CPU (this process, all threads) between laps, per event."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, into: dict[str, float], name: str, events: int) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        into[f"{name}_us_per_event"] = 1e6 * (wall - self.wall) / events
+        into[f"{name}_cpu_us_per_event"] = 1e6 * (cpu - self.cpu) / events
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
 
 
 def bench_archiver(
@@ -528,13 +538,14 @@ def bench_archiver(
     """Median events/s of buffer → Parquet lake (``Archiver.run``, files fsynced), on a buffer
     prefilled with world-shaped envelopes over 28 days × 4 event names (not timed).
 
-    The breakdown times one chunk's steps: reading rows from SQLite, building the Arrow table
-    (JSON parsed inside DuckDB), and writing the partition files.
+    The breakdown times one chunk's steps: reading the segments from SQLite (Arrow IPC),
+    building the lake rows (the three JSON objects parsed by Arrow's JSON reader), and
+    writing the partition files (zstd Parquet, fsynced).
     """
-    from tripwire.events import validate_batch
+    from tripwire.events.columns import normalize_batch
     from tripwire.ingest.archiver import Archiver
-    from tripwire.store.buffer import Buffer, encode_envelopes
-    from tripwire.store.lake import PropertyTypes, payloads_to_table, write_table
+    from tripwire.store.buffer import Buffer
+    from tripwire.store.lake import PropertyTypes, envelope_batch_to_table, write_table
 
     now = datetime.now(UTC)
     rates: list[float] = []
@@ -548,24 +559,19 @@ def bench_archiver(
                         _world_message(i, (i // 20_000) % 28)
                         for i in range(start, min(events, start + 50_000))
                     ]
-                    accepted, _ = validate_batch(messages, received_at=now, source="bench")
-                    buffer.append_rows(encode_envelopes(accepted))
+                    columns, _ = normalize_batch(messages, received_at=now, source="bench")
+                    buffer.append_batch(columns)
                 if run == 0:
-                    started = time.perf_counter()
+                    clock = _Clock()
                     chunk = buffer.read_chunk(0, chunk_rows)
-                    breakdown["read_us_per_event"] = (
-                        1e6 * (time.perf_counter() - started) / len(chunk)
+                    assert chunk is not None
+                    clock.lap(breakdown, "read", len(chunk))
+                    table = envelope_batch_to_table(
+                        chunk.table, PropertyTypes(Path(tmp) / "t.json")
                     )
-                    started = time.perf_counter()
-                    table = payloads_to_table(chunk.payloads, PropertyTypes(Path(tmp) / "t.json"))
-                    breakdown["to_arrow_us_per_event"] = (
-                        1e6 * (time.perf_counter() - started) / len(chunk)
-                    )
-                    started = time.perf_counter()
+                    clock.lap(breakdown, "to_lake_rows", len(chunk))
                     write_table(Path(tmp) / "scratch", table, file_id="x", durable=True)
-                    breakdown["write_parquet_us_per_event"] = (
-                        1e6 * (time.perf_counter() - started) / len(chunk)
-                    )
+                    clock.lap(breakdown, "write_parquet", len(chunk))
                 cpu = time.process_time()
                 result = Archiver(buffer, Path(tmp) / "lake", chunk_rows=chunk_rows).run()
                 cpu_rates.append(events / (time.process_time() - cpu))

@@ -24,8 +24,8 @@ Two builders, one result:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,26 +94,107 @@ class EnvelopeError(ValueError):
     """An envelope handed to :func:`envelopes_to_batch` lacks what the buffer needs."""
 
 
-@dataclass(frozen=True)
-class EnvelopeBatch:
-    """Normalized envelopes as one record batch (:data:`ENVELOPE_BATCH_SCHEMA`), with their
-    messageIds as a list (the buffer's dedupe keys)."""
+_TIME_COLUMNS = ("timestamp", "original_timestamp", "sent_at", "received_at")
+_JSON_COLUMNS = ("properties", "context", "traits")
 
-    batch: pa.RecordBatch
-    message_ids: list[str]
+
+class EnvelopeBatch:
+    """Normalized envelopes in columns (:data:`ENVELOPE_BATCH_SCHEMA`), with their
+    messageIds (the buffer's dedupe keys).
+
+    The columns are Python lists until :attr:`batch` is first read (times as µs since the
+    epoch, JSON objects as ``bytes``): the buffer's writer concatenates the lists of every
+    append in a group commit and builds *one* Arrow record batch per commit, so a small
+    HTTP batch does not pay Arrow's fixed cost per column.
+    """
+
+    __slots__ = ("_batch", "columns", "message_ids")
+
+    def __init__(
+        self,
+        columns: dict[str, list[Any]] | None = None,
+        message_ids: list[str] | None = None,
+        *,
+        batch: pa.RecordBatch | None = None,
+    ) -> None:
+        self.columns = columns
+        self._batch = batch
+        if message_ids is None:
+            message_ids = (
+                columns["message_id"] if columns is not None else batch.column(0).to_pylist()  # type: ignore[union-attr]
+            )
+        self.message_ids = message_ids
 
     def __len__(self) -> int:
-        return self.batch.num_rows
+        return len(self.message_ids)
+
+    @property
+    def batch(self) -> pa.RecordBatch:
+        """The envelopes as one Arrow record batch (built once, on first use)."""
+        if self._batch is None:
+            assert self.columns is not None
+            self._batch = _record_batch(self.columns, len(self.message_ids))
+        return self._batch
 
     def envelopes(self) -> list[dict[str, Any]]:
         return batch_envelopes(self.batch)
 
+    def take(self, indices: Sequence[int]) -> EnvelopeBatch:
+        """The envelopes at ``indices``, in that order."""
+        if self.columns is None:
+            taken = self.batch.take(pa.array(indices, pa.int64()))
+            return EnvelopeBatch(batch=taken, message_ids=[self.message_ids[i] for i in indices])
+        columns = {name: [values[i] for i in indices] for name, values in self.columns.items()}
+        return EnvelopeBatch(columns)
+
+    @classmethod
+    def concat(cls, batches: Sequence[EnvelopeBatch]) -> EnvelopeBatch:
+        """One batch of several, in order (lists joined; Arrow batches only if already built)."""
+        if len(batches) == 1:
+            return batches[0]
+        if all(b.columns is not None for b in batches):
+            columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+            for b in batches:
+                assert b.columns is not None
+                for name in _COLUMNS:
+                    columns[name] += b.columns[name]
+            return cls(columns)
+        table = pa.Table.from_batches([b.batch for b in batches], schema=ENVELOPE_BATCH_SCHEMA)
+        combined = table.combine_chunks().to_batches()
+        batch = combined[0] if combined else _EMPTY
+        return cls(batch=batch, message_ids=[m for b in batches for m in b.message_ids])
+
     @classmethod
     def empty(cls) -> EnvelopeBatch:
-        return cls(_EMPTY, [])
+        return cls(batch=_EMPTY, message_ids=[])
 
 
 _EMPTY = pa.RecordBatch.from_pylist([], schema=ENVELOPE_BATCH_SCHEMA)
+
+
+def _record_batch(columns: Mapping[str, list[Any]], rows: int) -> pa.RecordBatch:
+    arrays = []
+    for field in ENVELOPE_BATCH_SCHEMA:
+        values = columns[field.name]
+        if field.name in _JSON_COLUMNS:
+            arrays.append(_json_column(values))
+        elif field.type == TS:
+            arrays.append(pa.array(values, pa.int64()).cast(TS))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=ENVELOPE_BATCH_SCHEMA)
+
+
+def _json_column(parts: list[bytes]) -> pa.Array:
+    """A string array of JSON texts built from one join (no Arrow conversion per value)."""
+    n = len(parts)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, parts), np.int64, count=n), out=offsets[1:])
+    if offsets[-1] >= 2**31:
+        return pa.array([p.decode() for p in parts], pa.string())
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(parts))
+    )
 
 
 def lake_event_name(envelope: Mapping[str, Any]) -> str:
@@ -124,8 +205,8 @@ def lake_event_name(envelope: Mapping[str, Any]) -> str:
     return _TYPE_EVENT_NAMES.get(kind, f"${kind}")
 
 
-def _dumps_lenient(value: Any) -> str:
-    return orjson.dumps(value if value is not None else {}, default=str).decode()
+def _dumps_lenient(value: Any) -> bytes:
+    return orjson.dumps(value if value is not None else {}, default=str)
 
 
 def _session_id(properties: Any) -> str | None:
@@ -135,39 +216,24 @@ def _session_id(properties: Any) -> str | None:
     return None if session is None else str(session)
 
 
+_fromisoformat = datetime.fromisoformat
+_ONE_US = timedelta(microseconds=1)
+
+
 def _micros(value: Any) -> int:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
+    """µs since the epoch of an ISO 8601 string (offset-less: UTC) or a datetime."""
+    if type(value) is str:
         try:
-            moment = datetime.fromisoformat(value)
+            moment = _fromisoformat(value)
         except ValueError as error:
             raise EnvelopeError(f"{value!r} is not ISO 8601") from error
+    elif isinstance(value, datetime):
+        moment = value
     else:
         raise EnvelopeError(f"expected an ISO 8601 string, got {value!r}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _times(values: list[Any], what: str) -> pa.Array:
-    """Typed times of ISO strings/datetimes/None: Arrow's parser, Python for what it refuses."""
-    texts = [v if type(v) is str or v is None else None for v in values]
-    try:
-        if all(t is not None or v is None for t, v in zip(texts, values, strict=True)):
-            return pa.array(texts, pa.string()).cast(TS)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    micros: list[int | None] = []
-    for index, value in enumerate(values):
-        if value is None:
-            micros.append(None)
-            continue
-        try:
-            micros.append(_micros(value))
-        except EnvelopeError as error:
-            raise EnvelopeError(f"envelope {index}: {what} {error}") from None
-    return pa.array(micros, pa.int64()).cast(TS)
+    return (moment - _EPOCH) // _ONE_US
 
 
 def envelopes_to_batch(
@@ -175,14 +241,27 @@ def envelopes_to_batch(
 ) -> EnvelopeBatch:
     """Envelope dicts as a batch. Each needs a ``messageId`` and an ISO 8601 ``timestamp``;
     its ``receivedAt`` (else ``received_at`` µs, else now) is the time it was received."""
-    fallback = (
-        _EPOCH + timedelta(microseconds=received_at)
-        if received_at is not None
-        else datetime.now(UTC)
-    )
+    fallback = received_at if received_at is not None else time.time_ns() // 1000
     columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     c = columns
     dumps = orjson.dumps
+    parsed: dict[Any, int] = {}  # a batch shares its receivedAt/sentAt: parse each once
+
+    def micros(value: Any, index: int, what: str) -> int | None:
+        if value is None:
+            return None
+        if type(value) is str:
+            known = parsed.get(value)
+            if known is not None:
+                return known
+        try:
+            result = _micros(value)
+        except EnvelopeError as error:
+            raise EnvelopeError(f"envelope {index}: {what} {error}") from None
+        if type(value) is str:
+            parsed[value] = result
+        return result
+
     for index, envelope in enumerate(envelopes):
         try:
             message_id = envelope["messageId"]
@@ -224,33 +303,24 @@ def envelopes_to_batch(
         ):
             value = envelope.get(key)
             c[column].append(None if value is None else str(value))
-        c["timestamp"].append(timestamp)
-        c["original_timestamp"].append(original)
-        c["sent_at"].append(sent)
-        c["received_at"].append(received if received is not None else fallback)
+        c["timestamp"].append(micros(timestamp, index, "timestamp"))
+        c["original_timestamp"].append(micros(original, index, "originalTimestamp"))
+        c["sent_at"].append(micros(sent, index, "sentAt"))
+        received_us = micros(received, index, "receivedAt")
+        c["received_at"].append(received_us if received_us is not None else fallback)
         c["timestamp_text"].append(timestamp if type(timestamp) is str else None)
         c["original_timestamp_text"].append(original if type(original) is str else None)
         c["sent_at_text"].append(sent if type(sent) is str else None)
         c["received_at_text"].append(received if type(received) is str else None)
         c["session_id"].append(_session_id(properties))
         c["properties"].append(
-            dumps(properties).decode() if type(properties) is dict else _dumps_lenient(properties)
+            dumps(properties) if type(properties) is dict else _dumps_lenient(properties)
         )
-        c["context"].append(
-            dumps(context).decode() if type(context) is dict else _dumps_lenient(context)
-        )
+        c["context"].append(dumps(context) if type(context) is dict else _dumps_lenient(context))
         c["traits"].append(
-            dumps(traits).decode() if type(traits) is dict and traits else _dumps_lenient(traits)
+            dumps(traits) if type(traits) is dict and traits else _dumps_lenient(traits)
         )
-    arrays: dict[str, pa.Array] = {}
-    for field in ENVELOPE_BATCH_SCHEMA:
-        values = c[field.name]
-        if field.type == TS:
-            arrays[field.name] = _times(values, field.name)
-        else:
-            arrays[field.name] = pa.array(values, field.type)
-    batch = pa.RecordBatch.from_arrays(list(arrays.values()), schema=ENVELOPE_BATCH_SCHEMA)
-    return EnvelopeBatch(batch, c["message_id"])
+    return EnvelopeBatch(columns)
 
 
 def _texts_or_format(texts: list[str | None], typed: pa.Array) -> list[str | None]:
@@ -339,7 +409,8 @@ def _fast_rows(messages: Sequence[Any], batch_sent: Any) -> tuple[list[int], lis
         if (
             type(m) is dict
             and known(m)
-            and m.get("type") in kinds
+            and type(m.get("type")) is str
+            and m["type"] in kinds
             and not m.get("integrations")
             and (type(m.get("event")) is str or m["type"] != "track")
             and m.get("sentAt") is None
@@ -368,7 +439,7 @@ def normalize_batch(
     batch_sent = _timestamp(sent_at, "sentAt")
     received_moment, received_text = _received(received_at)
     fast, slow = _fast_rows(messages, batch_sent)
-    pieces: list[tuple[list[int], pa.RecordBatch, list[str]]] = []
+    pieces: list[tuple[list[int], EnvelopeBatch]] = []
     if fast:
         demoted, piece = _fast_batch(
             [messages[i] for i in fast],
@@ -383,10 +454,9 @@ def normalize_batch(
             slow = sorted({*slow, *(fast[i] for i in demoted)})
             keep = sorted(set(range(len(fast))) - set(demoted))
             fast = [fast[i] for i in keep]
-            batch, ids = piece
-            piece = (batch.take(pa.array(keep, pa.int64())), [ids[i] for i in keep])
+            piece = piece.take(keep)
         if fast:
-            pieces.append((fast, *piece))
+            pieces.append((fast, piece))
     rejected: list[Rejection] = []
     if slow:
         accepted_index: list[int] = []
@@ -407,34 +477,18 @@ def normalize_batch(
             except EventValidationError as error:
                 rejected.append(Rejection(index, error.field, error.reason))
         if envelopes:
-            slow_batch = envelopes_to_batch(envelopes)
-            pieces.append((accepted_index, slow_batch.batch, slow_batch.message_ids))
+            pieces.append((accepted_index, envelopes_to_batch(envelopes)))
     if not pieces:
-        return EnvelopeBatch(_EMPTY, []), rejected
+        return EnvelopeBatch.empty(), rejected
     if len(pieces) == 1:
-        _, batch, ids = pieces[0]
-        return EnvelopeBatch(batch, ids), rejected
-    order = [i for indices, _, _ in pieces for i in indices]
-    ids = [m for _, _, piece_ids in pieces for m in piece_ids]
-    permutation = np.argsort(np.asarray(order), kind="stable")
-    table = pa.Table.from_batches([batch for _, batch, _ in pieces])
-    merged = table.take(pa.array(permutation)).combine_chunks().to_batches()[0]
-    return EnvelopeBatch(merged, [ids[i] for i in permutation]), rejected
+        return pieces[0][1], rejected
+    order = [i for indices, _ in pieces for i in indices]
+    merged = EnvelopeBatch.concat([piece for _, piece in pieces])
+    permutation = sorted(range(len(order)), key=order.__getitem__)
+    return merged.take(permutation), rejected
 
 
 _NONE = type(None)
-
-
-def _json_column(parts: list[bytes]) -> pa.Array:
-    """A string array of JSON texts built from one join (no Arrow conversion per value)."""
-    n = len(parts)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, parts), np.int64, count=n), out=offsets[1:])
-    if offsets[-1] >= 2**31:
-        return pa.array([p.decode() for p in parts], pa.string())
-    return pa.StringArray.from_buffers(
-        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(parts))
-    )
 
 
 def _ids_ok(values: list[Any], *, required: bool, max_chars: int) -> bool:
@@ -477,7 +531,7 @@ def _fast_batch(
     sent: datetime | None,
     base_context: Mapping[str, Any] | None,
     max_event_bytes: int | None,
-) -> tuple[list[int], tuple[pa.RecordBatch, list[str]]]:
+) -> tuple[list[int], EnvelopeBatch]:
     """The column-wise normalization of messages :func:`_fast_rows` accepted. Returns the
     positions (in ``ms``) it could not settle, for :func:`normalize_event` to decide.
 
@@ -585,7 +639,7 @@ def _fast_batch(
         )
         demote.update(np.flatnonzero(sizes > max_event_bytes - _SIZE_SLACK).tolist())
 
-    # times: client timestamps parsed by Arrow; clock skew corrected in one vector operation
+    # times: canonical client timestamps (each distinct text parsed once), clock skew corrected
     client: list[Any] = [m.get("timestamp") for m in ms]
     if set(map(type, client)) <= {str} and all(map(_canonical, client)):
         texts: list[str | None] = client
@@ -596,33 +650,31 @@ def _fast_batch(
             for i, (raw_time, text) in enumerate(zip(client, texts, strict=True))
             if raw_time is not None and text is None
         )
-    try:
-        original = pa.array(texts, pa.string()).cast(TS)
-    except pa.ArrowInvalid:
-        original_values: list[datetime | None] = []
-        for i, text in enumerate(texts):
+    received_us = (received_moment - _EPOCH) // _ONE_US
+    sent_us = None if sent is None else (sent - _EPOCH) // _ONE_US
+    skew = 0 if sent_us is None else received_us - sent_us
+    original_us: list[int | None] = []
+    corrected: list[int] = []
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        if text is None:
+            original_us.append(None)
+            corrected.append(received_us)
+            continue
+        us = seen.get(text)
+        if us is None:
             try:
-                original_values.append(None if text is None else datetime.fromisoformat(text))
+                us = seen[text] = (_fromisoformat(text) - _EPOCH) // _ONE_US
             except ValueError:
                 demote.add(i)
-                original_values.append(None)
-        original = pa.array(original_values, TS)
-    received_us = (received_moment - _EPOCH) // timedelta(microseconds=1)
-    present = original.is_valid().to_numpy(zero_copy_only=False)
-    original_us = original.cast(pa.int64()).fill_null(0).to_numpy()
-    if sent is not None:
-        sent_us = (sent - _EPOCH) // timedelta(microseconds=1)
-        corrected = original_us + (received_us - sent_us)
-    else:
-        corrected = original_us
-    corrected = np.where(present, corrected, received_us)
-    out_of_range = present & (
-        (original_us < _EARLIEST_US)
-        | (original_us >= _LATEST_US)
-        | (corrected < _EARLIEST_US)
-        | (corrected >= _LATEST_US)
-    )
-    demote.update(np.flatnonzero(out_of_range).tolist())
+                original_us.append(None)
+                corrected.append(received_us)
+                continue
+        fixed = us + skew
+        if not (_EARLIEST_US <= us < _LATEST_US and _EARLIEST_US <= fixed < _LATEST_US):
+            demote.add(i)
+        original_us.append(us)
+        corrected.append(fixed)
 
     if sent is None:
         timestamp_text = texts if texts is client else [t or received_text for t in texts]
@@ -637,31 +689,29 @@ def _fast_batch(
         for i in demote:
             user_ids[i] = anonymous_ids[i] = display_names[i] = sessions[i] = None
             message_ids[i] = events[i] = ""
-    strings = pa.string()
-    arrays = [
-        pa.array(message_ids, strings),
-        pa.array(kinds, strings),
-        pa.array(events, strings),
-        pa.array(display_names, strings),
-        pa.array(user_ids, strings),
-        pa.array(anonymous_ids, strings),
-        pa.array(corrected, pa.int64()).cast(TS),
-        original,
-        pa.nulls(n, TS) if sent is None else pa.repeat(pa.scalar(sent, TS), n),
-        pa.repeat(pa.scalar(received_moment, TS), n),
-        pa.repeat(pa.scalar(source, strings), n),
-        pa.array(sessions, strings),
-        _json_column(props_json),
-        _json_column(context_json),
-        _json_column(traits_json),
-        pa.array(timestamp_text, strings),
-        pa.array(texts, strings),
-        pa.nulls(n, strings) if sent is None else pa.repeat(format_timestamp(sent), n),
-        pa.repeat(pa.scalar(received_text, strings), n),
-        pa.nulls(n, pa.binary()),
-    ]
-    batch = pa.RecordBatch.from_arrays(arrays, schema=ENVELOPE_BATCH_SCHEMA)
-    return sorted(demote), (batch, message_ids)
+    columns: dict[str, list[Any]] = {
+        "message_id": message_ids,
+        "type": kinds,
+        "event": events,
+        "name": display_names,
+        "user_id": user_ids,
+        "anonymous_id": anonymous_ids,
+        "timestamp": corrected,
+        "original_timestamp": original_us,
+        "sent_at": [sent_us] * n,
+        "received_at": [received_us] * n,
+        "source": [source] * n,
+        "session_id": sessions,
+        "properties": props_json,
+        "context": context_json,
+        "traits": traits_json,
+        "timestamp_text": timestamp_text,
+        "original_timestamp_text": texts,
+        "sent_at_text": [None if sent is None else format_timestamp(sent)] * n,
+        "received_at_text": [received_text] * n,
+        "raw": [None] * n,
+    }
+    return sorted(demote), EnvelopeBatch(columns)
 
 
 def _canonical(value: str) -> bool:

@@ -480,13 +480,13 @@ class Buffer:
         }
         (offset,) = connection.execute(_LAST_OFFSET_SQL).fetchone()
         first_stored = offset + 1
-        stored_ids: list[str] = []
-        batches: list[pa.RecordBatch] = []
+        stored: list[EnvelopeBatch] = []
         results = []
         for pending in group:
             first_offset = offset + 1
             duplicates = []
-            message_ids = pending.batch.message_ids
+            batch = pending.batch
+            message_ids = batch.message_ids
             if existing or len(set(message_ids)) != len(message_ids):
                 keep = []
                 for index, message_id in enumerate(message_ids):
@@ -495,18 +495,14 @@ class Buffer:
                     else:
                         existing.add(message_id)
                         keep.append(index)
-                batch = pending.batch.batch
                 if duplicates:
-                    batch = batch.take(pa.array(keep, pa.int64()))
-                    message_ids = [message_ids[i] for i in keep]
+                    batch = batch.take(keep)
             else:
                 existing.update(message_ids)
-                batch = pending.batch.batch
-            count = len(message_ids)
+            count = len(batch)
             offset += count
             if count:
-                batches.append(batch)
-                stored_ids += message_ids
+                stored.append(batch)
             results.append(
                 AppendResult(
                     stored=count,
@@ -516,25 +512,20 @@ class Buffer:
                     last_offset=offset if count else None,
                 )
             )
-        if stored_ids:
-            data = encode_segment(batches)
-            received = [b.column("received_at").cast(pa.int64()).to_numpy() for b in batches]
+        if stored:
+            combined = EnvelopeBatch.concat(stored)  # one Arrow batch per commit
+            record_batch = combined.batch
+            data = encode_segment([record_batch])
+            received = record_batch.column("received_at").cast(pa.int64()).to_numpy()
             connection.execute(
                 "INSERT INTO segments(first_offset, last_offset, min_received_at,"
                 " max_received_at, raw_size, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    first_stored,
-                    offset,
-                    int(min(r.min() for r in received)),
-                    int(max(r.max() for r in received)),
-                    len(data),
-                    data,
-                ),
+                (first_stored, offset, int(received.min()), int(received.max()), len(data), data),
             )
             connection.execute("UPDATE log SET last_offset = ? WHERE id = 1", (offset,))
             connection.executemany(
                 "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
-                zip(stored_ids, itertools.repeat(now)),
+                zip(combined.message_ids, itertools.repeat(now)),
             )
         connection.execute("COMMIT")
         return results

@@ -243,7 +243,29 @@ def _without_timestamps(kind: pa.DataType) -> tuple[pa.DataType, bool]:
 
 def _parse_objects(column: pa.ChunkedArray | pa.Array, rows: int) -> pa.Table:
     """Parse a column of JSON objects (Arrow's multi-threaded reader). Strings that look like
-    times stay strings (the reader would make them timestamps)."""
+    times stay strings (the reader would make them timestamps).
+
+    A column with many repeated texts (a user's context, empty traits) is parsed once per
+    distinct text and the rows taken from that."""
+    encoded = pc.dictionary_encode(column)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    if len(encoded.dictionary) * 2 <= rows:
+        distinct = _parse_distinct(encoded.dictionary, len(encoded.dictionary))
+        # (``take`` of lists of nulls inside structs yields malformed arrays in pyarrow 26:
+        # such columns are parsed row by row instead)
+        if not any(_has_list(field.type) for field in distinct.schema):
+            return distinct.take(encoded.indices)
+    return _parse_distinct(column, rows)
+
+
+def _has_list(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return True
+    return pa.types.is_struct(kind) and any(_has_list(child.type) for child in kind)
+
+
+def _parse_distinct(column: pa.ChunkedArray | pa.Array, rows: int) -> pa.Table:
     data = _ndjson(column)
     try:
         table = pa_json.read_json(pa.BufferReader(data))
@@ -275,7 +297,10 @@ def _string_of(values: pa.ChunkedArray | pa.Array | None, rows: int) -> pa.Array
     if values is None or pa.types.is_null(values.type):
         return pa.nulls(rows, pa.string())
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        try:
+            values = values.combine_chunks()
+        except pa.ArrowException as error:
+            raise _MixedChunk(str(error)) from None
     if _kind(values.type) is None:
         raise _MixedChunk("a context field is not a scalar")
     return values.cast(pa.string())
@@ -285,7 +310,10 @@ def _child(values: pa.ChunkedArray | pa.Array | None, name: str) -> pa.Array | N
     if values is None:
         return None
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        try:
+            values = values.combine_chunks()
+        except pa.ArrowException as error:
+            raise _MixedChunk(str(error)) from None
     if pa.types.is_null(values.type):
         return None
     if not pa.types.is_struct(values.type):
@@ -301,12 +329,18 @@ def _columns_of(values: pa.ChunkedArray | pa.Array | pa.Table | None) -> dict[st
     if isinstance(values, pa.Table):
         return {name: values[name] for name in values.column_names}
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        try:
+            values = values.combine_chunks()
+        except pa.ArrowException as error:  # e.g. lists of nulls taken from a dictionary
+            raise _MixedChunk(str(error)) from None
     if pa.types.is_null(values.type):
         return {}
     if not pa.types.is_struct(values.type):
         raise _MixedChunk("traits is not an object")
-    return {values.type.field(i).name: values.field(i) for i in range(values.type.num_fields)}
+    return {
+        values.type.field(i).name: pc.struct_field(values, [i])
+        for i in range(values.type.num_fields)
+    }
 
 
 def _flatten(
@@ -489,10 +523,8 @@ def write_table(
     if table.num_rows == 0:
         return []
     keyed = table.append_column("__date", pc.cast(table["timestamp"], pa.date32()))
-    keyed = keyed.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
-    order = pc.sort_indices(
-        keyed, sort_keys=[("__date", "ascending"), ("event", "ascending"), ("__row", "ascending")]
-    )
+    # sort_indices is stable: rows keep the table's order within a partition
+    order = pc.sort_indices(keyed, sort_keys=[("__date", "ascending"), ("event", "ascending")])
     ordered = table.take(order)
     days = keyed["__date"].take(order)
     events = ordered["event"]
@@ -518,11 +550,22 @@ def write_table(
     return written
 
 
+#: Columns with (nearly) one value per row: a dictionary would only cost time.
+_UNIQUE_COLUMNS = frozenset(
+    {"message_id", "properties", "timestamp", "original_timestamp", "sent_at", "received_at"}
+)
+
+
 def write_file_atomically(table: pa.Table, target: Path, *, durable: bool = False) -> None:
     """Write ``table`` to ``target`` through a temporary file and a rename (readers never see
     half a file); with ``durable`` the data and the rename are fsynced."""
     tmp = target.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(
+        table,
+        tmp,
+        compression="zstd",
+        use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
+    )
     if durable:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
