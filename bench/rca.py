@@ -7,27 +7,34 @@
    folder with ``--workspace``): target ≤ 10 s. Bound by the one-off materialisation of the
    investigated days in DuckDB and a dozen grouped scans over them.
 
-Each measurement runs several times; the medians are printed and returned. Machine: 2 cores
-shared with other jobs, so the numbers are noisy — compare medians, not single runs.
+3. Localization accuracy on generated cases (``tripwire.rca.synthetic``): precision, recall
+   and F1 against the injected causes per number of causes (1–3) × depth (1–3), for an
+   additive measure and a ratio measure (with a traffic-mix decoy), at two noise levels.
+
+Each measurement runs several times; the medians are printed and returned, wall-clock and
+CPU seconds (``time.process_time``, all threads of the process). Machine: 2 cores shared
+with other jobs, so wall-clock numbers are noisy — compare CPU seconds and medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tripwire.rca.localize import localize
-from tripwire.rca.synthetic import f1_score, generate_case
+from tripwire.rca.localize import localize, localize_ratio
+from tripwire.rca.synthetic import f1_score, generate_case, generate_ratio_case
 
 
 def bench_localize(repeats: int, cardinalities: tuple[int, ...]) -> dict[str, float]:
-    times, f1s = [], []
+    times, cpus, f1s = [], [], []
     for seed in range(repeats):
         case = generate_case(
             np.random.default_rng(seed),
@@ -35,35 +42,87 @@ def bench_localize(repeats: int, cardinalities: tuple[int, ...]) -> dict[str, fl
             n_causes=1 + seed % 3,
             depth=1 + seed % 2,
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = localize(case.columns, case.observed, case.expected)
         times.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
         f1s.append(f1_score([e.conditions for e in result.elements], list(case.causes))[2])
     leaves = int(np.prod(cardinalities))
     return {
         "leaves": leaves,
         "median_seconds": statistics.median(times),
+        "median_cpu_seconds": statistics.median(cpus),
         "mean_f1": float(np.mean(f1s)),
     }
 
 
-def bench_investigation(workspace: Path, repeats: int) -> dict[str, float]:
+def bench_f1(seeds: int) -> dict[str, dict[str, float]]:
+    """Mean precision/recall/F1 per setting and per (causes, depth) cell."""
+    settings: dict[str, tuple[str, dict[str, Any]]] = {
+        "additive noise 5%": ("additive", {"noise": 0.05}),
+        "additive noise 10%, effects 15-40%": (
+            "additive",
+            {"noise": 0.1, "magnitude": (0.15, 0.4)},
+        ),
+        "additive noise 20%, effects 20-50%": (
+            "additive",
+            {"noise": 0.2, "magnitude": (0.2, 0.5)},
+        ),
+        "ratio": ("ratio", {}),
+        "ratio thin, effects 15-40%": ("ratio", {"magnitude": (0.15, 0.4), "volume": 2.0}),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, (measure, options) in settings.items():
+        cells: dict[str, float] = {}
+        all_scores = []
+        for causes in (1, 2, 3):
+            for depth in (1, 2, 3):
+                scores = []
+                for seed in range(seeds):
+                    rng = np.random.default_rng(10_000 + 1000 * causes + 100 * depth + seed)
+                    if measure == "ratio":
+                        rc = generate_ratio_case(rng, n_causes=causes, depth=depth, **options)
+                        result = localize_ratio(
+                            rc.columns,
+                            rc.numerator,
+                            rc.denominator,
+                            rc.baseline_numerator,
+                            rc.baseline_denominator,
+                        )
+                        truth = list(rc.causes)
+                    else:
+                        case = generate_case(rng, n_causes=causes, depth=depth, **options)
+                        result = localize(case.columns, case.observed, case.expected)
+                        truth = list(case.causes)
+                    scores.append(f1_score([e.conditions for e in result.elements], truth))
+                cells[f"c{causes}d{depth}"] = float(np.mean([s[2] for s in scores]))
+                all_scores += scores
+        p, r, f = (float(x) for x in np.mean(all_scores, axis=0))
+        out[name] = {"precision": p, "recall": r, "f1": f, **cells}
+    return out
+
+
+def bench_investigation(workspace: Path, repeats: int) -> dict[str, dict[str, float]]:
     from tripwire.rca.investigation import investigate
     from tripwire.store.workspace import Workspace
 
     ws = Workspace.load(workspace)
     truth = json.loads((ws.data_dir / "sim" / "ground_truth.json").read_text())["incidents"]
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for incident in truth:
         at = datetime.fromisoformat(incident["start"].replace("Z", "+00:00")) + timedelta(
             minutes=60
         )
-        times = []
+        walls, cpus = [], []
         for _ in range(repeats):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             investigate(ws, incident["metric"], at)
-            times.append(time.perf_counter() - started)
-        out[incident["id"]] = statistics.median(times)
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
+        out[incident["id"]] = {
+            "wall_seconds": statistics.median(walls),
+            "cpu_seconds": statistics.median(cpus),
+        }
     return out
 
 
@@ -78,11 +137,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     cards = (6, 6, 6, 6, 6) if args.quick else (10, 10, 10, 10, 10)
     results: dict[str, object] = {"localize": bench_localize(repeats, cards)}
     print(f"localize: {results['localize']}")
+    f1 = bench_f1(2 if args.quick else 5)
+    results["f1"] = f1
+    for name, row in f1.items():
+        cells = " ".join(f"{k}={v:.2f}" for k, v in row.items() if k.startswith("c"))
+        print(
+            f"F1 {name}: P={row['precision']:.2f} R={row['recall']:.2f} F1={row['f1']:.2f} [{cells}]"
+        )
     if args.workspace:
         results["investigation_seconds"] = bench_investigation(
             args.workspace, 1 if args.quick else 3
         )
         print(f"tripwire rca per incident (median s): {results['investigation_seconds']}")
+        print(f"load average: {os.getloadavg()}")
     return results
 
 

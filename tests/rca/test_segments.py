@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tripwire.rca.data import FunnelCounts, LeafTable
-from tripwire.rca.localize import LOCALIZED, NO_CHANGE, Localization
+from tripwire.rca.localize import INSUFFICIENT_DATA, LOCALIZED, NO_CHANGE, Localization
 from tripwire.rca.segments import SegmentFinding, choose, localize_metric, localize_steps
 
 STEPS = ("start", "auth", "payment", "order")
@@ -92,3 +92,45 @@ def test_choose_prefers_the_stronger_localized_view_in_the_metric_direction():
     step_up = _finding("step:cart", LOCALIZED, 12.0, 20, 10)
     result = choose(SegmentFinding("metric", metric), [step_up, step_down])
     assert result.verdict == LOCALIZED and result.chosen.measure == "step:payment"
+
+
+def _step_tables(
+    segment_baseline: tuple[int, int], segment_current: tuple[int, int]
+) -> tuple[LeafTable, LeafTable]:
+    """A 97% step over 4 × 4 leaves; the en-GB × Echo Show leaf gets the given (ok, trials)."""
+    rng = np.random.default_rng(9)
+    keys = [(loc, dev) for loc in LOCALES for dev in DEVICES]
+    cols = {
+        "locale": np.array([k[0] for k in keys], dtype=object),
+        "device": np.array([k[1] for k in keys], dtype=object),
+    }
+    base_den = np.full(len(keys), 3000.0)
+    cur_den = np.full(len(keys), 400.0)
+    base_num = rng.binomial(3000, 0.97, len(keys)).astype(float)
+    cur_num = rng.binomial(400, 0.97, len(keys)).astype(float)
+    base_num[0], base_den[0] = segment_baseline
+    cur_num[0], cur_den[0] = segment_current
+    return (
+        LeafTable(("locale", "device"), cols, base_num, base_den),
+        LeafTable(("locale", "device"), cols, cur_num, cur_den),
+    )
+
+
+def test_thin_data_guard_needs_significance_against_the_segments_own_baseline():
+    # 2 of 6 now vs 8 of 8 before: z ≈ −9 against the (shrunk) baseline rate, and even a
+    # known-p binomial tail is 1e-5 — but the segment's own baseline is 8 trials: Fisher's
+    # exact p = 0.015, not significant over the candidates. No cause is invented.
+    thin = localize_metric(*_step_tables((8, 8), (2, 6)), additive=False)
+    assert thin.verdict == INSUFFICIENT_DATA and thin.elements == ()
+    # The same drop with a real baseline and more current trials is confirmed.
+    dense = localize_metric(*_step_tables((291, 300), (20, 60)), additive=False)
+    assert dense.verdict == LOCALIZED
+    assert dense.elements[0].conditions == {"locale": "en-GB", "device": "Echo Show"}
+
+
+def test_thin_data_guard_on_counts_uses_the_baseline_windows():
+    cols = {"locale": np.array(LOCALES, dtype=object)}
+    # en-GB: 7 events over 7 baseline windows, 0 now: Poisson-unremarkable (p ≈ 0.35)
+    baseline = LeafTable(("locale",), cols, np.array([7.0, 7000, 7000, 7000]), np.full(4, 7.0))
+    current = LeafTable(("locale",), cols, np.array([0.0, 1010, 990, 1000]), np.ones(4))
+    assert localize_metric(baseline, current, additive=True).elements == ()

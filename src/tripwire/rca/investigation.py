@@ -63,6 +63,13 @@ from tripwire.store.engine import connect
 from tripwire.store.workspace import Workspace
 
 PROVISIONAL = timedelta(hours=2)
+#: What the summary says when no segment is named, by localization verdict.
+NO_SEGMENT_TEXT = {
+    "global": "no localized segment (global change)",
+    "no_change": "no localized segment (no significant change in any segment)",
+    "insufficient_data": "no localized cause (insufficient data: the candidate segments are "
+    "not significant given their volume)",
+}
 #: Provisional windows ending at ``at``, tried in turn until one localizes.
 PROVISIONAL_LENGTHS = (PROVISIONAL, timedelta(hours=1), timedelta(minutes=30))
 
@@ -99,9 +106,8 @@ class Investigation:
         parts = [p.headline() + "."]
         if self.integrity.measurement_issue:
             parts.append("Measurement issue: " + self.integrity.evidence[0] + ".")
-        where = (
-            "; ".join(describe(s) for s in self.root_segments)
-            or "no localized segment (global change)"
+        where = "; ".join(describe(s) for s in self.root_segments) or NO_SEGMENT_TEXT.get(
+            self.segments.verdict, "no localized segment"
         )
         parts.append(f"Where: {where}.")
         if self.breakpoint.breakpoint:

@@ -45,6 +45,8 @@ from scipy import optimize, stats
 GLOBAL = "global"
 LOCALIZED = "localized"
 NO_CHANGE = "no_change"
+#: Candidate segments were found but none is significant given its volume (thin data).
+INSUFFICIENT_DATA = "insufficient_data"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 from tripwire.rca.data import FunnelCounts, LeafTable
 from tripwire.rca.localize import (
     GLOBAL,
+    INSUFFICIENT_DATA,
     LOCALIZED,
     NO_CHANGE,
     Localization,
@@ -95,7 +96,8 @@ def _confirmed(
     model (:func:`_segment_dispersion`), so over-dispersed data needs proportionally more
     evidence. ``current``/``baseline`` are per-leaf
     (numerator, denominator) arrays aligned with ``columns`` (for counts the denominator
-    is the number of windows). No element left → no localized cause (insufficient data).
+    is the number of windows). No element left → no localized cause: ``global`` when the
+    whole population moved (|z| ≥ 3), else ``insufficient_data``.
     """
     if result.verdict != LOCALIZED:
         return result
@@ -119,8 +121,10 @@ def _confirmed(
         if float(tail) < bound:
             kept.append(element)
     if not kept:
+        # A deviation of the whole population is global; otherwise the candidates were
+        # simply too thin to support a cause ("no localized cause / insufficient data").
         return Localization(
-            NO_CHANGE if abs(result.total_z) < 3 else GLOBAL,
+            GLOBAL if abs(result.total_z) >= 3 else INSUFFICIENT_DATA,
             (),
             result.total_expected,
             result.total_observed,
@@ -285,6 +289,7 @@ def describe(segment: Mapping[str, str]) -> str:
 
 __all__ = [
     "GLOBAL",
+    "INSUFFICIENT_DATA",
     "LOCALIZED",
     "NO_CHANGE",
     "SegmentFinding",
