@@ -15,7 +15,7 @@ Per point ``t`` (see ``docs/monitors.md``):
   that traffic, ``p̂ = ŷ_t``); ``1/√n_t`` for ratios (delta-method: Var(Σx/Σn) ∝ σ²/n);
 * scale ``σ`` of ``(y_t − ŷ_t)/w_t`` tracked robustly (for proportions floored at 1: never
   tighter than binomial, wider when over-dispersed; for ratios of counts, with
-  ``resolution`` = 1, floored at the rounding noise of one count, ``1/√(12 n_t)``, so a
+  ``resolution`` = 1, floored at one count, ``σ·w ≥ 1/n_t``, so a
   ratio that sat at exactly 1.0 in history does not page when one order straddles an hour);
 * score ``z_t = (y_t − ŷ_t)/(w_t σ)`` — low traffic means a large ``w_t`` and a small score,
   so thin hours do not page;
@@ -44,13 +44,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from tripwire.monitor.baselines import DAY_SECONDS, BaselineSettings, SeasonalBaseline
 from tripwire.monitor.onset import Onset, locate_onset
+from tripwire.stats.count_noise import binomial_information, binomial_sd, count_resolution_sd
 
 Method = Literal["cusum", "ewma"]
 MetricKind = Literal["value", "proportion", "ratio"]
 METHODS: tuple[Method, ...] = ("cusum", "ewma")
 KINDS: tuple[MetricKind, ...] = ("value", "proportion", "ratio")
-_P_EPS = 1e-6
-_UNIFORM_SD = 1.0 / math.sqrt(12.0)  # sd of a rounding error uniform over one step
 
 
 def cusum_update(
@@ -350,17 +349,16 @@ class DetectorBank:
         raw_scale = base.scale()
 
         if cfg.kind == "proportion":
-            p = np.minimum(np.maximum(expected, _P_EPS), 1.0 - _P_EPS)
-            pq = p * (1.0 - p)
-            weight = np.sqrt(pq / n)
+            weight = binomial_sd(expected, n)
             scale = np.fmax(raw_scale, 1.0)  # NaN (unknown) → 1: never tighter than binomial
-            raw_z = self._pooled_score(valid, y, n, expected, scale, n * pq)
+            info = binomial_information(expected, n)
+            raw_z = self._pooled_score(valid, y, n, expected, scale, info)
         else:
             scale = np.maximum(raw_scale, 1e-9 * (1.0 + np.abs(expected)))  # NaN stays NaN
             if cfg.kind == "ratio":
                 weight = 1.0 / np.sqrt(n)
                 if cfg.resolution > 0:  # a ratio of counts cannot resolve less than one count
-                    scale = np.fmax(scale, cfg.resolution * weight)
+                    scale = np.fmax(scale, count_resolution_sd(n, cfg.resolution) / weight)
                 raw_z = self._pooled_score(valid, y, n, expected, scale, n)
             else:
                 weight = self._ones
