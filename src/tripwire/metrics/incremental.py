@@ -378,7 +378,14 @@ class IncrementalStats:
             [self.dir / p for p in manifest["partial_parts"]], _partial_schema(plan)
         )
         old = old.filter(~old.day.isin(dirty)) if dirty else old
-        checked = session.materialize(_valid(old, exposed))
+        # Every stored row was valid after the last refresh, and without dirty days exposures
+        # are only added: only units with exposure rows in the new files can have a new t0,
+        # so only their rows need checking (and only the keys, not the component columns).
+        keys = old.select(UNIT, "day", "t0_used")
+        if not dirty:
+            touched = fresh_exp.select(__tu=fresh_exp[UNIT]).distinct()
+            keys = keys.semi_join(touched, keys[UNIT] == touched["__tu"])
+        checked = session.materialize(_valid(keys, exposed))
         invalid = session.materialize(
             checked.filter(~checked["__valid"]).select(UNIT, "day").distinct()
         )
