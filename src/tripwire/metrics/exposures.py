@@ -209,19 +209,19 @@ def first_per_unit_arm(rows: ir.Table, n_dimensions: int) -> ir.Table:
 def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
     """Per unit: ``arm`` and ``t0`` of the first exposure, ``n_arms`` seen, cohort values.
 
-    ``rows`` are exposure rows or per (unit, arm) minima (:func:`first_per_unit_arm`).
+    ``rows`` are exposure rows or per (unit, arm[, day]) minima (:func:`first_per_unit_arm`,
+    incremental partials): ``t0`` is the earliest exposure, ``arm`` and the cohort values
+    the smallest among the rows at ``t0`` (the same as taking, per arm, its first exposure
+    and smallest values there, then the smallest among the arms first seen at ``t0``).
     ``arm`` is only meaningful where ``n_arms == 1`` (the analysed units).
     """
-    per_arm = first_per_unit_arm(rows, n_dimensions)
     dims = [f"d{i}" for i in range(n_dimensions)]
-    per_unit = per_arm.group_by(UNIT).aggregate(t0=per_arm[TS].min(), n_arms=per_arm[ARM].nunique())
-    joined = per_arm.inner_join(
-        per_unit, [per_arm[UNIT] == per_unit[UNIT], per_arm[TS] == per_unit["t0"]]
-    )
+    per_unit = rows.group_by(UNIT).aggregate(__t0=rows[TS].min(), __n_arms=rows[ARM].nunique())
+    joined = rows.inner_join(per_unit, [rows[UNIT] == per_unit[UNIT], rows[TS] == per_unit["__t0"]])
     return joined.group_by(UNIT).aggregate(
         arm=joined[ARM].min(),
-        t0=joined["t0"].min(),
-        n_arms=joined["n_arms"].max(),
+        t0=joined["__t0"].min(),
+        n_arms=joined["__n_arms"].max(),
         **{d: joined[d].min() for d in dims},
     )
 

@@ -77,6 +77,7 @@ from tripwire.metrics.exposures import (
     summarize,
 )
 from tripwire.stats.sufficient import CupedMeanStats, CupedRatioStats, MeanStats, RatioStats
+from tripwire.store.engine import narrow_events
 
 #: Fixed-point scale for summed property values (micro-units): exact, order-free sums.
 VALUE_SCALE = 10**6
@@ -321,15 +322,21 @@ def _aggregate(values: ir.IntegerValue, mode: Mode) -> ir.Scalar:
     return values.sum().fill_null(0).cast("int64")  # type: ignore[no-any-return]
 
 
-def event_scan(events: ir.Table, plan: StatsPlan) -> ir.Table:
-    """The events any component reads (pushes the event-name filter into the scan)."""
+def events_read(plan: StatsPlan) -> set[str] | None:
+    """The event names the plan's components read (None: some component reads any event)."""
     names: set[str] = set()
     for component in plan.components:
         named = [set(f.events) for f in component.filters if f.events]
         if not named:
-            return events
+            return None
         names |= set.intersection(*named)
-    return events.filter(events.event.isin(sorted(names)))
+    return names
+
+
+def event_scan(events: ir.Table, plan: StatsPlan) -> ir.Table:
+    """The events any component reads (pushes the event-name filter into the scan)."""
+    names = events_read(plan)
+    return events if names is None else events.filter(events.event.isin(sorted(names)))
 
 
 def window_key(component: Component) -> str:
@@ -344,7 +351,8 @@ def unit_bounds(units: ir.Table, plan: StatsPlan) -> ir.Table:
     ``__ws_<w>``/``__we_<w>``: ``t0 + start`` and ``t0 + end`` of each distinct analysis
     window; ``__ps``/``__pe``: midnight (UTC) ``pre_period_days`` days before the exposure
     day, and midnight of the exposure day. Events are then placed in windows by plain
-    timestamp comparisons: no per-event interval or time-zone arithmetic.
+    timestamp comparisons: no per-event interval or time-zone arithmetic. The unit's cohort
+    cell (:data:`CELL`) is carried along when ``units`` has one.
     """
     columns: dict[str, ir.Value] = {}
     for component in plan.components:
@@ -356,6 +364,9 @@ def unit_bounds(units: ir.Table, plan: StatsPlan) -> ir.Table:
         exposure_day = units.t0.truncate("D")
         columns["__pe"] = exposure_day
         columns["__ps"] = exposure_day - ibis.interval(days=plan.pre_period_days)
+    for carried in (CELL, INDEX):
+        if carried in units.columns:
+            columns[carried] = units[carried]
     return units.select(units[UNIT], **columns)
 
 
@@ -372,20 +383,71 @@ def _component_aggregate(rows: ir.Table, component: Component, where: ir.Boolean
     return count.cast("int64")  # type: ignore[no-any-return]
 
 
-def per_unit_components(events: ir.Table, units: ir.Table, plan: StatsPlan) -> ir.Table:
+def _derived_indicators(plan: StatsPlan) -> dict[str, str]:
+    """``any`` components that equal ``count > 0`` of a count component (same filters and
+    window): indicator key → count key. They are derived instead of aggregated again."""
+    counts = {
+        (json.dumps([f.model_dump(mode="json") for f in c.filters]), window_key(c)): c.key
+        for c in plan.components
+        if c.mode == "count"
+    }
+    out: dict[str, str] = {}
+    for c in plan.components:
+        if c.mode == "any":
+            signature = (json.dumps([f.model_dump(mode="json") for f in c.filters]), window_key(c))
+            if signature in counts:
+                out[c.key] = counts[signature]
+    return out
+
+
+def per_unit_components(
+    events: ir.Table, units: ir.Table, plan: StatsPlan, *, scan: ir.Table | None = None
+) -> ir.Table:
     """Per analysed unit: ``a_<c>`` (analysis window) and ``p_<c>`` (pre-period) for every
-    component, from raw events. Units without events are absent (callers left-join).
+    component, from raw events. Units without events are absent (callers count them as 0).
 
     The events the metrics read are joined to the per-unit window bounds
     (:func:`unit_bounds`); rows outside every window are dropped before aggregating; each
     event's window flags, filter matches and scaled values are computed once in a
     projection and summed per unit with filtered aggregates (``SUM(..) FILTER (WHERE ..)``).
+    An indicator ("did X") whose count is also aggregated is derived from it (``count > 0``).
+    When ``units`` carries a cohort cell (:data:`CELL`) the result carries it too, so the
+    moments need no second join with the units; when it carries an integer unit index
+    (:data:`INDEX`, :func:`coded_units`) rows are grouped by it and keyed by it instead of
+    ``unit_id``. ``scan``: the events the plan reads when the caller has them already
+    (:func:`tripwire.store.engine.narrow_events`), else ``events`` filtered by name.
     """
-    scan = event_scan(events, plan)
-    scan = scan.mutate(__unit=unit_key(scan, plan.unit).cast("string"))
+    if scan is None:
+        scan = event_scan(events, plan)
+    # per-event columns (filter matches, scaled values) are computed in the scan, before
+    # the join: on the files' dictionary-encoded columns, and the join carries only them
+    derived = _derived_indicators(plan)
+    event_columns: dict[str, ir.Value] = {
+        "__unit": unit_key(scan, plan.unit).cast("string"),
+        "__ts": scan.timestamp,
+    }
+    matched: dict[str, str] = {}  # component -> its filter-match column
+    match_of: dict[str, str] = {}  # filter signature -> its column (shared by components)
+    for component in plan.components:
+        key = component.key
+        if key in derived:
+            continue
+        signature = json.dumps([f.model_dump(mode="json") for f in component.filters])
+        if signature not in match_of:
+            match_of[signature] = f"__m_{key}"
+            event_columns[f"__m_{key}"] = _matches(scan, component)
+        matched[key] = match_of[signature]
+        if component.mode == "distinct":
+            assert component.value is not None
+            event_columns[f"__s_{key}"] = resolve_field(scan, component.value, "string")
+        elif component.mode == "sum":
+            assert component.value is not None
+            value = value_field(scan, component.value) * VALUE_SCALE
+            event_columns[f"__v_{key}"] = value.round().cast("int64")
+    scan = scan.select(**event_columns)
     bounds = unit_bounds(units, plan)
     joined = scan.inner_join(bounds, scan["__unit"] == bounds[UNIT])
-    ts = joined.timestamp
+    ts = joined["__ts"]
     flags: dict[str, ir.BooleanValue] = {}
     for component in plan.components:
         key = window_key(component)
@@ -397,34 +459,36 @@ def per_unit_components(events: ir.Table, units: ir.Table, plan: StatsPlan) -> i
     if plan.pre_period_days:
         flags["__pre"] = (ts >= joined["__ps"]) & (ts < joined["__pe"])
     columns: dict[str, ir.Value] = dict(flags)
-    matched: dict[str, str] = {}  # component -> its filter-match column
-    match_of: dict[str, str] = {}  # filter signature -> its column (shared by components)
-    for component in plan.components:
-        key = component.key
-        signature = json.dumps([f.model_dump(mode="json") for f in component.filters])
-        if signature not in match_of:
-            match_of[signature] = f"__m_{key}"
-            columns[f"__m_{key}"] = _matches(joined, component)
-        matched[key] = match_of[signature]
-        if component.mode == "distinct":
-            assert component.value is not None
-            columns[f"__s_{key}"] = resolve_field(joined, component.value, "string")
-        elif component.mode == "sum":
-            assert component.value is not None
-            value = value_field(joined, component.value) * VALUE_SCALE
-            columns[f"__v_{key}"] = value.round().cast("int64")
+    # group by the unit's integer index when the units have one (cheaper than the id)
+    group_key = INDEX if INDEX in bounds.columns else UNIT
+    if CELL in bounds.columns:
+        columns[CELL] = joined[CELL]
+    columns |= {name: joined[name] for name in event_columns if name not in ("__unit", "__ts")}
     in_some_window = functools.reduce(operator.or_, flags.values())
-    rows = joined.filter(in_some_window).select(joined[UNIT], **columns)
+    rows = joined.filter(in_some_window).select(joined[group_key], **columns)
     aggregates: dict[str, ir.Scalar] = {}
+    if CELL in rows.columns:
+        aggregates[CELL] = rows[CELL].min()
+    prefixes = [("a", None)] + ([("p", "__pre")] if plan.pre_period_days else [])
     for component in plan.components:
+        if component.key in derived:
+            continue
         matches = rows[matched[component.key]]
-        window = rows[f"__a_{window_key(component)}"]
-        aggregates[f"a_{component.key}"] = _component_aggregate(rows, component, matches & window)
-        if plan.pre_period_days:
-            aggregates[f"p_{component.key}"] = _component_aggregate(
-                rows, component, matches & rows["__pre"]
+        for prefix, flag in prefixes:
+            window = rows[flag or f"__a_{window_key(component)}"]
+            aggregates[f"{prefix}_{component.key}"] = _component_aggregate(
+                rows, component, matches & window
             )
-    return rows.group_by(UNIT).aggregate(**aggregates)
+    per_unit = rows.group_by(group_key).aggregate(**aggregates)
+    if not derived:
+        return per_unit
+    return per_unit.mutate(
+        **{
+            f"{prefix}_{key}": ibis.ifelse(per_unit[f"{prefix}_{count}"] > 0, 1, 0).cast("int64")
+            for key, count in derived.items()
+            for prefix, _ in prefixes
+        }
+    )
 
 
 def component_columns(plan: StatsPlan) -> list[str]:
@@ -467,6 +531,9 @@ MOMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("xc", ("x", "c")), ("xd", ("x", "d")), ("yc", ("y", "c")), ("yd", ("y", "d")),
 )  # fmt: skip
 
+#: ``floor(sqrt(2**63 - 1))``: two int64 factors at most this large multiply within int64.
+INT64_FACTOR_LIMIT = 3_037_000_499
+
 
 def product_type(plan: StatsPlan, factors: Sequence[tuple[str, ...]]) -> str:
     """The exact type to multiply per-unit variables (each a product of components) in.
@@ -485,48 +552,175 @@ def product_type(plan: StatsPlan, factors: Sequence[tuple[str, ...]]) -> str:
     return "decimal(38, 0)"
 
 
-def moments_expr(
-    per_unit: ir.Table,
-    units: ir.Table,
-    plan: StatsPlan,
-    cohorts: Sequence[str],
-    cohort_values: Mapping[str, Sequence[str]] | None = None,
-) -> ir.Table:
-    """Per (arm × cohort cell): ``n`` and, per metric, ``<metric>__<moment>`` exact sums.
+def _wide_factors(plan: StatsPlan, factors: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (prefix, component) factors of a product that are not 0/1 indicators."""
+    return [(p, k) for p, k in factors if plan.component(k).mode != "any"]
 
-    ``per_unit`` has ``unit_id`` and the component columns; ``units`` is the analysed
-    population (units without events get 0 for every component).
+
+def _product_sum(
+    table: ir.Table, plan: StatsPlan, factors: Sequence[tuple[str, str]], split: bool
+) -> ir.Scalar:
+    """Exact ``SUM`` of the product of component columns, as ``DECIMAL(38, 0)``.
+
+    Products of counts and indicators are int64 (:func:`product_type`). A product with
+    value sums is ``DECIMAL(38, 0)``, unless ``split`` (DuckDB, whose ``SUM(BIGINT)``
+    accumulates in 128 bits): then units whose (at most two) wide factors are all within
+    :data:`INT64_FACTOR_LIMIT` multiply in int64 (~5x cheaper) and only the others in
+    ``DECIMAL(38, 0)``; ``CASE`` evaluates each branch only on its own rows, so the int64
+    branch never overflows. Both branches are exact, so is their sum.
     """
-    columns = component_columns(plan)
-    filled = units.left_join(per_unit, units[UNIT] == per_unit[UNIT]).select(
-        units.arm,
-        *[units[d] for d in cohorts],
-        **{c: per_unit[c].fill_null(0).cast("int64") for c in columns},
-    )
+    columns = [table[f"{p}_{k}"] for p, k in factors]
+
+    def multiply(kind: str) -> ir.IntegerValue:
+        value = columns[0].cast(kind)
+        for column in columns[1:]:
+            value = value * column.cast(kind)
+        return value  # type: ignore[no-any-return]
+
+    kind = product_type(plan, [(k,) for _, k in factors])
+    if kind == "int64":
+        return multiply("int64").sum().cast("decimal(38, 0)")  # type: ignore[no-any-return]
+    wide = _wide_factors(plan, factors)
+    if len(wide) <= 1 and split:  # one int64 factor times 0/1 indicators: int64 is exact
+        return multiply("int64").sum().cast("decimal(38, 0)")  # type: ignore[no-any-return]
+    if not split or len(wide) > 2:
+        return multiply(kind).sum().cast("decimal(38, 0)")  # type: ignore[no-any-return]
+    small = functools.reduce(operator.and_, [table[f"__ok_{p}_{k}"] for p, k in wide])
+    narrow = ibis.ifelse(small, multiply("int64"), ibis.null("int64")).sum()
+    broad = ibis.ifelse(small, ibis.null(kind), multiply(kind)).sum()
+    total = narrow.cast(kind).fill_null(0) + broad.cast(kind).fill_null(0)
+    return total.cast("decimal(38, 0)")  # type: ignore[no-any-return]
+
+
+def moment_columns(plan: StatsPlan) -> dict[str, tuple[tuple[str, str], ...]]:
+    """``<metric>__<moment>`` → its product as sorted ``(prefix, component)`` factors.
+
+    Metrics sharing a variable (``aov``'s numerator is ``revenue``'s value) share moments:
+    the query computes each distinct product once (:func:`moments_expr`).
+    """
     sources = metric_variables(plan)
-    variables = {name: _product(filled, prefix, keys) for name, (prefix, keys) in sources.items()}
-    keys: dict[str, ir.Value] = {"arm": filled.arm}
-    for d in cohorts:
-        kept = (cohort_values or {}).get(d)
-        column = filled[d]
-        keys[d] = column if kept is None else ibis.ifelse(column.isin(list(kept)), column, OTHER)
-    aggregates: dict[str, ir.Scalar] = {"n": filled.count()}
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
     for m in plan.metrics:
         for moment, parts in MOMENTS:
             names = [f"{m.metric}__{p}" for p in parts]
-            if not all(n in variables for n in names):
+            if not all(n in sources for n in names):
                 continue
-            factors = [sources[n][1] for n in names]
-            kind = product_type(plan, factors)
-            product = variables[names[0]].cast(kind)
-            for name in names[1:]:
-                product = product * variables[name].cast(kind)
-            aggregates[f"{m.metric}__{moment}"] = product.sum().cast("decimal(38, 0)")
+            factors = [(sources[n][0], key) for n in names for key in sources[n][1]]
+            out[f"{m.metric}__{moment}"] = tuple(sorted(factors))
+    return out
+
+
+def moments_expr(per_unit: ir.Table, plan: StatsPlan, *, split: bool = False) -> ir.Table:
+    """Per cohort cell (:data:`CELL`): exact sums of every distinct product of per-unit
+    variables (``__p<i>``, see :func:`moment_columns`) and, per ratio metric, the units
+    with a non-zero denominator (``<metric>__nonzero_den``).
+
+    ``per_unit`` has :data:`CELL` and the component columns and holds only units with
+    events; units without any are all zeros, so they add to ``n`` only (counted from the
+    units table by the caller).
+    """
+    products = sorted(set(moment_columns(plan).values()))
+    table = per_unit
+    if split:
+        wide = sorted({f for factors in products for f in _wide_factors(plan, factors)})
+        table = table.mutate(
+            **{
+                f"__ok_{p}_{k}": table[f"{p}_{k}"].abs() <= INT64_FACTOR_LIMIT
+                for p, k in wide
+                if plan.component(k).mode == "sum"
+            }
+        )
+        # counts are far below the limit: no per-unit check needed for them
+        table = table.mutate(
+            **{
+                f"__ok_{p}_{k}": ibis.literal(True)
+                for p, k in wide
+                if plan.component(k).mode != "sum"
+            }
+        )
+    aggregates: dict[str, ir.Scalar] = {
+        f"__p{i}": _product_sum(table, plan, factors, split) for i, factors in enumerate(products)
+    }
+    for m in plan.metrics:
         if m.y is not None:
-            aggregates[f"{m.metric}__zero_den"] = (
-                (variables[f"{m.metric}__y"] == 0).cast("int64").sum()
-            )
-    return filled.group_by(**keys).aggregate(**aggregates)
+            y = _product(table, "a", m.y)
+            aggregates[f"{m.metric}__nonzero_den"] = (y != 0).cast("int64").sum()
+    return table.group_by(CELL).aggregate(**aggregates)
+
+
+#: Column of the units table and of per-unit rows: the unit's (arm × cohort values) cell.
+CELL = "__cell"
+#: Column of a coded units table: a unique integer per unit (per-unit rows group by it).
+INDEX = "__ix"
+
+
+@dataclass(frozen=True)
+class CellCoding:
+    """Integer codes for (arm × folded cohort values) cells.
+
+    Each cohort column keeps ``values`` (its most common ones); anything else is
+    ``(other)``. A cell code is a mixed-radix number of the arm's index and each column's
+    value index (``len(values)`` for ``(other)``), so per-unit rows carry one integer
+    instead of several strings, and decoding is exact.
+    """
+
+    arms: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    @property
+    def radices(self) -> list[int]:
+        return [len(self.arms) + 1] + [len(v) + 1 for v in self.values]
+
+    def expr(self, units: ir.Table, cohorts: Sequence[str]) -> ir.IntegerValue:
+        code: ir.IntegerValue = _code(units.arm, self.arms)
+        for column, values in zip(cohorts, self.values, strict=True):
+            code = code * (len(values) + 1) + _code(units[column], values)
+        return code.cast("int64")  # type: ignore[no-any-return]
+
+    def decode(self, code: int) -> tuple[str, list[str]]:
+        digits = []
+        for radix in reversed(self.radices):
+            code, digit = divmod(code, radix)
+            digits.append(digit)
+        digits.reverse()
+        arm_index, indexes = digits[0], digits[1:]
+        arm = self.arms[arm_index] if arm_index < len(self.arms) else OTHER
+        labels = [
+            values[i] if i < len(values) else OTHER
+            for values, i in zip(self.values, indexes, strict=True)
+        ]
+        return arm, labels
+
+
+def _code(column: ir.Value, values: Sequence[str]) -> ir.IntegerValue:
+    if not values:
+        return ibis.literal(0, "int64")  # type: ignore[no-any-return]
+    mapping = {value: index for index, value in enumerate(values)}
+    return column.substitute(mapping, else_=len(values)).cast("int64")  # type: ignore[no-any-return,attr-defined]
+
+
+def cohort_counts(units: ir.Table, columns: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+    """Every value of each column with its number of units, most common first (one query)."""
+    parts = [
+        units.group_by(__value=units[c].cast("string"))
+        .aggregate(__n=units.count())
+        .mutate(__dim=ibis.literal(c))
+        for c in columns
+    ]
+    rows = (parts[0] if len(parts) == 1 else ibis.union(*parts)).to_pyarrow().to_pylist()
+    by_column: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for row in rows:
+        if row["__value"] is not None:
+            by_column[row["__dim"]].append((-int(row["__n"]), str(row["__value"])))
+    return {c: [(v, -n) for n, v in sorted(by_column.get(c, []))] for c in columns}
+
+
+def cell_coding(units: ir.Table, cohorts: Sequence[str], limit: int) -> CellCoding:
+    """Arms and each cohort column's kept values: its ``limit`` most common (sorted)."""
+    counts = cohort_counts(units, ["arm", *cohorts])
+    arms = tuple(sorted(v for v, _ in counts["arm"]))
+    values = tuple(tuple(sorted(v for v, _ in counts[c][:limit])) for c in cohorts)
+    return CellCoding(arms, values)
 
 
 def top_cohort_values(
@@ -535,19 +729,8 @@ def top_cohort_values(
     """The ``limit`` most common values of each cohort column (None: all within limit)."""
     if not cohorts:
         return None
-    parts = [
-        units.group_by(__value=units[d]).aggregate(__n=units.count()).mutate(__dim=ibis.literal(d))
-        for d in cohorts
-    ]
-    rows = (parts[0] if len(parts) == 1 else ibis.union(*parts)).to_pyarrow().to_pylist()
-    by_dim: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for row in rows:
-        by_dim[row["__dim"]].append((-int(row["__n"]), str(row["__value"])))
-    kept: dict[str, list[str]] = {}
-    for d in cohorts:
-        values = sorted(by_dim.get(d, []))
-        if len(values) > limit:
-            kept[d] = [v for _, v in values[:limit]]
+    counts = cohort_counts(units, cohorts)
+    kept = {c: [v for v, _ in counts[c][:limit]] for c in cohorts if len(counts[c]) > limit}
     return kept or None
 
 
@@ -632,25 +815,35 @@ def _to_int(value: Any) -> int:
 
 def collect(
     cells: pa.Table,
+    counts: Mapping[int, int],
     plan: StatsPlan,
-    cohorts: Sequence[str],
+    coding: CellCoding,
     dimension_names: Sequence[str],
 ) -> pa.Table:
     """Roll exact per-cell sums up to the all-units total and to each cohort dimension's
-    marginals, and convert to floats once (sum / scale)."""
+    marginals, and convert to floats once (sum / scale).
+
+    ``cells`` has one row per cell with units that have events (:func:`moments_expr`);
+    ``counts`` is the number of units per cell, with or without events.
+    """
+    moments = moment_columns(plan)
+    index = {factors: f"__p{i}" for i, factors in enumerate(sorted(set(moments.values())))}
+    by_cell = {int(row[CELL]): row for row in cells.to_pylist()}
     totals: dict[tuple[str, str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in cells.to_pylist():
-        targets = [(row["arm"], ALL, ALL)]
-        targets += [
-            (row["arm"], name, str(row[col]))
-            for col, name in zip(cohorts, dimension_names, strict=True)
-        ]
+    for cell, n in counts.items():
+        arm, labels = coding.decode(cell)
+        row = by_cell.get(cell, {})
+        sums = {name: _to_int(row.get(index[factors])) for name, factors in moments.items()}
+        sums["n"] = n
+        for m in plan.metrics:
+            if m.y is not None:
+                sums[f"{m.metric}__zero_den"] = n - _to_int(row.get(f"{m.metric}__nonzero_den"))
+        targets = [(arm, ALL, ALL)]
+        targets += [(arm, name, label) for name, label in zip(dimension_names, labels, strict=True)]
         for target in targets:
             bucket = totals[target]
-            for key, value in row.items():
-                if key == "arm" or key in cohorts:
-                    continue
-                bucket[key] += _to_int(value)
+            for key, amount in sums.items():
+                bucket[key] += amount
     records: list[dict[str, Any]] = []
     for (arm, dimension, value), sums in sorted(totals.items()):
         for m in plan.metrics:
@@ -703,6 +896,25 @@ def cohort_columns(dimensions: Sequence[str]) -> list[str]:
     return [f"d{i}" for i in range(len(dimensions))]
 
 
+def coded_units(
+    units: ir.Table, dimensions: Sequence[str], max_cohort_values: int
+) -> tuple[ir.Table, CellCoding]:
+    """``units`` with their cohort cell code (:data:`CELL`) and a unique integer index
+    (:data:`INDEX`), and the coding (one query)."""
+    cohorts = cohort_columns(dimensions)
+    coding = cell_coding(units, cohorts, max_cohort_values)
+    coded = units.mutate(**{CELL: coding.expr(units, cohorts), INDEX: ibis.row_number()})
+    return coded, coding
+
+
+def _splits_products(table: ir.Table) -> bool:
+    """Whether the engine sums ``BIGINT`` in 128 bits (DuckDB), see :func:`_product_sum`."""
+    try:
+        return table._find_backend().name == "duckdb"  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - unbound or multi-backend expressions: stay generic
+        return False
+
+
 def compute_from_units(
     per_unit: ir.Table,
     units: ir.Table,
@@ -712,12 +924,25 @@ def compute_from_units(
     summary: ExposureSummary,
     dimensions: Sequence[str],
     max_cohort_values: int,
+    coding: CellCoding | None = None,
 ) -> UnitStats:
-    """Moments query + roll-up, shared by the full and the incremental paths."""
-    cohorts = cohort_columns(dimensions)
-    kept = top_cohort_values(units, cohorts, max_cohort_values)
-    cells = moments_expr(per_unit, units, plan, cohorts, kept).to_pyarrow()
-    table = collect(cells, plan, cohorts, dimensions)
+    """Moments query + roll-up, shared by the full and the incremental paths.
+
+    ``per_unit`` (``unit_id`` and the component columns; units without events may be
+    absent) carries :data:`CELL` when it was computed from ``units`` already coded
+    (:func:`coded_units`, pass its ``coding``); otherwise the cells are attached here.
+    """
+    if coding is None or CELL not in units.columns:
+        units, coding = coded_units(units, dimensions, max_cohort_values)
+    if CELL not in per_unit.columns:
+        cells_of = units.select(__u=units[UNIT], **{CELL: units[CELL]})
+        per_unit = per_unit.inner_join(cells_of, per_unit[UNIT] == cells_of["__u"]).drop("__u")
+    counts = {
+        int(r[CELL]): int(r["n"])
+        for r in units.group_by(CELL).aggregate(n=units.count()).to_pyarrow().to_pylist()
+    }
+    cells = moments_expr(per_unit, plan, split=_splits_products(per_unit)).to_pyarrow()
+    table = collect(cells, counts, plan, coding, dimensions)
     return UnitStats(experiment, summary, table, tuple(dimensions))
 
 
@@ -739,17 +964,29 @@ def unit_stats(
     ``locale``, ``device``, ``context.traits.tenure``); each keeps its ``max_cohort_values``
     most common values, the rest become ``(other)``. ``pre_period_days`` enables CUPED
     covariates (each metric's own value over that many days before the exposure day).
+
+    On a DuckDB lake the exposures read only the exposure events' partitions and the
+    outcome scan only the partitions of the events the metrics read
+    (:func:`tripwire.store.engine.narrow_events`).
     """
     if unit not in UNIT_COLUMNS and "." not in unit:
         raise UnitStatsError(f"unit must be one of {sorted(UNIT_COLUMNS)} or a field, got {unit!r}")
     plan = plan_metrics(
         metrics, analysis_window=analysis_window, pre_period_days=pre_period_days, unit=unit
     )
-    exposed = resolve_exposures(events, experiment, sources=sources, dimensions=dimensions)
-    exposed = exposed.cache()  # read by three queries: resolve the exposures once
+    exposure_events = narrow_events(events, {s.event for s in sources})
+    exposed = resolve_exposures(
+        events if exposure_events is None else exposure_events,
+        experiment,
+        sources=sources,
+        dimensions=dimensions,
+    )
+    exposed = exposed.cache()  # read by several queries: resolve the exposures once
     summary = summarize(exposed, experiment)
-    units = analysed_units(exposed)
-    per_unit = per_unit_components(events, units, plan)
+    units, coding = coded_units(analysed_units(exposed), dimensions, max_cohort_values)
+    names = events_read(plan)
+    narrowed = None if names is None else narrow_events(events, names)
+    per_unit = per_unit_components(events, units, plan, scan=narrowed)
     return compute_from_units(
         per_unit,
         units,
@@ -758,4 +995,5 @@ def unit_stats(
         summary=summary,
         dimensions=dimensions,
         max_cohort_values=max_cohort_values,
+        coding=coding,
     )

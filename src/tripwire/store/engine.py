@@ -173,6 +173,24 @@ def events_table(backend: BaseBackend, events: Collection[str] | None = None) ->
     return lake.subset_table(backend, events)
 
 
+def narrow_events(table: ir.Table, events: Collection[str]) -> ir.Table | None:
+    """The rows of ``events`` only, read from their partitions alone, when ``table`` is a
+    DuckDB lake's whole ``events`` table (:func:`events_table` without names); else None.
+
+    For functions that take an events table from their caller (experiment statistics):
+    the narrowed table neither lists nor binds the other partitions' files, and needs no
+    ``event IN (...)`` filter (DuckDB runs a long ``IN`` list as a join over every row).
+    A partition folder holds only its event's rows (:func:`tripwire.store.lake.partition_dir`).
+    """
+    op = table.op()
+    if not isinstance(op, ops.DatabaseTable) or op.name != EVENTS_TABLE:
+        return None
+    lake = _lake_of(op.source)
+    if lake is None:
+        return None
+    return lake.subset_table(op.source, events)
+
+
 @dataclass
 class _LakeView:
     """A DuckDB backend's lake: the ``events`` schema (cached until the lake's property
