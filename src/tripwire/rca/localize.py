@@ -61,6 +61,8 @@ class RootCauseElement:
     share_of_error_explained: float
     z_score: float
     leaves: int
+    #: Fitted noise variance of the segment's total (Σσ² over its leaves; 0: unknown).
+    noise_variance: float = 0.0
 
     @property
     def depth(self) -> int:
@@ -159,7 +161,9 @@ def localize(
     ]
     groupings = {dims: _cuboid_inverse(codes, dims, cards) for dims in cuboids}
     candidates = sum(len(cells) for cells, _ in groupings.values())
-    z_bound = float(stats.norm.isf(alpha / (2 * max(candidates, 1))))
+    # Two statistics per cell (volume-weighted and ripple-score, see _cell_z): Bonferroni
+    # over both as well as over the candidates.
+    z_bound = float(stats.norm.isf(alpha / (4 * max(candidates, 1))))
     error0 = float(np.abs(v - f).sum())
 
     def summary(verdict: str, elements: list[RootCauseElement]) -> Localization:
@@ -210,6 +214,7 @@ def localize(
                 share_of_error_explained=gain / error0,
                 z_score=z,
                 leaves=int(mask.sum()),
+                noise_variance=float(noise[mask].sum()),
             )
         )
         current = np.where(mask, current * ratio, current)
@@ -279,10 +284,29 @@ def _cell_sums(inverse: np.ndarray, count: int, *arrays: np.ndarray) -> list[np.
     return [np.bincount(inverse, weights=a, minlength=count) for a in arrays]
 
 
+def _cell_z(inverse: np.ndarray, count: int, v, f, noise) -> np.ndarray:
+    """Per cell, the larger in size of two standardised deviations (signed).
+
+    * volume-weighted: ``Σ(v − f) / sqrt(Σσ²)`` — the aggregate deviation; sees a segment
+      whose expectation is ~0 (a new segment) and is the score test under count noise;
+    * ripple score: ``Σ(v − f)·f/σ² / sqrt(Σf²/σ²)`` — the score test of "every leaf of the
+      cell moved by the same ratio" under the fitted noise ``σ²``. Under relative
+      (forecast) noise it weighs each leaf's *relative* deviation equally, so a cell of
+      many small leaves that all moved together is not drowned by one big noisy leaf.
+
+    Both are N(0, 1) without a change; the caller's bound is Bonferroni over the two.
+    """
+    dev = v - f
+    sd, sn, score, info = _cell_sums(inverse, count, dev, noise, dev * f / noise, f * f / noise)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aggregate = np.where(sn > 0, sd / np.sqrt(np.where(sn > 0, sn, 1.0)), 0.0)
+        ripple = np.where(info > 0, score / np.sqrt(np.where(info > 0, info, 1.0)), 0.0)
+    return np.where(np.abs(ripple) > np.abs(aggregate), ripple, aggregate)
+
+
 def _any_surprising(v, f, noise, groupings, z_bound) -> bool:
     for cells, inverse in groupings.values():
-        sv, sf, sn = _cell_sums(inverse, len(cells), v, f, noise)
-        if np.any(np.abs(sv - sf) / np.sqrt(sn) >= z_bound):
+        if np.any(np.abs(_cell_z(inverse, len(cells), v, f, noise)) >= z_bound):
             return True
     return False
 
@@ -297,10 +321,10 @@ def _best_cell(v, f, noise, groupings, z_bound, parsimony):
     best: tuple[float, tuple[int, ...], int] | None = None
     for dims, (cells, inverse) in groupings.items():
         count = len(cells)
-        sv, sf, sn, se = _cell_sums(inverse, count, v, f, noise, base_error)
+        sv, sf, se = _cell_sums(inverse, count, v, f, base_error)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(sf > 0, sv / np.where(sf > 0, sf, 1.0), 1.0)
-            z = (sv - sf) / np.sqrt(sn)
+        z = _cell_z(inverse, count, v, f, noise)
         fitted_error = np.bincount(inverse, weights=np.abs(v - ratio[inverse] * f), minlength=count)
         gain = np.where(np.abs(z) >= z_bound, se - fitted_error, -np.inf)
         per_cuboid[dims] = (gain, z, ratio)

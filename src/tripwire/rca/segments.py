@@ -141,17 +141,20 @@ def _confirmed(
 def _segment_dispersion(element: RootCauseElement, trials: float | None, share: float) -> float:
     """Over-dispersion of a segment beyond the sampling noise of both of its samples.
 
-    The localizer's z divides the segment's deviation by the square root of its fitted
-    noise variance (``a·w + b·f²`` summed over its leaves), so that variance is
-    ``(observed − expected)² / z²``. The exact two-sample tests already account for the
+    The localizer reports the segment's fitted noise variance (``a·w + b·f²`` summed over
+    its leaves). The exact two-sample tests already account for the
     sampling noise of the current sample *and* of the baseline the expectation came from:
     ``E·(1 − E/n)·(1 + n/n₀)`` for a proportion, ``E·(1 + t/t₀)`` for a count, where
     ``share`` is ``n/n₀`` (``t/t₀``). The ratio of the two, floored at 1, is the extra
     dispersion (correlated units, day-to-day variation) the test must still absorb.
     """
-    if element.z_score == 0 or element.expected <= 0:
+    if element.expected <= 0:
         return 1.0
-    noise = ((element.observed - element.expected) / element.z_score) ** 2
+    noise = element.noise_variance
+    if noise <= 0:
+        if element.z_score == 0:
+            return 1.0
+        noise = ((element.observed - element.expected) / element.z_score) ** 2
     sampling = element.expected * (1.0 + share)
     if trials is not None and trials > 0:
         sampling *= max(1.0 - element.expected / trials, 1e-9)
