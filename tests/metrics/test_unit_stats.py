@@ -16,6 +16,7 @@ from tripwire.metrics.definitions import parse_metric
 from tripwire.metrics.exposures import exposure_sources
 from tripwire.metrics.unit_stats import (
     ALL,
+    CellCoding,
     UnitStatsError,
     plan_metrics,
     product_type,
@@ -366,3 +367,36 @@ def test_large_values_stay_exact(tmp_path: Path) -> None:
     assert row["n"] == 1
     assert row["sum_x"] == 100_000_000.0
     assert row["sum_xx"] == 1e16
+
+
+def test_small_and_large_units_in_one_cell_sum_exactly(tmp_path: Path) -> None:
+    """Units below the int64 factor limit and above it share a cell: both branches of
+    the split product (int64 and DECIMAL) contribute, and the sums stay exact."""
+    t0 = datetime(2026, 3, 5, 12, tzinfo=uw.START.tzinfo)
+    ctx = {"locale": "en-US", "device": "web", "tenure": "new"}
+    revenues = {"small": 12.345678, "big": 87_654_321.098766, "tiny": 0.000001}
+    envelopes = []
+    for i, (unit, revenue) in enumerate(revenues.items()):
+        envelopes += [
+            uw._envelope(10 * i, unit, "$exposure", t0, {"experiment": "exp", "variant": "a"}, ctx),
+            uw._envelope(10 * i + 1, unit, "Order Completed", t0 + timedelta(hours=1),
+                         {"revenue": revenue}, ctx),
+            uw._envelope(10 * i + 2, unit, "Order Completed", t0 + timedelta(hours=2),
+                         {"revenue": revenue}, ctx),
+        ]  # fmt: skip
+    write_events(tmp_path, envelopes)
+    stats = unit_stats(events_table(connect_lake(tmp_path)), "exp", [parse_metric(METRICS[1])])
+    row = next(r for r in stats.rows() if r["dimension"] == ALL)
+    micros = [round(2 * v * 1_000_000) for v in revenues.values()]
+    assert row["n"] == 3
+    assert row["sum_x"] == sum(micros) / 1_000_000
+    assert row["sum_xx"] == sum(m * m for m in micros) / 1_000_000**2
+
+
+def test_cell_codes_decode_to_arm_and_folded_values() -> None:
+    coding = CellCoding(arms=("a", "b"), values=(("de", "en"), ("web",)))
+    for arm_index, arm in enumerate(coding.arms):
+        for i, locale in enumerate(["de", "en", "(other)"]):
+            for j, device in enumerate(["web", "(other)"]):
+                code = (arm_index * 3 + i) * 2 + j
+                assert coding.decode(code) == (arm, [locale, device])
