@@ -258,3 +258,8 @@ def test_analyze_incremental_prints_the_same_scorecard_from_per_day_partials(
     assert (workspace.data_dir / "aggregates" / "planted" / "manifest.json").exists()
     again = _run(*args, "--incremental")  # nothing new in the lake: merges only
     assert full.output == first.output == again.output
+    report = _run("experiment", "report", "planted", "--at", "2026-03-20", "--incremental",
+                  "-o", str(workspace.root / "inc"), "-w", str(workspace.root))  # fmt: skip
+    assert report.exit_code == 0, report.output
+    assert "SHIP (primary-efficacy)" in report.output
+    assert (workspace.root / "inc" / "planted.html").exists()

@@ -522,6 +522,15 @@ def register_rollout(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------- analysis
 
 
+IncrementalOption = Annotated[
+    bool,
+    typer.Option(
+        "--incremental",
+        help="Use per-day partial aggregates (scan only lake files not seen before).",
+    ),
+]
+
+
 def _run_analysis(
     ws: Workspace,
     catalog: MetricCatalog,
@@ -661,13 +670,7 @@ def register_analysis(app: typer.Typer) -> None:
             typer.Option("--to", help="The verdict that --override puts in force (e.g. SHIP)."),
         ] = None,
         author: AuthorOption = None,
-        incremental: Annotated[
-            bool,
-            typer.Option(
-                "--incremental",
-                help="Use per-day partial aggregates (scan only lake files not seen before).",
-            ),
-        ] = False,
+        incremental: IncrementalOption = False,
         workspace: WorkspaceOption = None,
     ) -> None:
         """Analyse every look up to --at (validity first, primary with CUPED, secondaries,
@@ -701,6 +704,7 @@ def register_analysis(app: typer.Typer) -> None:
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Folder for NAME.md and NAME.html.")
         ] = None,
+        incremental: IncrementalOption = False,
         workspace: WorkspaceOption = None,
     ) -> None:
         """Write the readout: Markdown and a self-contained HTML page with plots."""
@@ -710,7 +714,9 @@ def register_analysis(app: typer.Typer) -> None:
         with open_registry(ws) as registry:
             lock = registry.lock_of(loaded.spec.name)
             amendments = registry.amendments(loaded.spec.name)
-            analysis = _run_analysis(ws, catalog, loaded, loaded.hash, when)
+            analysis = _run_analysis(
+                ws, catalog, loaded, loaded.hash, when, incremental=incremental
+            )
             decision = decide_analysis(analysis)
             latest = registry.latest_verdict(loaded.spec.name)
             overrides = registry.overrides(loaded.spec.name)
