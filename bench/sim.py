@@ -5,6 +5,8 @@
 - ``generate``: 14 days × 50,000 users (the issue's target: ≤ 60 s on 2 cores), built into
   Segment message dicts, without ``sentAt`` (as the feeders send) and with it. Median of 3
   runs (1 with ``--quick``, on 14 days × 5,000 users).
+- ``--demo-ingest``: the demo's generate / simulate + ingest / archive steps alone, at the
+  demo's default size, wall and CPU each (:func:`bench_demo_ingest`).
 - ``--demo``: also times ``tripwire demo`` end to end (simulate + ingest + archive + summary)
   with its default size, once.
 
@@ -18,6 +20,7 @@ Results go to ``bench/results/sim.json``.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -77,6 +80,58 @@ def bench_demo() -> dict[str, Any]:
         }
 
 
+def bench_demo_ingest(users: int | None = None) -> dict[str, Any]:
+    """The demo's first steps alone, at its default size: the world generated without a
+    destination, then simulate + ingest (in process, durable), then archive to the lake.
+    Wall and CPU (this process, all threads) of each; the ingest cost is the difference
+    between the second and the first."""
+    from tripwire.cli.demo import (
+        DEFAULT_USERS,
+        DEMO_SESSIONS_PER_USER_DAY,
+        DEMO_TURN_LATENCY_SAMPLING,
+    )
+    from tripwire.ingest.archiver import Archiver
+    from tripwire.sim.feed import InProcessSink, feed
+    from tripwire.store.buffer import Buffer
+    from tripwire.store.workspace import init_workspace
+
+    config = WorldConfig(
+        seed=7,
+        users=users or DEFAULT_USERS,
+        days=14,
+        sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
+        turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
+    )
+    result: dict[str, Any] = {"users": config.users, "days": config.days}
+
+    def timed(name: str, step: Any) -> Any:
+        wall, cpu = time.perf_counter(), _cpu()
+        value = step()
+        result[f"{name}_wall_s"] = round(time.perf_counter() - wall, 2)
+        result[f"{name}_cpu_s"] = round(_cpu() - cpu, 2)
+        return value
+
+    world = World(config, sent_at=False)
+    result["events"] = timed("generate_only", lambda: sum(len(b) for b in world.batches()))
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = init_workspace(Path(tmp) / "ws")
+        fed = timed("simulate_and_ingest", lambda: feed(config, InProcessSink(ws), ws))
+        assert fed.stored == result["events"], (fed, result)
+
+        def archive() -> Any:
+            with Buffer.for_workspace(ws) as buffer:
+                return Archiver.for_workspace(ws, buffer).run()
+
+        archived = timed("archive", archive)
+        assert archived.events == result["events"]
+    for name in ("simulate_and_ingest", "archive"):
+        result[f"{name}_events_per_cpu_s"] = round(result["events"] / result[f"{name}_cpu_s"])
+    ingest_cpu = result["simulate_and_ingest_cpu_s"] - result["generate_only_cpu_s"]
+    result["ingest_only_events_per_cpu_s"] = round(result["events"] / max(ingest_cpu, 1e-9))
+    result["load_average_1min"] = os.getloadavg()[0]
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     quick = "--quick" in argv
@@ -91,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"({row['events_per_s_wall']:,} ev/s wall, {row['events_per_s_cpu']:,} ev/s CPU)",
             flush=True,
         )
+    if "--demo-ingest" in argv:
+        results["demo_ingest"] = bench_demo_ingest()
+        print(f"   demo ingest steps: {results['demo_ingest']}", flush=True)
     if "--demo" in argv:
         results["demo"] = bench_demo()
         print(f"   demo (default size): {results['demo']['wall_s']} s wall", flush=True)
