@@ -6,7 +6,13 @@ import numpy as np
 
 from tripwire.rca.data import FunnelCounts, LeafTable
 from tripwire.rca.localize import INSUFFICIENT_DATA, LOCALIZED, NO_CHANGE, Localization
-from tripwire.rca.segments import SegmentFinding, choose, localize_metric, localize_steps
+from tripwire.rca.segments import (
+    SegmentFinding,
+    choose,
+    localize_metric,
+    localize_steps,
+    metric_moved_in,
+)
 
 STEPS = ("start", "auth", "payment", "order")
 LOCALES = ["en-GB", "en-US", "de-DE", "fr-FR"]
@@ -134,3 +140,16 @@ def test_thin_data_guard_on_counts_uses_the_baseline_windows():
     baseline = LeafTable(("locale",), cols, np.array([7.0, 7000, 7000, 7000]), np.full(4, 7.0))
     current = LeafTable(("locale",), cols, np.array([0.0, 1010, 990, 1000]), np.ones(4))
     assert localize_metric(baseline, current, additive=True).elements == ()
+
+
+def test_a_step_break_too_small_to_move_the_metric_counts_when_the_metric_moved_in_its_segment():
+    metric = _finding("metric", NO_CHANGE, 0.2, 1000, 1002)
+    step = _finding("step:payment", LOCALIZED, -9.0, 41, 63)  # segment: locale=en-GB
+    cols = {"locale": np.array(LOCALES, dtype=object)}
+    baseline = LeafTable(("locale",), cols, np.array([300.0, 3000, 3000, 3000]), np.full(4, 1e4))
+    moved_now = LeafTable(("locale",), cols, np.array([10.0, 300, 300, 300]), np.full(4, 1e3))
+    flat_now = LeafTable(("locale",), cols, np.array([30.0, 300, 300, 300]), np.full(4, 1e3))
+    moved = metric_moved_in(baseline, moved_now, additive=False)
+    assert choose(metric, [step], moved).chosen.measure == "step:payment"
+    flat = metric_moved_in(baseline, flat_now, additive=False)
+    assert choose(metric, [step], flat).verdict == NO_CHANGE

@@ -58,6 +58,7 @@ from tripwire.rca.segments import (
     describe,
     localize_metric,
     localize_steps,
+    metric_moved_in,
 )
 from tripwire.store.engine import connect
 from tripwire.store.workspace import Workspace
@@ -173,7 +174,13 @@ def _localized(
     steps: list[SegmentFinding] = []
     if counts is not None:
         steps = localize_steps(counts["baseline"], counts["current"], alpha=alpha)
-    return choose(finding, steps)
+    # A sum (revenue) has no exact count test: its step views need the metric to move overall.
+    moved = (
+        metric_moved_in(leaves["baseline"], leaves["current"], additive=additive)
+        if metric.type != "sum"
+        else None
+    )
+    return choose(finding, steps, moved)
 
 
 def _regime(

@@ -16,12 +16,12 @@ or no-change verdict of the metric is kept when no view localizes (no invented c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tripwire.rca.data import FunnelCounts, LeafTable
+from tripwire.rca.data import FunnelCounts, LeafTable, dimension_label
 from tripwire.rca.localize import (
     GLOBAL,
     INSUFFICIENT_DATA,
@@ -259,25 +259,73 @@ def localize_steps(
     return out
 
 
-def choose(metric_finding: SegmentFinding, step_findings: list[SegmentFinding]) -> SegmentResult:
+#: One-sided level at which the metric must have moved inside a step view's segment (the
+#: step view itself already passed the thin-data guard; this only asks that the break shows
+#: in the metric too).
+SEGMENT_MOVED_ALPHA = 0.05
+
+
+def metric_moved_in(
+    baseline: LeafTable, current: LeafTable, *, additive: bool
+) -> Callable[[Mapping[str, str], float], bool]:
+    """A check that the metric itself moved, in a direction, inside a given segment.
+
+    Used by :func:`choose` for a funnel-step view whose segment is too small to move the
+    metric overall: the step's break must still show in the metric *within that segment*
+    (exact one-sided test against the segment's own baseline at ``SEGMENT_MOVED_ALPHA``;
+    the segment was picked by the step view, so one test is made per view). Conditions on
+    dimensions the metric does not have make the check fail.
+    """
+    base, cur = baseline.aligned(current)
+    windows = float(base.denominator.max()) if base.size and base.denominator.max() else 1.0
+
+    def moved(segment: Mapping[str, str], direction: float) -> bool:
+        if cur.size == 0 or any(dimension_label(k) not in cur.columns for k in segment):
+            return False
+        mask = cur.select(segment)
+        num, den = float(cur.numerator[mask].sum()), float(cur.denominator[mask].sum())
+        base_num, base_den = float(base.numerator[mask].sum()), float(base.denominator[mask].sum())
+        if additive:
+            expected = base_num / windows
+            tail = poisson_ratio_exact_tail(num, 1.0, base_num, windows)
+        else:
+            if den <= 0 or base_den <= 0 or num > den or base_num > base_den:
+                return False
+            expected = den * base_num / base_den
+            tail = two_proportion_exact_tail(num, den, base_num, base_den)
+        return bool(np.sign(num - expected) == direction and float(tail) < SEGMENT_MOVED_ALPHA)
+
+    return moved
+
+
+def choose(
+    metric_finding: SegmentFinding,
+    step_findings: list[SegmentFinding],
+    segment_moved: Callable[[Mapping[str, str], float], bool] | None = None,
+) -> SegmentResult:
     """Keep the strongest localized view; the metric's own verdict when none localizes.
 
-    A step view is used only when the metric itself moved (its verdict is not
-    ``no_change``) and the step's segments moved in the metric's direction — a step that
-    localizes while the metric did not move is not the metric's problem.
+    A step view is used only when its segments moved in the metric's direction and the
+    metric moved too: overall (verdict localized/global, or |z| ≥ 1), or — for a break in
+    a segment too small to move the total — inside the step's top segment
+    (``segment_moved``, see :func:`metric_moved_in`). A step that localizes while the
+    metric did not move is not the metric's problem.
     """
     candidates = [metric_finding]
-    if (
-        metric_finding.localization.verdict != NO_CHANGE
-        or abs(metric_finding.localization.total_z) >= 1
-    ):
-        direction = np.sign(
-            metric_finding.localization.total_observed - metric_finding.localization.total_expected
-        )
-        for finding in step_findings:
-            top = finding.localization.elements[0] if finding.localization.elements else None
-            if top is None or np.sign(top.observed - top.expected) != direction:
-                continue
+    overall = metric_finding.localization
+    moved_overall = overall.verdict in (LOCALIZED, GLOBAL) or abs(overall.total_z) >= 1
+    direction = np.sign(overall.total_observed - overall.total_expected)
+    for finding in step_findings:
+        top = finding.localization.elements[0] if finding.localization.elements else None
+        if top is None:
+            continue
+        step_direction = float(np.sign(top.observed - top.expected))
+        if (
+            moved_overall
+            and step_direction == direction
+            or segment_moved is not None
+            and segment_moved(top.conditions, step_direction)
+        ):
             candidates.append(finding)
     best = max(candidates, key=lambda f: f.strength)
     if best.strength == 0.0:
@@ -301,4 +349,5 @@ __all__ = [
     "describe",
     "localize_metric",
     "localize_steps",
+    "metric_moved_in",
 ]
