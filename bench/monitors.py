@@ -99,6 +99,7 @@ def bench_calibration(series: int, days: float, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
+    plan: dict[str, Any]
     if quick:
         plan = {
             "tick_series": 1000,
