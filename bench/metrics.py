@@ -22,10 +22,13 @@ written to ``bench/results/metrics-<N>m.json``).
 Each measurement runs in a fresh subprocess: the wall time excludes interpreter start and
 imports, and the peak RSS is the child's ``ru_maxrss`` (``getrusage(RUSAGE_CHILDREN)``).
 Medians of several runs are printed and written to ``bench/results/metrics.json``.
-On the reference machine (2 cores shared with other work) the numbers are noisy; what
-bounds tripwire's time is the hash join of ~60M outcome events with 5M units and the
-per-unit aggregation (DuckDB, CPU-bound on 2 threads); pandas is bound by materialising
-Python-object-free but row-wise frames, the merge and the groupbys, single-threaded.
+On the reference machine (2 cores shared with other work) the numbers are noisy, so the
+process CPU seconds are reported too; what bounds tripwire's time is the scan of the outcome
+events' unit ids and timestamps, the hash join of ~95M outcome events with 5M units and the
+per-unit aggregation (DuckDB, CPU-bound on 2 threads); the moments over the per-unit rows
+and the exposure resolution are a small share (see docs/metrics.md, "Experiment
+statistics"). pandas is bound by reading the same columns into frames, the merge and the
+groupbys, single-threaded.
 """
 
 from __future__ import annotations
