@@ -164,6 +164,14 @@ class _Connection:
         body = self.body.replace(ID_PLACEHOLDER, b"%012x" % request_id)
         self.writer.write(self.head + body)
         status_line = await self.reader.readline()
+        if not status_line:
+            # The server closed the idle keep-alive connection (uvicorn's 5 s timeout, which
+            # a stalled load generator on a busy machine can exceed): reconnect and resend.
+            self.close()
+            await self.open()
+            assert self.reader is not None and self.writer is not None
+            self.writer.write(self.head + body)
+            status_line = await self.reader.readline()
         length = 0
         while True:
             line = await self.reader.readline()
