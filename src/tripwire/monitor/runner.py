@@ -22,8 +22,10 @@ the same data both modes give the same alerts (tested).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -422,6 +424,10 @@ class StreamStats:
     errors: list[str] = field(default_factory=list)
 
 
+class _Stopped(Exception):
+    """Raised inside setup when ``stop()`` was requested between two monitors."""
+
+
 class StreamingMonitor:
     """The buffer consumer that runs monitors continuously (start/stop from ``tripwire serve``).
 
@@ -461,6 +467,7 @@ class StreamingMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._evaluator: StreamingEvaluator | None = None
+        self._backend: BaseBackend | None = None
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> StreamingMonitor:
@@ -469,14 +476,39 @@ class StreamingMonitor:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loop and wait for the thread (at most ``timeout`` seconds).
+
+        Prompt even during setup: the flag is checked between monitors, and the lake query
+        running at the time is interrupted (DuckDB's ``interrupt()``, repeated until the
+        thread ends: an interrupt that lands between two queries does not carry over).
+        """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        while thread.is_alive():
+            self._interrupt()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            thread.join(min(0.2, remaining))
+
+    def _interrupt(self) -> None:
+        """Interrupt the running lake query, if the engine can (DuckDB; Spark cannot)."""
+        con = getattr(self._backend, "con", None)
+        interrupt = getattr(con, "interrupt", None)
+        if interrupt is not None:
+            with contextlib.suppress(Exception):
+                interrupt()
 
     def _run(self) -> None:
         try:
             self.run(until_idle=False)
         except Exception as error:  # a monitor failure must not take the server down
+            if self._stop.is_set():  # the interrupted query of a requested stop
+                log.debug("streaming monitor stopped during a query: %s", error)
+                return
             log.exception("streaming monitor stopped")
             self.stats.errors.append(f"{type(error).__name__}: {error}")
 
@@ -489,7 +521,11 @@ class StreamingMonitor:
         else:
             span = lake_range(backend)
             end = span[1] if span else datetime.now(UTC)
-        evaluators = [prepare(backend, m, catalog[m.metric], end) for m in enabled]
+        evaluators = []
+        for m in enabled:  # one lake query and a calibration each: stop() must not wait
+            if self._stop.is_set():
+                raise _Stopped
+            evaluators.append(prepare(backend, m, catalog[m.metric], end))
         return StreamingEvaluator(evaluators, self.lateness)
 
     def run(self, *, until_idle: bool = True) -> StreamStats:
@@ -500,11 +536,17 @@ class StreamingMonitor:
         from tripwire.store.lake import PROPERTY_TYPES_FILE, PropertyTypes, events_dir
 
         backend = connect(self.workspace)
+        self._backend = backend
         store = AlertStore.for_workspace(self.workspace)
         buffer = Buffer.for_workspace(self.workspace)
         try:
+            if self._stop.is_set():
+                return self.stats
             ChangeLog(store.connection).sync_lake(backend)
-            evaluator = self.setup(backend)
+            try:
+                evaluator = self.setup(backend)
+            except _Stopped:
+                return self.stats
             self._evaluator = evaluator
             # the lake's column types, read only (never saved: the archiver owns that file)
             types = PropertyTypes(events_dir(self.workspace.lake_dir) / PROPERTY_TYPES_FILE)
