@@ -288,18 +288,55 @@ def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
     return joined.mutate(__valid=(same | unexposed_before).fill_null(False))
 
 
-def _merge_components(partials: ir.Table, units: ir.Table, plan: StatsPlan) -> ir.Table:
-    """Per analysed unit: ``a_<c>`` and ``p_<c>`` merged from the stored partials."""
-    joined = partials.inner_join(units, partials[UNIT] == units[UNIT])
+def _unit_contributions(rows: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
+    """Per partial row of an exposed unit: its contribution to the unit's running totals,
+    ``a_<c>`` and ``p_<c>`` (the raw day total when the row's day is in the pre-period)."""
+    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
+    joined = rows.inner_join(known, rows[UNIT] == known["__u"])
+    columns: dict[str, ir.Value] = {UNIT: joined[UNIT]}
+    for component in plan.components:
+        columns[f"a_{component.key}"] = joined[f"a_{component.key}"]
+        if plan.pre_period_days:
+            pre = in_pre_period(joined["day"], day_index(joined["__t0"]), plan.pre_period_days)
+            columns[f"p_{component.key}"] = ibis.ifelse(pre, joined[f"r_{component.key}"], 0)
+    return joined.select(**columns)
+
+
+def _fold(rows: ir.Table, plan: StatsPlan) -> ir.Table:
+    """Per unit: the merge (sum, or max for ``any``) of contribution rows or totals."""
     aggregates: dict[str, ir.Scalar] = {}
     for component in plan.components:
-        aggregates[f"a_{component.key}"] = _aggregate(joined[f"a_{component.key}"], component.mode)
-        if plan.pre_period_days:
-            pre = in_pre_period(joined["day"], day_index(joined.t0), plan.pre_period_days)
-            aggregates[f"p_{component.key}"] = _aggregate(
-                ibis.ifelse(pre, joined[f"r_{component.key}"], 0), component.mode
-            )
-    return joined.group_by(UNIT).aggregate(**aggregates)
+        prefixes = ("a", "p") if plan.pre_period_days else ("a",)
+        for prefix in prefixes:
+            name = f"{prefix}_{component.key}"
+            if component.mode == "any":
+                aggregates[name] = _aggregate(rows[name], component.mode)
+            else:
+                # DuckDB sums BIGINT into HUGEINT and Ibis drops a cast to the type it
+                # already infers (int64): go through DECIMAL(38, 0) so the stored totals
+                # are BIGINT (exact; an overflow is an error, not a rounding)
+                total = rows[name].sum().fill_null(0)
+                aggregates[name] = total.cast("decimal(38, 0)").cast("int64")
+    return rows.group_by(UNIT).aggregate(**aggregates)
+
+
+def _merge_components(partials: ir.Table, units: ir.Table, plan: StatsPlan) -> ir.Table:
+    """Per unit of ``units``: ``a_<c>`` and ``p_<c>`` merged from the stored partials."""
+    return _fold(_unit_contributions(partials, units, plan), plan)
+
+
+def _totals_schema(plan: StatsPlan) -> ibis.Schema:
+    fields: dict[str, str] = {UNIT: "string"}
+    fields |= {f"a_{c.key}": "int64" for c in plan.components}
+    if plan.pre_period_days:
+        fields |= {f"p_{c.key}": "int64" for c in plan.components}
+    return ibis.schema(fields)
+
+
+def _exposed_schema(spec: IncrementalSpec) -> ibis.Schema:
+    fields = {UNIT: "string", "arm": "string", "t0": "timestamp('UTC')", "n_arms": "int64"}
+    fields |= {f"d{i}": "string" for i in range(len(spec.dimensions))}
+    return ibis.schema(fields)
 
 
 class IncrementalStats:
@@ -339,13 +376,23 @@ class IncrementalStats:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
         os.replace(tmp, self.dir / MANIFEST)
         keep = set(manifest["exposure_parts"]) | set(manifest["partial_parts"]) | {MANIFEST}
+        keep |= {manifest[k] for k in ("exposed", "totals") if manifest.get(k)}
         for path in self.dir.iterdir():
             if path.name not in keep:
                 path.unlink() if path.is_file() else shutil.rmtree(path)
 
     # ------------------------------------------------------------------ refresh
     def refresh(self) -> RefreshReport:
-        """Aggregate the lake files not seen yet (and whatever they invalidate)."""
+        """Aggregate the lake files not seen yet (and whatever they invalidate).
+
+        Common case (only new files, no changed file): the new files' exposure partials
+        update the first exposures of the units they touch; units whose first exposure is
+        new or moved get their running totals recomputed from their per-day partials (after
+        re-aggregating the (unit, day) pairs the move invalidated); every other unit's
+        totals are its stored totals merged with the new files' partials. A changed or
+        removed file (dirty day) or a state without totals recomputes the totals from all
+        per-day partials.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self._manifest()
         rebuilt = manifest is None
@@ -361,6 +408,9 @@ class IncrementalStats:
             return RefreshReport((), (), 0, (), rebuilt=False)
         session = _Session(self.lake_dir, self.threads)
         plan, spec = self.plan, self.spec
+        token = uuid.uuid4().hex[:12]
+        running = not dirty and bool(manifest.get("totals")) and bool(manifest.get("exposed"))
+        exposed_names = _exposed_schema(spec).names
 
         # 1. exposures: stored partials of clean days + partials of new and dirty files
         old_exp = session.parts(
@@ -369,9 +419,43 @@ class IncrementalStats:
         old_exp = old_exp.filter(~old_exp.day.isin(dirty)) if dirty else old_exp
         fresh_events = session.lake_subset(new + dirty_files)
         fresh_exp = session.materialize(exposure_partials(fresh_events, spec))
-        exp_rows = ibis.union(old_exp, fresh_exp.select(*old_exp.columns), distinct=False)
-        exp_rows = session.materialize(exp_rows)
-        exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+        fresh_exp = fresh_exp.select(*old_exp.columns)
+        exposed_file = f"exposed-{token}.parquet"
+        moved: ir.Table | None = None  # units whose first exposure is new or moved
+        n_moved = 0
+        if running:
+            exposure_parts = list(manifest["exposure_parts"])
+            old_exposed = session.parts([self.dir / manifest["exposed"]], _exposed_schema(spec))
+            touched = session.materialize(fresh_exp.select(__tu=fresh_exp[UNIT]).distinct())
+            if int(touched.count().to_pyarrow().as_py()) == 0:
+                exposed, exposed_file = old_exposed, manifest["exposed"]
+            else:
+                exposure_parts.append(f"exposures-{token}.parquet")
+                session.write(fresh_exp, self.dir / exposure_parts[-1])
+                mine = old_exp.semi_join(touched, old_exp[UNIT] == touched["__tu"])
+                rows_t = ibis.union(mine, fresh_exp, distinct=False)
+                exposed_t = session.materialize(
+                    first_exposures(rows_t, len(spec.dimensions)).select(*exposed_names)
+                )
+                others = old_exposed.anti_join(touched, old_exposed[UNIT] == touched["__tu"])
+                exposed = session.materialize(
+                    ibis.union(others.select(*exposed_names), exposed_t, distinct=False)
+                )
+                before = old_exposed.select(__ou=old_exposed[UNIT], __ot0=old_exposed.t0)
+                moved = session.materialize(
+                    exposed_t.anti_join(
+                        before,
+                        [exposed_t[UNIT] == before["__ou"], exposed_t.t0 == before["__ot0"]],
+                    ).select(UNIT)
+                )
+                n_moved = int(moved.count().to_pyarrow().as_py())
+        else:
+            exp_rows = session.materialize(ibis.union(old_exp, fresh_exp, distinct=False))
+            exposed = session.materialize(
+                first_exposures(exp_rows, len(spec.dimensions)).select(*exposed_names)
+            )
+            exposure_parts = [f"exposures-{token}.parquet"]
+            session.write(exp_rows, self.dir / exposure_parts[0])
 
         # 2. stored outcome partials: drop dirty days, find rows the exposures invalidate
         old = session.parts(
@@ -379,20 +463,27 @@ class IncrementalStats:
         )
         old = old.filter(~old.day.isin(dirty)) if dirty else old
         # Every stored row was valid after the last refresh, and without dirty days exposures
-        # are only added: only units with exposure rows in the new files can have a new t0,
-        # so only their rows need checking (and only the keys, not the component columns).
-        keys = old.select(UNIT, "day", "t0_used")
-        if not dirty:
-            touched = fresh_exp.select(__tu=fresh_exp[UNIT]).distinct()
-            keys = keys.semi_join(touched, keys[UNIT] == touched["__tu"])
-        checked = session.materialize(_valid(keys, exposed))
-        invalid = session.materialize(
-            checked.filter(~checked["__valid"]).select(UNIT, "day").distinct()
-        )
-        invalid_days = sorted(
-            int(d) for d in invalid.select("day").distinct().to_pyarrow()["day"].to_pylist()
-        )
-        n_invalid = int(invalid.count().to_pyarrow().as_py())
+        # are only added: only units whose first exposure is new or moved can have invalid
+        # rows, so only their rows need checking (and only the keys, not the components).
+        invalid: ir.Table | None = None
+        invalid_days: list[int] = []
+        n_invalid = 0
+        if not running or n_moved:
+            keys = old.select(UNIT, "day", "t0_used")
+            if running:
+                assert moved is not None
+                keys = keys.semi_join(moved, keys[UNIT] == moved[UNIT])
+            elif not dirty:
+                units_t = fresh_exp.select(__tu=fresh_exp[UNIT]).distinct()
+                keys = keys.semi_join(units_t, keys[UNIT] == units_t["__tu"])
+            checked = session.materialize(_valid(keys, exposed))
+            invalid = session.materialize(
+                checked.filter(~checked["__valid"]).select(UNIT, "day").distinct()
+            )
+            invalid_days = sorted(
+                int(d) for d in invalid.select("day").distinct().to_pyarrow()["day"].to_pylist()
+            )
+            n_invalid = int(invalid.count().to_pyarrow().as_py())
 
         # 3. aggregate new/dirty files fully and re-aggregate invalidated (unit, day) pairs
         rescan = [
@@ -400,6 +491,7 @@ class IncrementalStats:
         ]
         fresh = outcome_partials(fresh_events, exposed, plan)
         if rescan:
+            assert invalid is not None
             old_events = session.lake_subset(rescan)
             pairs = invalid.select(__iu=invalid[UNIT], __iday=invalid.day)
             keyed = old_events.mutate(
@@ -410,26 +502,51 @@ class IncrementalStats:
                 pairs, [keyed["__k"] == pairs["__iu"], keyed["__d"] == pairs["__iday"]]
             ).drop("__k", "__d")
             fresh = ibis.union(fresh, outcome_partials(redo, exposed, plan), distinct=False)
+        fresh = session.materialize(fresh)
 
         # 4. write: new parts, a compacted copy of kept rows when some were dropped
-        token = uuid.uuid4().hex[:12]
-        exposure_parts = [f"exposures-{token}.parquet"]
-        session.write(exp_rows, self.dir / exposure_parts[0])
         partial_parts = list(manifest["partial_parts"])
+        kept = old
         if dirty or n_invalid:
+            assert invalid is not None
             # drop every stored row of an invalidated (unit, day): the rescan redoes it whole
             kept = old.anti_join(invalid, [old[UNIT] == invalid[UNIT], old.day == invalid.day])
             partial_parts = [f"partials-{token}-kept.parquet"]
             session.write(kept, self.dir / partial_parts[0])
+            kept = session.parts([self.dir / partial_parts[0]], _partial_schema(plan))
         new_part = f"partials-{token}.parquet"
         session.write(fresh, self.dir / new_part)
         partial_parts.append(new_part)
+
+        # 5. running per-unit totals (through the last day seen), exact: sums and maxima
+        names = _totals_schema(plan).names
+        if running:
+            old_totals = session.parts([self.dir / manifest["totals"]], _totals_schema(plan))
+            pieces = [_unit_contributions(fresh, exposed, plan).select(*names)]
+            if n_moved:
+                assert moved is not None
+                # moved units: every valid partial of theirs (kept old rows + fresh rows)
+                theirs = kept.semi_join(moved, kept[UNIT] == moved[UNIT])
+                pieces.append(_unit_contributions(theirs, exposed, plan).select(*names))
+                old_totals = old_totals.anti_join(moved, old_totals[UNIT] == moved[UNIT])
+            pieces.append(old_totals.select(*names))
+            totals = _fold(ibis.union(*pieces, distinct=False), plan)
+        else:
+            everything = ibis.union(kept, fresh.select(*kept.columns), distinct=False)
+            totals = _merge_components(everything, exposed, plan)
+        totals_file = f"totals-{token}.parquet"
+        session.write(totals.select(*names), self.dir / totals_file)
+        if exposed_file != manifest.get("exposed"):
+            session.write(exposed, self.dir / exposed_file)
         self._write_manifest(
             {
                 "fingerprint": spec.fingerprint,
                 "files": current,
                 "exposure_parts": exposure_parts,
                 "partial_parts": partial_parts,
+                "exposed": exposed_file,
+                "totals": totals_file,
+                "last_day": max((_day_of(r) for r in current), default=None),
             }
         )
         return RefreshReport(
@@ -442,12 +559,14 @@ class IncrementalStats:
 
     # ------------------------------------------------------------------ result
     def result(self, until: date | None = None) -> UnitStats:
-        """The experiment's statistics merged from the stored partials (no lake scan).
+        """The experiment's statistics from the stored state (no lake scan).
 
-        ``until``: only the partials of days up to and including this UTC day — exactly the
-        statistics of a full recomputation on the events before the end of that day (an
-        earlier sequential look), because a unit's first exposure as of that day is its
-        current one whenever it falls on or before it, and every partial is per day.
+        At the last day seen (``until`` None, or on/after it): the running per-unit totals,
+        one units-sized aggregation. Earlier (a past look): the per-day partials of days up
+        to and including ``until`` merged — exactly the statistics of a full recomputation
+        on the events before the end of that day, because a unit's first exposure as of that
+        day is its current one whenever it falls on or before it, and every partial is per
+        day.
         """
         manifest = self._manifest()
         if manifest is None:
@@ -456,20 +575,27 @@ class IncrementalStats:
             )
         session = _Session(self.lake_dir, self.threads)
         spec, plan = self.spec, self.plan
-        exp_rows = session.parts(
-            [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
-        )
-        partials = session.parts(
-            [self.dir / p for p in manifest["partial_parts"]], _partial_schema(plan)
-        )
-        if until is not None:
-            last = (until - _EPOCH).days
-            exp_rows = exp_rows.filter(exp_rows.day <= last)
-            partials = partials.filter(partials.day <= last)
-        exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+        last = manifest.get("last_day")
+        at_last = until is None or last is None or (until - _EPOCH).days >= last
+        if at_last and manifest.get("totals") and manifest.get("exposed"):
+            exposed = session.parts([self.dir / manifest["exposed"]], _exposed_schema(spec))
+            per_unit = session.parts([self.dir / manifest["totals"]], _totals_schema(plan))
+        else:
+            exp_rows = session.parts(
+                [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
+            )
+            partials = session.parts(
+                [self.dir / p for p in manifest["partial_parts"]], _partial_schema(plan)
+            )
+            if until is not None:
+                last_day = (until - _EPOCH).days
+                exp_rows = exp_rows.filter(exp_rows.day <= last_day)
+                partials = partials.filter(partials.day <= last_day)
+            exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+            per_unit = _merge_components(partials, analysed_units(exposed), plan)
+        exposed = session.materialize(exposed)
         summary = summarize(exposed, spec.experiment)
         units = analysed_units(exposed)
-        per_unit = _merge_components(partials, units, plan)
         return compute_from_units(
             per_unit,
             units,
