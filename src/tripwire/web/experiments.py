@@ -1,25 +1,48 @@
 """Experiment list and scorecards for the dashboard, from the registry and the analysis.
 
-The list reads the registry only (status, current look, verdict). A scorecard runs the
-experiment's analysis at the newest data day (every look up to it) and formats it with the
+The list reads the registry only (status, current look, verdict). A scorecard shows the
+experiment's analysis at the newest data day (every look up to it) formatted with the
 readout's :func:`~tripwire.report.experiment_readout.readout_context`, so the page and the
 readout file show the same numbers; the planner's numbers come from
-:func:`~tripwire.experiments.planner.plan_experiment`. Both are cached (minutes: an
-analysis changes once per look).
+:func:`~tripwire.experiments.planner.plan_experiment`.
+
+A page view does not rerun the analysis. The analysis and the plan are stored under
+``<data dir>/dashboard/`` with the inputs they were computed from (the lake's files, the
+spec's effective hash, the metric definitions, the analysis day); a scorecard whose inputs
+did not change is read back (a cold server pays milliseconds, not a scan of the lake).
+When they changed, the analysis is recomputed from the experiment's per-day partial
+aggregates (:func:`~tripwire.experiments.analysis.analyze_incremental`: the refresh scans
+only the lake files not seen yet, the same state ``tripwire experiment analyze
+--incremental`` keeps), or with a full :func:`~tripwire.experiments.analysis.analyze` when
+the spec reads a measure that cannot be merged across days (distinct counts). Both give
+exactly the numbers of a full analysis (tested).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import pickle
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-from tripwire.experiments.analysis import analyze
+from tripwire.experiments.analysis import (
+    ExperimentAnalysis,
+    analyze,
+    analyze_incremental,
+    incremental_spec,
+)
 from tripwire.experiments.decision import decide_analysis
 from tripwire.experiments.planner import PlanningError, plan_experiment
 from tripwire.experiments.registry import open_registry
-from tripwire.experiments.spec import ExperimentSpecError, load_specs
+from tripwire.experiments.spec import ExperimentSpecError, LoadedSpec, load_specs
 from tripwire.metrics.exposures import exposure_sources
+from tripwire.metrics.incremental import IncrementalStats
+from tripwire.metrics.unit_stats import UnitStatsError
 from tripwire.report.experiment_readout import readout_context
 from tripwire.store.engine import events_table
 from tripwire.web.data import DashboardData
@@ -81,13 +104,118 @@ def _scorecard(data: DashboardData, name: str) -> dict[str, Any]:
         log = registry.decisions(name)
         overrides = registry.overrides(name)
         looks = registry.looks(name)
-    plan: dict[str, Any] = {}
+    context: dict[str, Any] | None = None
+    problem = ""
+    at = data.end().date()
+    effective = registry_hash(data, name) or (lock.hash if lock else "")
+    plan, analysis = stored_scorecard(data, loaded, effective if lock else None, at)
+    if lock is None:
+        problem = "draft: not locked yet, so there is no pre-registered analysis to show"
+    elif analysis is not None:
+        context = readout_context(
+            analysis,
+            decide_analysis(analysis),
+            lock=lock,
+            amendments=amendments,
+            log=log,
+            generated_at=datetime.now(UTC),
+        )
+    return {
+        "name": name,
+        "status": status,
+        "looks": len(looks),
+        "plan": plan,
+        "readout": context,
+        "problem": problem,
+        "overrides": overrides,
+    }
+
+
+STORE_VERSION = 1
+
+
+def stored_scorecard(
+    data: DashboardData, loaded: LoadedSpec, spec_hash: str | None, at: date
+) -> tuple[dict[str, Any], ExperimentAnalysis | None]:
+    """The plan's numbers and (for a locked spec, ``spec_hash`` set) the analysis at
+    ``at``: read from ``<data dir>/dashboard/scorecard-<name>.pickle`` when they were
+    computed from the same inputs, else computed (:func:`compute_scorecard`) and stored."""
+    name = loaded.spec.name
+    key = scorecard_inputs(data, loaded, spec_hash, at)
+    path = data.workspace.data_dir / "dashboard" / f"scorecard-{name}.pickle"
+    try:
+        with path.open("rb") as handle:
+            stored = pickle.load(handle)  # the workspace's own file, written below
+        if stored.get("key") == key:
+            return stored["plan"], stored["analysis"]
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError):
+        pass
+    plan, analysis = compute_scorecard(data, loaded, spec_hash, at)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as handle:
+            pickle.dump({"key": key, "plan": plan, "analysis": analysis}, handle)
+        os.replace(tmp, path)
+    except OSError:  # a read-only workspace: the page still shows the computed numbers
+        pass
+    return plan, analysis
+
+
+def scorecard_inputs(
+    data: DashboardData, loaded: LoadedSpec, spec_hash: str | None, at: date
+) -> str:
+    """A digest of everything a scorecard's plan and analysis are computed from: the
+    lake's files (path, size, modification time), the spec file and its effective hash,
+    the metric definition files, the exposure mappings, the analysis day and the version.
+    """
+    digest = hashlib.sha256()
+    lake = data.workspace.lake_dir
+    files = sorted(lake.rglob("*.parquet")) if lake.exists() else []
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(lake)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    definitions: list[Path] = []
+    for folder in (data.workspace.metrics_dir, data.workspace.experiments_dir):
+        if folder.is_dir():
+            definitions += sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in definitions:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\n")
+    digest.update(
+        json.dumps(
+            {
+                "version": STORE_VERSION,
+                "tripwire": _version(),
+                "spec": loaded.spec.name,
+                "spec_hash": spec_hash,
+                "at": at.isoformat(),
+                "exposure_mappings": data.workspace.setting("exposure_mappings"),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
+    return digest.hexdigest()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tripwire")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def compute_scorecard(
+    data: DashboardData, loaded: LoadedSpec, spec_hash: str | None, at: date
+) -> tuple[dict[str, Any], ExperimentAnalysis | None]:
+    """The planner's numbers and (``spec_hash`` set: the spec is locked) the analysis of
+    every look up to ``at``, incremental when the spec's measures merge across days."""
+    plan: dict[str, Any]
+    catalog = data.metrics.catalog
     with data._lock:
         backend = data.metrics.backend
         try:
-            p = plan_experiment(
-                data.workspace, loaded, catalog=data.metrics.catalog, backend=backend
-            )
+            p = plan_experiment(data.workspace, loaded, catalog=catalog, backend=backend)
             plan = {
                 "n_per_arm": list(p.n_per_arm),
                 "runtime_days": p.runtime_days,
@@ -99,39 +227,25 @@ def _scorecard(data: DashboardData, name: str) -> dict[str, Any]:
             }
         except (PlanningError, ValueError) as error:
             plan = {"error": str(error)}
-        events = events_table(backend)
-        context: dict[str, Any] | None = None
-        problem = ""
-        if lock is None:
-            problem = "draft: not locked yet, so there is no pre-registered analysis to show"
-        else:
-            at = data.end().date()
-            analysis = analyze(
-                events,
-                loaded.spec,
-                data.metrics.catalog.metrics,
-                at=at,
-                spec_hash=registry_hash(data, name) or lock.hash,
-                sources=exposure_sources(data.workspace.setting("exposure_mappings")),
-            )
-            decision = decide_analysis(analysis)
-            context = readout_context(
-                analysis,
-                decision,
-                lock=lock,
-                amendments=amendments,
-                log=log,
-                generated_at=datetime.now(UTC),
-            )
-    return {
-        "name": name,
-        "status": status,
-        "looks": len(looks),
-        "plan": plan,
-        "readout": context,
-        "problem": problem,
-        "overrides": overrides,
-    }
+        if spec_hash is None:
+            return plan, None
+        sources = exposure_sources(data.workspace.setting("exposure_mappings"))
+        spec, metrics = loaded.spec, catalog.metrics
+        if getattr(backend, "name", "") == "duckdb":
+            try:
+                state = IncrementalStats(
+                    data.workspace.data_dir,
+                    data.workspace.lake_dir,
+                    incremental_spec(spec, metrics, sources),
+                )
+            except UnitStatsError:  # a distinct measure: only the full scan is exact
+                state = None
+            if state is not None:
+                return plan, analyze_incremental(state, spec, metrics, at=at, spec_hash=spec_hash)
+        analysis = analyze(
+            events_table(backend), spec, metrics, at=at, spec_hash=spec_hash, sources=sources
+        )
+    return plan, analysis
 
 
 def warm_scorecards(data: DashboardData) -> None:
