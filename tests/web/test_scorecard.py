@@ -25,7 +25,7 @@ from tripwire.metrics.exposures import exposure_sources
 from tripwire.report.experiment_readout import readout_context
 from tripwire.store.engine import connect, events_table
 from tripwire.web.data import DashboardData
-from tripwire.web.experiments import scorecard_inputs, stored_scorecard
+from tripwire.web.experiments import scorecard_inputs, store_scorecards, stored_scorecard
 from tripwire.web.server import create_server_app
 
 EXPERIMENTS = ("prompt_v3", "ranker_v2")
@@ -126,3 +126,14 @@ def test_scorecard_is_read_back_until_its_inputs_change(world: Any) -> None:
         assert scorecard_inputs(data, loaded, "another hash", at) != key
     finally:
         data.close()
+
+
+def test_store_scorecards_keeps_every_locked_experiment(world: Any) -> None:
+    ws = world.workspace
+    folder = ws.data_dir / "dashboard"
+    for stored in folder.glob("scorecard-*.pickle"):
+        stored.unlink()
+    assert sorted(store_scorecards(ws)) == sorted(EXPERIMENTS)
+    assert sorted(p.name for p in folder.glob("scorecard-*.pickle")) == [
+        f"scorecard-{name}.pickle" for name in sorted(EXPERIMENTS)
+    ]

@@ -393,7 +393,12 @@ class DashboardData:
         def compute() -> list[str]:
             end = self.end()
             rows = self._series(
-                name, by=[dimension], grain=None, since=end - timedelta(days=7), top_n=12
+                name,
+                by=[dimension],
+                grain=None,
+                since=end - timedelta(days=7),
+                until=end + timedelta(seconds=1),  # bounded: reads only the 8 date partitions
+                top_n=12,
             )
             return sorted({str(r[dimension]) for r in rows if r.get(dimension) is not None})
 

@@ -45,6 +45,7 @@ from tripwire.metrics.incremental import IncrementalStats
 from tripwire.metrics.unit_stats import UnitStatsError
 from tripwire.report.experiment_readout import readout_context
 from tripwire.store.engine import events_table
+from tripwire.store.workspace import Workspace
 from tripwire.web.data import DashboardData
 
 SCORECARD_TTL = 300.0
@@ -254,6 +255,21 @@ def warm_scorecards(data: DashboardData) -> None:
     for row in rows:
         if row.status != "draft":
             scorecard(data, row.name)
+
+
+def store_scorecards(workspace: Workspace) -> list[str]:
+    """Compute and store every locked experiment's scorecard (plan and analysis) for the
+    dashboard, e.g. at the end of a pipeline that analysed the experiments, so that the
+    first page view after it reads them back; returns the experiments stored."""
+    data = DashboardData(workspace)
+    try:
+        rows, _ = experiment_rows(data)
+        names = [row.name for row in rows if row.status != "draft"]
+        for name in names:
+            _scorecard(data, name)
+        return names
+    finally:
+        data.close()
 
 
 def registry_hash(data: DashboardData, name: str) -> str | None:
