@@ -64,6 +64,9 @@ from tripwire.store.engine import connect
 from tripwire.store.workspace import Workspace
 
 PROVISIONAL = timedelta(hours=2)
+#: Without a localized segment, the metric's own change must be this significant for a
+#: change-log entry to be blamed.
+MOVED_P = 0.01
 #: What the summary says when no segment is named, by localization verdict.
 NO_SEGMENT_TEXT = {
     "global": "no localized segment (global change)",
@@ -459,10 +462,13 @@ def investigate(
                 cur.numerator / cur.denominator,
                 cur.denominator,
             )
+    # Nothing to explain — no segment and no significant change of the metric — blames no
+    # change (a routine deploy near a noise "onset" is not a cause).
+    moved = bool(result.segments) or integrity.measurement_issue or problem.p_value < MOVED_P
     changes = analyze_changes(
         backend,
         metric,
-        [c for c in history if c.at <= regime.onset + timedelta(hours=1)],
+        [c for c in history if c.at <= regime.onset + timedelta(hours=1)] if moved else [],
         regime.onset,
         current.end,
         result.segments,
