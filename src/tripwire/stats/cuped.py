@@ -125,9 +125,9 @@ def _ratio_cov(s: CupedRatioStats, left: tuple[str, str], right: tuple[str, str]
     n = np.asarray(s.n, dtype=np.float64)
     ln, ld = left
     rn, rd = right
-    mean_ld, mean_rd = np.asarray(sums[ld]) / n, np.asarray(sums[rd]) / n
     r_left, r_right = _safe_div(sums[ln], sums[ld]), _safe_div(sums[rn], sums[rd])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty cells give NaN, handled upstream
+        mean_ld, mean_rd = np.asarray(sums[ld]) / n, np.asarray(sums[rd]) / n
         return (
             cov(ln, rn)
             - r_right * cov(ln, rd)
