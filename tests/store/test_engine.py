@@ -176,3 +176,33 @@ def test_event_subset_sees_files_written_after_connecting(tmp_path: Path) -> Non
     assert count() == 1
     write_events(tmp_path, [{**EVENT, "messageId": "m2", "event": "Order Completed"}])
     assert count() == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_date_subset_equals_the_whole_table_filtered_by_day(tmp_path: Path, seed: int) -> None:
+    """``days`` reads only those ``date=`` folders: exactly the rows whose UTC date is in
+    the range (with or without an event subset; a range with no folder is empty)."""
+    import random
+
+    rng = random.Random(seed)
+    names = ["Turn Completed", "Order Completed"]
+    i = 0
+    for day in (2, 3, 4, 5):
+        batch = []
+        for _ in range(rng.randint(5, 30)):
+            batch.append(_event(i, rng.choice(names), day, {"latency_ms": rng.random()}))
+            i += 1
+        write_events(tmp_path, batch)
+    backend = connect_lake(tmp_path)
+    whole = events_table(backend)
+    day = whole.timestamp.date()
+    for first, last in ((3, 3), (3, 4), (1, 2), (5, 9), (7, 8)):
+        lo, hi = datetime(2026, 11, first).date(), datetime(2026, 11, last).date()
+        for subset in (None, [names[0]]):
+            part = events_table(backend, subset, days=(lo, hi))
+            assert part.schema() == whole.schema()
+            want = whole.filter((day >= lo) & (day <= hi))
+            if subset is not None:
+                want = want.filter(want.event.isin(subset))
+            got = backend.to_pyarrow(part.order_by("message_id")).to_pylist()
+            assert got == backend.to_pyarrow(want.order_by("message_id")).to_pylist()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import ibis
 import ibis.expr.types as ir
@@ -106,7 +106,7 @@ def timeseries(
     backend: BaseBackend, metrics: Sequence[MetricBase], query: Query
 ) -> dict[str, SeriesResult]:
     """Every metric's series for ``query``, keyed by metric name (see module docstring)."""
-    kept = _dimension_values(backend, _reading(backend, metrics), metrics, query)
+    kept = _dimension_values(backend, _reading(backend, metrics, query), metrics, query)
     results: dict[str, SeriesResult] = {}
     scalar = [
         m
@@ -116,14 +116,14 @@ def timeseries(
     groups: list[list[MetricBase]] = [scalar] if scalar else []
     groups += [[m] for m in metrics if needs_own_scan(m)]
     for group in groups:
-        source = _reading(backend, group)
+        source = _reading(backend, group, query)
         expr = _scalar_expr(source, group, query, kept, _where(source, query))
         arrow = backend.to_pyarrow(expr)
         for metric in group:
             results[metric.name] = _scalar_result(metric, arrow, query, expr, _dialect(backend))
     for metric in metrics:
         if isinstance(metric, FunnelMetric):
-            source = _reading(backend, [metric])
+            source = _reading(backend, [metric], query)
             results[metric.name] = _funnel_result(
                 backend, source, metric, query, kept, _where(source, query)
             )
@@ -135,16 +135,35 @@ def timeseries(
     return {m.name: results[m.name] for m in metrics}
 
 
-def _reading(backend: BaseBackend, metrics: Sequence[MetricBase]) -> ir.Table:
+def _reading(
+    backend: BaseBackend, metrics: Sequence[MetricBase], query: Query | None = None
+) -> ir.Table:
     """The events table restricted to the event names ``metrics`` read (their scans filter
-    on exactly these names), so the engine opens only those partitions."""
-    names: set[str] = set()
+    on exactly these names), so the engine opens only those partitions; and, with a
+    bounded ``query`` (start and end), to the date partitions of its time range (scalar and
+    funnel scans keep only ``start <= timestamp < end``; retention reads beyond it)."""
+    days = _query_days(query) if query is not None else None
+    if days is not None and any(isinstance(m, RetentionMetric) for m in metrics):
+        days = None
+    names: set[str] | None = set()
     for metric in metrics:
         read = event_names_read(metric)
         if read is None:
-            return events_table(backend)
-        names |= read
-    return events_table(backend, names)
+            names = None
+            break
+        names |= read  # type: ignore[operator]
+    if names is None and days is None:
+        return events_table(backend)
+    return events_table(backend, names, days=days)
+
+
+def _query_days(query: Query) -> tuple[date, date] | None:
+    """The UTC dates ``[query.start, query.end)`` touches (None when a bound is open)."""
+    if query.start is None or query.end is None or query.end <= query.start:
+        return None
+    first = query.start.astimezone(UTC).date()
+    last = (query.end.astimezone(UTC) - timedelta(microseconds=1)).date()
+    return first, last
 
 
 def _where(table: ir.Table, query: Query) -> ir.BooleanValue | None:

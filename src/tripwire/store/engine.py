@@ -27,6 +27,7 @@ import json
 import weakref
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -154,7 +155,12 @@ def _register_spark_events(backend: BaseBackend, lake_dir: Path) -> None:
     frame.createOrReplaceTempView(EVENTS_TABLE)
 
 
-def events_table(backend: BaseBackend, events: Collection[str] | None = None) -> ir.Table:
+def events_table(
+    backend: BaseBackend,
+    events: Collection[str] | None = None,
+    *,
+    days: tuple[date, date] | None = None,
+) -> ir.Table:
     """The ``events`` table of a connected backend, optionally only the rows of ``events``.
 
     With ``events`` (event names) on a DuckDB lake, the table reads only those events'
@@ -164,13 +170,18 @@ def events_table(backend: BaseBackend, events: Collection[str] | None = None) ->
     built on it compile the same way; rows are exactly ``events`` filtered by
     ``event IN events``. Elsewhere (Spark, in-memory views) it is the whole table and the
     caller's own ``event IN (...)`` filter does the work.
+
+    With ``days`` (first, last UTC date, inclusive) on a DuckDB lake, only the ``date=``
+    folders of those days are read (the lake partitions events by the UTC date of their
+    timestamp): for a caller whose own filter keeps only timestamps within those days, the
+    rows are the same and the other days' files are neither listed nor opened.
     """
     lake = _lake_of(backend)
     if lake is None:
         return backend.table(EVENTS_TABLE)
-    if events is None:
+    if events is None and days is None:
         return lake.full_table(backend)
-    return lake.subset_table(backend, events)
+    return lake.subset_table(backend, events, days)
 
 
 def narrow_events(table: ir.Table, events: Collection[str]) -> ir.Table | None:
@@ -219,27 +230,50 @@ class _LakeView:
     def schema(self, backend: BaseBackend) -> sch.Schema:
         return self._refresh(backend).schema()
 
-    def subset_table(self, backend: BaseBackend, events: Collection[str]) -> ir.Table:
+    def subset_table(
+        self,
+        backend: BaseBackend,
+        events: Collection[str] | None,
+        days: tuple[date, date] | None = None,
+    ) -> ir.Table:
         """A temp view of :meth:`subset_sql`, one per distinct SQL (so per set of event
         partitions present), typed with the whole table's schema without asking DuckDB
         (an Ibis ``sql()`` table would re-parse the SQL on every compile)."""
-        sql = self.subset_sql(backend, events)
+        sql = self.subset_sql(backend, events, days)
         name = "events__" + hashlib.sha1(sql.encode()).hexdigest()[:16]
         if name not in self._views:
             backend.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")  # type: ignore[attr-defined]
             self._views.add(name)
         return ops.DatabaseTable(name, self.schema(backend), backend).to_expr()
 
-    def subset_sql(self, backend: BaseBackend, events: Collection[str]) -> str:
+    def subset_sql(
+        self,
+        backend: BaseBackend,
+        events: Collection[str] | None,
+        days: tuple[date, date] | None = None,
+    ) -> str:
         """``SELECT`` every column of ``events`` (cast to its type, NULL where a file lacks
-        it) from the partitions of ``events`` that have files."""
+        it) from the partitions of ``events`` (None: every event) that have files, within
+        the ``date=`` folders of ``days`` (first, last, inclusive) when given."""
         self._refresh(backend)
         root = events_dir(self.lake_dir)
+        dates = ["date=*"]
+        if days is not None:
+            first, last = (d.isoformat() for d in days)
+            dates = sorted(
+                p.name
+                for p in root.glob("date=*")
+                if p.is_dir() and first <= p.name.removeprefix("date=") <= last
+            )
+        folders = ["event=*"] if events is None else [
+            f"event={quote(name, safe='')}"  # as store.lake.partition_dir names it
+            for name in sorted(set(events))
+        ]  # fmt: skip
         globs = []
-        for name in sorted(set(events)):
-            folder = f"event={quote(name, safe='')}"  # as store.lake.partition_dir names it
-            if next(iter(root.glob(f"date=*/{folder}/*.parquet")), None) is not None:
-                globs.append(_sql_string(str(root / "date=*" / folder / "*.parquet")))
+        for day in dates:
+            for folder in folders:
+                if next(iter(root.glob(f"{day}/{folder}/*.parquet")), None) is not None:
+                    globs.append(_sql_string(str(root / day / folder / "*.parquet")))
         empty = ", ".join(
             f"CAST(NULL AS {kind}) AS {_ident(name)}" for name, kind in self._types.items()
         )
