@@ -34,7 +34,8 @@ from tripwire.sim import World, WorldConfig
 from tripwire.store.lake import write_events
 from tripwire.store.workspace import Workspace, init_workspace
 
-pytestmark = pytest.mark.slow
+# One worker builds the worlds (a module fixture would otherwise be built on both).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rca-world")]
 
 SEEDS = tuple(int(s) for s in os.environ.get("TRIPWIRE_RCA_SEEDS", "1,2").split(","))
 GLOBAL = "global-payment-failure"
