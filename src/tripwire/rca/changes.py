@@ -282,8 +282,9 @@ def mix_share(
     """Share of a rate change due to the segment mix (Kitagawa decomposition, by leaf)."""
     wb = baseline_den / baseline_den.sum() if baseline_den.sum() else baseline_den
     wc = current_den / current_den.sum() if current_den.sum() else current_den
-    rb = np.nan_to_num(baseline_rate)
-    rc = np.where(current_den > 0, np.nan_to_num(current_rate), rb)
+    # A leaf with no denominator has no rate (weight 0): count it as 0, not as ±inf.
+    rb = np.nan_to_num(baseline_rate, nan=0.0, posinf=0.0, neginf=0.0)
+    rc = np.where(current_den > 0, np.nan_to_num(current_rate, nan=0.0, posinf=0.0, neginf=0.0), rb)
     mix = float(((wc - wb) * (rb + rc) / 2).sum())
     rate = float(((rc - rb) * (wb + wc) / 2).sum())
     total = abs(mix) + abs(rate)
