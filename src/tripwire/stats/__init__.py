@@ -14,6 +14,8 @@ Modules, one concern each:
 * ``validity``: sample_ratio_mismatch, normal_approximation_adequate
 * ``heterogeneity``: cochran_q, partial_pooling, simpson_paradox, analyze_cohorts
 * ``bootstrap``: bootstrap_difference, bootstrap_quantile_difference
+* ``exact``: exact binomial, Poisson and two-sample tails (thin segments)
+* ``count_noise``: binomial and one-count noise floors for monitored shares and ratios
 * ``sequential``, ``msprt``, ``power``, ``did``, ``switchback``: group-sequential designs,
   always-valid tests, planning, difference-in-differences, switchback designs
 
@@ -37,12 +39,24 @@ from tripwire.stats.comparisons import (
     welch_df,
     welch_t_test,
 )
+from tripwire.stats.count_noise import (
+    binomial_information,
+    binomial_sd,
+    clamp_share,
+    count_resolution_sd,
+)
 from tripwire.stats.cuped import (
     cuped_mean_test,
     cuped_ratio_test,
     variance_reduction_from_correlation,
 )
 from tripwire.stats.did import DiDResult, PreTrendResult, difference_in_differences, pre_trend_test
+from tripwire.stats.exact import (
+    binomial_tail,
+    poisson_ratio_exact_tail,
+    poisson_tail,
+    two_proportion_exact_tail,
+)
 from tripwire.stats.guardrails import (
     GuardrailVerdict,
     NonInferiorityResult,
@@ -125,6 +139,14 @@ from tripwire.stats.validity import (
 )
 
 __all__ = [
+    "binomial_information",
+    "binomial_sd",
+    "clamp_share",
+    "count_resolution_sd",
+    "binomial_tail",
+    "poisson_ratio_exact_tail",
+    "poisson_tail",
+    "two_proportion_exact_tail",
     "MIN_EXPECTED_COUNT",
     "SRM_THRESHOLD",
     "ArmComparison",
