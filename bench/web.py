@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workspace = Workspace.load(args.workspace)
     repeats = 3 if args.quick else 10
     if args.recompute:
-        for stored in (workspace.data_dir / "dashboard").glob("scorecard-*.pickle"):
+        for stored in (workspace.data_dir / "dashboard").glob("*.pickle"):
             stored.unlink()
     results: dict[str, dict[str, float | int]] = {}
     print(f"{'page':34} {'cold page s':>12} {'cold complete s':>16} {'warm s':>8}  (wall / CPU)")

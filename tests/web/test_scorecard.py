@@ -73,6 +73,7 @@ def test_scorecard_shows_the_numbers_of_a_full_analysis(world: Any, name: str) -
     ws = world.workspace
     stored = ws.data_dir / "dashboard" / f"scorecard-{name}.pickle"
     stored.unlink(missing_ok=True)
+    (ws.data_dir / "dashboard" / f"readout-{name}.pickle").unlink(missing_ok=True)
     with TestClient(create_server_app(ws, warm=False)) as client:
         body = client.get(f"/fragments/experiments/{name}")
         assert body.status_code == 200, body.text[:500]
@@ -131,7 +132,7 @@ def test_scorecard_is_read_back_until_its_inputs_change(world: Any) -> None:
 def test_store_scorecards_keeps_every_locked_experiment(world: Any) -> None:
     ws = world.workspace
     folder = ws.data_dir / "dashboard"
-    for stored in folder.glob("scorecard-*.pickle"):
+    for stored in folder.glob("*.pickle"):
         stored.unlink()
     assert sorted(store_scorecards(ws)) == sorted(EXPERIMENTS)
     assert sorted(p.name for p in folder.glob("scorecard-*.pickle")) == [

@@ -24,6 +24,8 @@ import hashlib
 import json
 import os
 import pickle
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import metadata
@@ -109,17 +111,27 @@ def _scorecard(data: DashboardData, name: str) -> dict[str, Any]:
     problem = ""
     at = data.end().date()
     effective = registry_hash(data, name) or (lock.hash if lock else "")
-    plan, analysis = stored_scorecard(data, loaded, effective if lock else None, at)
+    spec_hash = effective if lock else None
+    plan, analysis = stored_scorecard(data, loaded, spec_hash, at)
     if lock is None:
         problem = "draft: not locked yet, so there is no pre-registered analysis to show"
     elif analysis is not None:
-        context = readout_context(
-            analysis,
-            decide_analysis(analysis),
-            lock=lock,
-            amendments=amendments,
-            log=log,
-            generated_at=datetime.now(UTC),
+        # the formatted readout (its figures cost more than reading the analysis back) is
+        # stored too, for this analysis and this registry state (lock, amendments, log)
+        inputs = scorecard_inputs(data, loaded, spec_hash, at)
+        registry_state = repr((lock, amendments, log)).encode()
+        key = hashlib.sha256(inputs.encode() + b"\0" + registry_state).hexdigest()
+        context = _stored(
+            data.workspace.data_dir / "dashboard" / f"readout-{name}.pickle",
+            key,
+            lambda: readout_context(
+                analysis,
+                decide_analysis(analysis),
+                lock=lock,
+                amendments=amendments,
+                log=log,
+                generated_at=datetime.now(UTC),
+            ),
         )
     return {
         "name": name,
@@ -132,7 +144,7 @@ def _scorecard(data: DashboardData, name: str) -> dict[str, Any]:
     }
 
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 
 def stored_scorecard(
@@ -141,26 +153,35 @@ def stored_scorecard(
     """The plan's numbers and (for a locked spec, ``spec_hash`` set) the analysis at
     ``at``: read from ``<data dir>/dashboard/scorecard-<name>.pickle`` when they were
     computed from the same inputs, else computed (:func:`compute_scorecard`) and stored."""
-    name = loaded.spec.name
     key = scorecard_inputs(data, loaded, spec_hash, at)
-    path = data.workspace.data_dir / "dashboard" / f"scorecard-{name}.pickle"
+    return _stored(  # type: ignore[no-any-return]
+        data.workspace.data_dir / "dashboard" / f"scorecard-{loaded.spec.name}.pickle",
+        key,
+        lambda: compute_scorecard(data, loaded, spec_hash, at),
+    )
+
+
+def _stored(path: Path, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s value stored at ``path`` with ``key`` (the digest of its inputs):
+    read back while ``key`` is the same, else recomputed and stored (atomically)."""
     try:
         with path.open("rb") as handle:
             stored = pickle.load(handle)  # the workspace's own file, written below
         if stored.get("key") == key:
-            return stored["plan"], stored["analysis"]
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, TypeError):
+            return stored["value"]
+    except (OSError, EOFError, KeyError, pickle.UnpicklingError, AttributeError, ImportError,
+            TypeError):  # fmt: skip
         pass
-    plan, analysis = compute_scorecard(data, loaded, spec_hash, at)
+    value = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         with tmp.open("wb") as handle:
-            pickle.dump({"key": key, "plan": plan, "analysis": analysis}, handle)
+            pickle.dump({"key": key, "value": value}, handle)
         os.replace(tmp, path)
-    except OSError:  # a read-only workspace: the page still shows the computed numbers
+    except OSError:  # a read-only workspace: the page still shows the computed value
         pass
-    return plan, analysis
+    return value
 
 
 def scorecard_inputs(
