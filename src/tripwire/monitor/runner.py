@@ -331,7 +331,7 @@ class StreamingEvaluator:
     """Evaluates monitors from buffered events as buckets close (no I/O of its own).
 
     :meth:`add` takes an Arrow table of events in the lake's layout
-    (:func:`tripwire.store.lake.payloads_to_table`); :meth:`close_until` evaluates every
+    (:func:`tripwire.store.lake.envelope_batch_to_table`); :meth:`close_until` evaluates every
     bucket ending at or before a time and returns the triggers and clears.
     """
 
@@ -567,9 +567,9 @@ class StreamingMonitor:
                 chunk = buffer.read_chunk(after, self.chunk_events)
                 now = datetime.now(UTC) if self.use_wall_clock else None
                 if chunk is not None:
-                    from tripwire.store.lake import payloads_to_table
+                    from tripwire.store.lake import envelope_batch_to_table
 
-                    table = payloads_to_table(chunk.payloads, types)
+                    table = envelope_batch_to_table(chunk.table, types)
                     self._record_changes(store, table)
                     evaluator.add(table)
                     after = chunk.last_offset
