@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -122,3 +123,47 @@ def test_incremental_analysis_equals_the_lake_analysis_and_refreshes_only_new_da
     assert steps[0] == "refreshing per-day partial aggregates"
     # nothing new in the lake: the next analysis scans nothing
     assert state.refresh().new_files == ()
+
+
+def _full_at(lake: Path, day: date) -> Any:
+    events = events_table(connect_lake(lake))
+    inc = incremental_spec(SPEC, METRICS, SOURCES)
+    return unit_stats(
+        events.filter(events.timestamp < _end_of(day)), "exp", inc.metrics,
+        dimensions=inc.dimensions, analysis_window=inc.analysis_window,
+        pre_period_days=inc.pre_period_days, sources=SOURCES,
+    )  # fmt: skip
+
+
+def test_stored_past_looks_are_reused_until_late_data_lands_on_or_before_them(
+    tmp_path: Path,
+) -> None:
+    lake = tmp_path / "lake"
+    world = UW.build(seed=17, users=100, days=9)
+    look = LOOKS[0]
+    held = [e for i, e in enumerate(world.envelopes) if e["timestamp"][:10] == str(look) and i % 4]
+    first = [e for e in world.envelopes if e["timestamp"][:10] <= str(look + timedelta(days=1))]
+    write_events(lake, [e for e in first if e not in held], file_id="a")
+    state = IncrementalStats(tmp_path / "data", lake, incremental_spec(SPEC, METRICS, SOURCES))
+    state.refresh()
+
+    def stored() -> set[str]:
+        return set(json.loads((state.dir / "manifest.json").read_text()).get("looks", {}))
+
+    before = state.result(until=look)  # a past look: merged from the partials, then stored
+    assert str(look) in stored()
+    assert before.table.equals(_full_at(lake, look).table)
+    # a later day lands: the stored look stays and is what result() returns
+    write_events(lake, [e for e in world.envelopes if e not in first], file_id="b")
+    assert state.refresh().new_files and str(look) in stored()
+    again = state.result(until=look)
+    assert again.exposures == before.exposures and again.table.equals(before.table)
+    # late events of the look's day arrive: the stored look is dropped and recomputed
+    write_events(lake, held, file_id="late")
+    assert state.refresh().new_files and str(look) not in stored()
+    expected = _full_at(lake, look)
+    got = state.result(until=look)
+    assert got.exposures == expected.exposures and got.table.equals(expected.table)
+    assert not got.table.equals(before.table)
+    final = state.result()  # the running totals after all of it
+    assert final.table.equals(_full_at(lake, date(2026, 12, 31)).table)

@@ -31,19 +31,21 @@ exactly (a session crosses midnight) and are rejected here; the full path comput
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow.parquet as pq
 from ibis.backends import BaseBackend
 
 from tripwire.metrics.compile import unit_key
@@ -54,6 +56,7 @@ from tripwire.metrics.exposures import (
     TS,
     UNIT,
     ExposureSource,
+    ExposureSummary,
     exposure_rows,
     first_exposures,
     summarize,
@@ -196,6 +199,27 @@ class _Session:
             self.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {select} WHERE false")  # type: ignore[attr-defined]
             return self.con.table(name)
         return self.con.read_parquet([str(p) for p in paths])  # type: ignore[attr-defined,no-any-return]
+
+    def sql(self, statement: str) -> None:
+        self.con.raw_sql(statement)  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def attached(self, path: Path) -> Iterator[str]:
+        """A DuckDB database file attached (read-write) under a fresh alias, detached
+        (checkpointed) on exit."""
+        alias = self._name()
+        self.sql(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {alias}")
+        try:
+            yield alias
+        finally:
+            self.sql(f"DETACH {alias}")
+
+    def totals(self, path: Path) -> ir.Table:
+        """The running totals table of a totals database file (attached read-only)."""
+        alias = self._name()
+        self.sql(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {alias} (READ_ONLY)")
+        self.sql(f"CREATE TEMP VIEW {alias}_v AS SELECT * FROM {alias}.totals")
+        return self.con.table(f"{alias}_v")
 
     def materialize(self, expr: ir.Table) -> ir.Table:
         name = self._name()
@@ -377,6 +401,7 @@ class IncrementalStats:
         os.replace(tmp, self.dir / MANIFEST)
         keep = set(manifest["exposure_parts"]) | set(manifest["partial_parts"]) | {MANIFEST}
         keep |= {manifest[k] for k in ("exposed", "totals") if manifest.get(k)}
+        keep |= {look["table"] for look in manifest.get("looks", {}).values()}
         for path in self.dir.iterdir():
             if path.name not in keep:
                 path.unlink() if path.is_file() else shutil.rmtree(path)
@@ -409,7 +434,11 @@ class IncrementalStats:
         session = _Session(self.lake_dir, self.threads)
         plan, spec = self.plan, self.spec
         token = uuid.uuid4().hex[:12]
-        running = not dirty and bool(manifest.get("totals")) and bool(manifest.get("exposed"))
+        running = (
+            not dirty
+            and str(manifest.get("totals", "")).endswith(".duckdb")
+            and bool(manifest.get("exposed"))
+        )
         exposed_names = _exposed_schema(spec).names
 
         # 1. exposures: stored partials of clean days + partials of new and dirty files
@@ -518,29 +547,68 @@ class IncrementalStats:
         session.write(fresh, self.dir / new_part)
         partial_parts.append(new_part)
 
-        # 5. running per-unit totals (through the last day seen), exact: sums and maxima
+        # 5. running per-unit totals (through the last day seen), exact: sums and maxima.
+        # A DuckDB database file, so that a daily refresh updates only the touched units'
+        # rows (a copy of yesterday's file, then UPDATE/INSERT) instead of rewriting them all
         names = _totals_schema(plan).names
+        totals_file = f"totals-{token}.duckdb"
         if running:
-            old_totals = session.parts([self.dir / manifest["totals"]], _totals_schema(plan))
             pieces = [_unit_contributions(fresh, exposed, plan).select(*names)]
             if n_moved:
                 assert moved is not None
                 # moved units: every valid partial of theirs (kept old rows + fresh rows)
                 theirs = kept.semi_join(moved, kept[UNIT] == moved[UNIT])
                 pieces.append(_unit_contributions(theirs, exposed, plan).select(*names))
-                old_totals = old_totals.anti_join(moved, old_totals[UNIT] == moved[UNIT])
-            pieces.append(old_totals.select(*names))
-            totals = _fold(ibis.union(*pieces, distinct=False), plan)
+            delta = session.materialize(
+                _fold(ibis.union(*pieces, distinct=False) if len(pieces) > 1 else pieces[0], plan)
+            )
+            shutil.copyfile(self.dir / manifest["totals"], self.dir / totals_file)
+            modes = {f"{p}_{c.key}": c.mode for c in plan.components for p in ("a", "p")}
+            sets = ", ".join(
+                f'"{n}" = greatest(t."{n}", d."{n}")'
+                if modes[n] == "any"
+                else f'"{n}" = t."{n}" + d."{n}"'
+                for n in names
+                if n != UNIT
+            )
+            cols = ", ".join(f'"{n}"' for n in names)
+            d_name = delta.get_name()
+            with session.attached(self.dir / totals_file) as db:
+                if n_moved:
+                    assert moved is not None
+                    session.sql(
+                        f"DELETE FROM {db}.totals WHERE {UNIT} IN "
+                        f"(SELECT {UNIT} FROM {moved.get_name()})"
+                    )
+                session.sql(
+                    f"UPDATE {db}.totals AS t SET {sets} FROM {d_name} AS d "
+                    f"WHERE t.{UNIT} = d.{UNIT}"
+                )
+                session.sql(
+                    f"INSERT INTO {db}.totals SELECT {cols} FROM {d_name} AS d WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {db}.totals AS t WHERE t.{UNIT} = d.{UNIT})"
+                )
         else:
             everything = ibis.union(kept, fresh.select(*kept.columns), distinct=False)
-            totals = _merge_components(everything, exposed, plan)
-        totals_file = f"totals-{token}.parquet"
-        session.write(totals.select(*names), self.dir / totals_file)
+            totals = session.materialize(_merge_components(everything, exposed, plan))
+            with session.attached(self.dir / totals_file) as db:
+                session.sql(
+                    f"CREATE TABLE {db}.totals AS SELECT {', '.join(names)} "
+                    f"FROM {totals.get_name()}"
+                )
         if exposed_file != manifest.get("exposed"):
             session.write(exposed, self.dir / exposed_file)
+        # stored past looks stay valid unless this refresh touched a day on or before them
+        affected = {_day_of(r) for r in new} | set(dirty) | set(invalid_days)
+        looks = {
+            day: look
+            for day, look in manifest.get("looks", {}).items()
+            if (date.fromisoformat(day) - _EPOCH).days < min(affected, default=1 << 40)
+        }
         self._write_manifest(
             {
                 "fingerprint": spec.fingerprint,
+                "looks": looks,
                 "files": current,
                 "exposure_parts": exposure_parts,
                 "partial_parts": partial_parts,
@@ -577,9 +645,18 @@ class IncrementalStats:
         spec, plan = self.spec, self.plan
         last = manifest.get("last_day")
         at_last = until is None or last is None or (until - _EPOCH).days >= last
-        if at_last and manifest.get("totals") and manifest.get("exposed"):
+        cached = None if until is None else manifest.get("looks", {}).get(until.isoformat())
+        if cached is not None and not at_last:
+            return UnitStats(
+                spec.experiment,
+                _summary_from_json(cached["summary"]),
+                pq.read_table(self.dir / cached["table"]),
+                spec.dimensions,
+            )
+        totals = str(manifest.get("totals", ""))
+        if at_last and totals.endswith(".duckdb") and manifest.get("exposed"):
             exposed = session.parts([self.dir / manifest["exposed"]], _exposed_schema(spec))
-            per_unit = session.parts([self.dir / manifest["totals"]], _totals_schema(plan))
+            per_unit = session.totals(self.dir / totals)
         else:
             exp_rows = session.parts(
                 [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
@@ -596,7 +673,7 @@ class IncrementalStats:
         exposed = session.materialize(exposed)
         summary = summarize(exposed, spec.experiment)
         units = analysed_units(exposed)
-        return compute_from_units(
+        stats = compute_from_units(
             per_unit,
             units,
             plan,
@@ -605,3 +682,38 @@ class IncrementalStats:
             dimensions=spec.dimensions,
             max_cohort_values=spec.max_cohort_values,
         )
+        if until is not None and not at_last:
+            # a past look: store its arm/cohort-level result (a refresh that touches a day
+            # on or before it drops it, see refresh)
+            name = f"look-{until.isoformat()}-{uuid.uuid4().hex[:8]}.parquet"
+            pq.write_table(stats.table, self.dir / name)
+            looks = dict(manifest.get("looks", {}))
+            looks[until.isoformat()] = {"table": name, "summary": _summary_to_json(summary)}
+            self._write_manifest(manifest | {"looks": looks})
+        return stats
+
+
+def _summary_to_json(summary: ExposureSummary) -> dict[str, Any]:
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "experiment": summary.experiment,
+        "units_per_arm": summary.units_per_arm,
+        "multi_arm_units": summary.multi_arm_units,
+        "first_exposure": moment(summary.first_exposure),
+        "last_first_exposure": moment(summary.last_first_exposure),
+    }
+
+
+def _summary_from_json(data: dict[str, Any]) -> ExposureSummary:
+    def moment(value: str | None) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+    return ExposureSummary(
+        experiment=data["experiment"],
+        units_per_arm={str(k): int(v) for k, v in data["units_per_arm"].items()},
+        multi_arm_units=int(data["multi_arm_units"]),
+        first_exposure=moment(data["first_exposure"]),
+        last_first_exposure=moment(data["last_first_exposure"]),
+    )
