@@ -312,18 +312,24 @@ def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
     return joined.mutate(__valid=(same | unexposed_before).fill_null(False))
 
 
+def _row_contributions(rows: ir.Table, t0: ir.TimestampValue, plan: StatsPlan) -> ir.Table:
+    """Per partial row of a unit first exposed at ``t0``: its contribution to the unit's
+    running totals, ``a_<c>`` and ``p_<c>`` (the raw day total when the row's day is in
+    the pre-period)."""
+    columns: dict[str, ir.Value] = {UNIT: rows[UNIT]}
+    for component in plan.components:
+        columns[f"a_{component.key}"] = rows[f"a_{component.key}"]
+        if plan.pre_period_days:
+            pre = in_pre_period(rows["day"], day_index(t0), plan.pre_period_days)
+            columns[f"p_{component.key}"] = ibis.ifelse(pre, rows[f"r_{component.key}"], 0)
+    return rows.select(**columns)
+
+
 def _unit_contributions(rows: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
-    """Per partial row of an exposed unit: its contribution to the unit's running totals,
-    ``a_<c>`` and ``p_<c>`` (the raw day total when the row's day is in the pre-period)."""
+    """:func:`_row_contributions` of the rows of exposed units (joined to their ``t0``)."""
     known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
     joined = rows.inner_join(known, rows[UNIT] == known["__u"])
-    columns: dict[str, ir.Value] = {UNIT: joined[UNIT]}
-    for component in plan.components:
-        columns[f"a_{component.key}"] = joined[f"a_{component.key}"]
-        if plan.pre_period_days:
-            pre = in_pre_period(joined["day"], day_index(joined["__t0"]), plan.pre_period_days)
-            columns[f"p_{component.key}"] = ibis.ifelse(pre, joined[f"r_{component.key}"], 0)
-    return joined.select(**columns)
+    return _row_contributions(joined, joined["__t0"], plan)
 
 
 def _fold(rows: ir.Table, plan: StatsPlan) -> ir.Table:
@@ -553,15 +559,20 @@ class IncrementalStats:
         names = _totals_schema(plan).names
         totals_file = f"totals-{token}.duckdb"
         if running:
-            pieces = [_unit_contributions(fresh, exposed, plan).select(*names)]
+            # fresh rows are valid for the current exposures: an exposed unit's rows carry
+            # its first exposure in t0_used (no join with the exposures needed)
+            exposed_rows = fresh.filter(fresh.t0_used.notnull())
+            pieces = [_row_contributions(exposed_rows, exposed_rows.t0_used, plan).select(*names)]
             if n_moved:
                 assert moved is not None
                 # moved units: every valid partial of theirs (kept old rows + fresh rows)
                 theirs = kept.semi_join(moved, kept[UNIT] == moved[UNIT])
                 pieces.append(_unit_contributions(theirs, exposed, plan).select(*names))
-            delta = session.materialize(
-                _fold(ibis.union(*pieces, distinct=False) if len(pieces) > 1 else pieces[0], plan)
-            )
+            if len(pieces) == 1 and len({_day_of(r) for r in new}) == 1 and not rescan:
+                # one new day, nothing rescanned: one fresh row per unit already
+                delta = session.materialize(pieces[0])
+            else:
+                delta = session.materialize(_fold(ibis.union(*pieces, distinct=False), plan))
             shutil.copyfile(self.dir / manifest["totals"], self.dir / totals_file)
             modes = {f"{p}_{c.key}": c.mode for c in plan.components for p in ("a", "p")}
             sets = ", ".join(
