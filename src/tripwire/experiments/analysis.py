@@ -976,10 +976,11 @@ def analyze_incremental(
     :func:`incremental_spec`).
 
     ``refresh`` first aggregates the lake files the state has not seen (a daily refresh
-    scans only the new day); then each look merges the partials of the days up to it
-    (:meth:`~tripwire.metrics.incremental.IncrementalStats.result` with ``until``), so
-    four looks cost one scan of the lake plus four merges of the partials instead of four
-    scans. The numbers equal :func:`analyze`'s exactly (integer partials, tested).
+    scans only the new day and updates the running per-unit totals of the units it
+    touches); then the current look reads the running totals and each past look its stored
+    result, or merges the partials of the days up to it when no stored result is valid
+    (:meth:`~tripwire.metrics.incremental.IncrementalStats.result` with ``until``). The
+    numbers equal :func:`analyze`'s exactly (integer partials and totals, tested).
     """
     _, types = _definitions(spec, metrics)
     if refresh:
