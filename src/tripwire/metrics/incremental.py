@@ -213,6 +213,9 @@ class _Session:
     def sql(self, statement: str) -> None:
         self.con.raw_sql(statement)  # type: ignore[attr-defined]
 
+    def query(self, statement: str) -> list[tuple[Any, ...]]:
+        return self.con.raw_sql(statement).fetchall()  # type: ignore[attr-defined,no-any-return]
+
     @contextlib.contextmanager
     def attached(self, path: Path) -> Iterator[str]:
         """A DuckDB database file attached (read-write) under a fresh alias, detached
@@ -585,15 +588,23 @@ class IncrementalStats:
                 delta = session.materialize(_fold(ibis.union(*pieces, distinct=False), plan))
             shutil.copyfile(self.dir / manifest["totals"], self.dir / totals_file)
             modes = {f"{p}_{c.key}": c.mode for c in plan.components for p in ("a", "p")}
+            d_name = delta.get_name()
+            # only the columns (and rows) the delta changes: adding 0, or max with 0 (a 0/1
+            # indicator), is a no-op, and a daily delta has no pre-period part for units
+            # exposed before it — the UPDATE (and its checkpoint) touches only what moved
+            values = [n for n in names if n != UNIT]
+            flags = session.query(
+                "SELECT " + ", ".join(f'bool_or("{n}" <> 0)' for n in values) + f" FROM {d_name}"
+            )[0]
+            moving = [n for n, flag in zip(values, flags, strict=True) if flag]
             sets = ", ".join(
                 f'"{n}" = greatest(t."{n}", d."{n}")'
                 if modes[n] == "any"
                 else f'"{n}" = t."{n}" + d."{n}"'
-                for n in names
-                if n != UNIT
+                for n in moving
             )
+            nonzero = " OR ".join(f'd."{n}" <> 0' for n in moving)
             cols = ", ".join(f'"{n}"' for n in names)
-            d_name = delta.get_name()
             with session.attached(self.dir / totals_file) as db:
                 if n_moved:
                     assert moved is not None
@@ -601,10 +612,11 @@ class IncrementalStats:
                         f"DELETE FROM {db}.totals WHERE {UNIT} IN "
                         f"(SELECT {UNIT} FROM {moved.get_name()})"
                     )
-                session.sql(
-                    f"UPDATE {db}.totals AS t SET {sets} FROM {d_name} AS d "
-                    f"WHERE t.{UNIT} = d.{UNIT}"
-                )
+                if moving:
+                    session.sql(
+                        f"UPDATE {db}.totals AS t SET {sets} FROM {d_name} AS d "
+                        f"WHERE t.{UNIT} = d.{UNIT} AND ({nonzero})"
+                    )
                 session.sql(
                     f"INSERT INTO {db}.totals SELECT {cols} FROM {d_name} AS d WHERE NOT EXISTS "
                     f"(SELECT 1 FROM {db}.totals AS t WHERE t.{UNIT} = d.{UNIT})"
