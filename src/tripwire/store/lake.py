@@ -243,15 +243,18 @@ def _without_timestamps(kind: pa.DataType) -> tuple[pa.DataType, bool]:
 
 def _parse_objects(
     column: pa.ChunkedArray | pa.Array, rows: int, *, repeated: bool = True
-) -> pa.Table:
-    """Parse a column of JSON objects (Arrow's multi-threaded reader). Strings that look like
-    times stay strings (the reader would make them timestamps).
+) -> tuple[pa.Table, pa.Array | None]:
+    """Parse a column of JSON objects (Arrow's JSON reader). Strings that look like times
+    stay strings (the reader would make them timestamps).
 
     A column with many repeated texts (a user's context, empty traits) is parsed once per
-    distinct text and the rows taken from that; ``repeated=False`` (properties: nearly one
-    text per row) skips the hashing that would only find that out."""
+    distinct text: the result is then the table of distinct objects and the row → distinct
+    object ``indices`` (the caller takes rows of the few columns it needs with
+    :func:`_rows_of`, not of every nested field); else ``(table, None)``, one row per row.
+    ``repeated=False`` (properties: nearly one text per row) skips the hashing that would
+    only find that out."""
     if not repeated:
-        return _parse_distinct(column, rows)
+        return _parse_distinct(column, rows), None
     encoded = pc.dictionary_encode(column)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
@@ -260,8 +263,15 @@ def _parse_objects(
         # (``take`` of lists of nulls inside structs yields malformed arrays in pyarrow 26:
         # such columns are parsed row by row instead)
         if not any(_has_list(field.type) for field in distinct.schema):
-            return distinct.take(encoded.indices)
-    return _parse_distinct(column, rows)
+            return distinct, encoded.indices
+    return _parse_distinct(column, rows), None
+
+
+def _rows_of(values: Any, indices: pa.Array | None) -> Any:
+    """Per-row values of a column computed on distinct objects (see :func:`_parse_objects`)."""
+    if values is None or indices is None:
+        return values
+    return values.take(indices)
 
 
 def _has_list(kind: pa.DataType) -> bool:
@@ -373,24 +383,26 @@ def _flatten(
 
 def _envelope_batch_rows(table: pa.Table, types: PropertyTypes) -> pa.Table:
     rows = table.num_rows
-    properties = _parse_objects(table["properties"], rows, repeated=False)
-    context = _parse_objects(table["context"], rows)
-    call_traits = _parse_objects(table["traits"], rows)
+    properties, _ = _parse_objects(table["properties"], rows, repeated=False)
+    context, at = _parse_objects(table["context"], rows)
+    call_traits, own_at = _parse_objects(table["traits"], rows)
+    # context columns are derived on the distinct objects, then taken per row
+    objects = context.num_rows
     context_columns = {name: context[name] for name in context.column_names}
     device = context_columns.get("device")
     model = _child(device, "model")
     device_type = _child(device, "type")
     if model is not None:
-        model = _string_of(model, rows)
+        model = _string_of(model, objects)
         has_model = pc.fill_null(pc.not_equal(model, ""), False)
-        device_column = pc.if_else(has_model, model, _string_of(device_type, rows))
+        device_column = pc.if_else(has_model, model, _string_of(device_type, objects))
     else:
-        device_column = _string_of(device_type, rows)
+        device_column = _string_of(device_type, objects)
     flat: dict[str, pa.Array] = {}
     _flatten(PROPERTY_PREFIX, _columns_of(properties), types, flat)
     # traits: the call's own over context.traits (a key the call sets to null is dropped)
-    context_traits = _columns_of(context_columns.get("traits"))
-    own_traits = _columns_of(call_traits)
+    context_traits = _columns_of(_rows_of(context_columns.get("traits"), at))
+    own_traits = _columns_of(_rows_of(call_traits, own_at))
     merged: dict[str, Any] = dict(context_traits)
     for key, values in own_traits.items():
         other = context_traits.get(key)
@@ -419,10 +431,12 @@ def _envelope_batch_rows(table: pa.Table, types: PropertyTypes) -> pa.Table:
         "sent_at": table["sent_at"],
         "received_at": table["received_at"],
         "source": table["source"],
-        "locale": _string_of(context_columns.get("locale"), rows),
-        "device": device_column,
-        "app_version": _string_of(_child(context_columns.get("app"), "version"), rows),
-        "os": _string_of(_child(context_columns.get("os"), "name"), rows),
+        "locale": _rows_of(_string_of(context_columns.get("locale"), objects), at),
+        "device": _rows_of(device_column, at),
+        "app_version": _rows_of(
+            _string_of(_child(context_columns.get("app"), "version"), objects), at
+        ),
+        "os": _rows_of(_string_of(_child(context_columns.get("os"), "name"), objects), at),
         "session_id": table["session_id"],
         "properties": table["properties"],
         "context": table["context"],
