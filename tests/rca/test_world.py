@@ -34,7 +34,8 @@ from tripwire.sim import World, WorldConfig
 from tripwire.store.lake import write_events
 from tripwire.store.workspace import Workspace, init_workspace
 
-# One worker builds the worlds (a module fixture would otherwise be built on both).
+# One worker builds the worlds, once: the fixture is session-scoped because xdist and the
+# random test order interleave modules, which would tear a module fixture down and rebuild it.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rca-world")]
 
 SEEDS = tuple(int(s) for s in os.environ.get("TRIPWIRE_RCA_SEEDS", "1,2").split(","))
@@ -153,7 +154,7 @@ def score(case: dict[str, Any], inv: Investigation) -> dict[str, bool]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def investigated(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> list[tuple[Workspace, list[tuple[dict[str, Any], Investigation]]]]:
