@@ -169,6 +169,14 @@ def step_rca(ctx: DemoContext) -> None:
 
 
 #: The demo, in order. Later capabilities append their steps here.
+def step_dashboard(ctx: DemoContext) -> None:
+    """Store the experiments' scorecards so the dashboard's first view reads them back."""
+    from tripwire.web.experiments import store_scorecards
+
+    stored = store_scorecards(ctx.ws)
+    console.print(f"dashboard scorecards stored: {', '.join(stored) or 'none'}")
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("create workspace", step_workspace),
     ("simulate and ingest", step_simulate),
@@ -177,6 +185,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("experiments: plan, lock, analyse, decide", step_experiments),
     ("monitors: backfill and alerts", step_monitors),
     ("root-cause analysis of each incident", step_rca),
+    ("dashboard: store scorecards", step_dashboard),
 ]
 
 
