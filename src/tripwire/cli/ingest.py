@@ -119,7 +119,11 @@ def register(app: typer.Typer) -> None:
         if has_monitors and workers > 1:
             err_console.print("[yellow]warning:[/yellow] monitors run only with --workers 1")
         run(
-            ws, host=host, port=port, workers=workers, access_log=access_log,
+            ws,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
             monitor=has_monitors and workers == 1,
         )
 

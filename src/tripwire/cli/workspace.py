@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("init")
     def init(
-        directory: Annotated[Path, typer.Argument(help="Folder to create or complete.")] = Path("."),
+        directory: Annotated[Path, typer.Argument(help="Folder to create or complete.")] = Path(
+            "."
+        ),
     ) -> None:
         """Lay out a workspace: tripwire.yaml, metrics/ (day-1 catalog), experiments/, monitors/, .tripwire/."""
         workspace = initialize_workspace(directory)

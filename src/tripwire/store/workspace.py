@@ -103,7 +103,9 @@ class Workspace:
             raise WorkspaceNotFound(f"{config_path} does not exist (run `tripwire init {root}`)")
         config = yaml.safe_load(config_path.read_text()) or {}
         if not isinstance(config, dict):
-            raise ValueError(f"{config_path}: top level must be a mapping, got {type(config).__name__}")
+            raise ValueError(
+                f"{config_path}: top level must be a mapping, got {type(config).__name__}"
+            )
         workspace = cls(root=root, config=config)
         workspace.data_dir.mkdir(exist_ok=True)
         return workspace
@@ -115,7 +117,9 @@ class Workspace:
         for candidate in (here, *here.parents):
             if (candidate / CONFIG_FILE).exists():
                 return cls.load(candidate)
-        raise WorkspaceNotFound(f"no {CONFIG_FILE} in {here} or any parent (run `tripwire init DIR`)")
+        raise WorkspaceNotFound(
+            f"no {CONFIG_FILE} in {here} or any parent (run `tripwire init DIR`)"
+        )
 
 
 def init_workspace(root: Path) -> Workspace:
