@@ -257,3 +257,29 @@ def test_encode_uses_received_fallback_for_envelopes_without_received_at():
     assert row["timestamp"] == datetime.fromtimestamp(expected / 1e6, UTC)
     assert row["received_at"] == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=42)
     assert batch.envelopes() == [{"messageId": "a", "timestamp": "2026-11-01T10:00:00+02:00"}]
+
+
+def test_a_group_commit_finds_duplicates_across_its_appends_exactly(buffer):
+    """The upsert fast path records every id of a group; a duplicate anywhere (stored before,
+    or earlier in the same group) sends the group through the exact path instead."""
+    from tripwire.store.buffer import _Pending
+    from tripwire.store.state import connect_sqlite
+
+    buffer.append([envelope("z")])
+    connection = connect_sqlite(buffer.path)
+    try:
+        fresh = buffer._write_group(
+            connection, [_Pending(encode_envelopes([envelope(m)])) for m in ("p", "q")]
+        )
+        assert [(r.stored, r.first_offset) for r in fresh] == [(1, 2), (1, 3)]
+        group = [
+            _Pending(encode_envelopes([envelope("x"), envelope("y")])),
+            _Pending(encode_envelopes([envelope("y"), envelope("z"), envelope("w")])),
+        ]
+        results = buffer._write_group(connection, group)
+        keys = {m for (m,) in connection.execute("SELECT message_id FROM dedupe")}
+    finally:
+        connection.close()
+    assert [(r.stored, r.duplicate_indexes) for r in results] == [(2, ()), (1, (0, 1))]
+    assert [r.message_id for r in buffer.read_after(0, 10)] == ["z", "p", "q", "x", "y", "w"]
+    assert keys == {"z", "p", "q", "x", "y", "w"}

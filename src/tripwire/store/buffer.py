@@ -18,7 +18,7 @@ Tables (``.tripwire/buffer.db``)::
   well under 100 bytes of WAL and one B-tree insert is shared by the whole group, so the
   disk's bandwidth, not SQLite, stops bounding ingest; readers get Arrow tables without a
   Python object per event, and the archiver parses no envelope. Only the ``dedupe`` table
-  has a row per event (inserted in one ``executemany`` per group).
+  has a row per event, recorded by one ``INSERT ... SELECT FROM json_each`` per group.
 * **Durability.** The database is in WAL mode with ``synchronous=FULL``: ``COMMIT`` returns
   only after the WAL has been fsynced, so a committed append survives SIGKILL of the process
   and a power loss. (``NORMAL`` would survive only a process crash: the WAL would be synced
@@ -29,7 +29,9 @@ Tables (``.tripwire/buffer.db``)::
   caller returns only after that transaction committed: acknowledged means durable.
 * **Deduplication** by ``messageId`` within ``ingest.dedupe_window_days`` (default 7) uses
   the ``dedupe`` table, which is separate from ``segments`` so pruning old events never forgets
-  a key still inside the window.
+  a key still inside the window. A group first records all its ids in one upsert; when the
+  upsert changed fewer rows than there are ids, some were duplicates, and the group is rolled
+  back and written again with the duplicates found (exact: the full id is the key).
 * **Consumers** are named cursors (``committed`` = last offset processed). They are
   independent (fan-out) and can be rewound to an offset or a received time within
   retention. *Required* consumers (the archiver) hold back pruning and define the depth
@@ -103,6 +105,13 @@ CREATE TABLE IF NOT EXISTS consumers (
 );
 """
 _LAST_OFFSET_SQL = "SELECT last_offset FROM log WHERE id = 1"
+#: Record a group's messageIds (JSON array ?2) as seen at ?1, refreshing keys that were seen
+#: before the window start ?3; a key seen within the window (or earlier in the array) is
+#: left alone and not counted in the statement's changes.
+_RECORD_IDS_SQL = (
+    "INSERT INTO dedupe(message_id, seen_at) SELECT value, ?1 FROM json_each(?2) WHERE true"
+    " ON CONFLICT(message_id) DO UPDATE SET seen_at = excluded.seen_at WHERE seen_at < ?3"
+)
 
 
 #: Page cache of the writer's connection (KiB; SQLite allocates it only as pages are used).
@@ -476,16 +485,38 @@ class Buffer:
         self, connection: sqlite3.Connection, group: list[_Pending]
     ) -> list[AppendResult]:
         ids = [m for pending in group for m in pending.batch.message_ids]
+        ids_json = orjson.dumps(ids)
         now = now_micros()
+        window_start = now - self.dedupe_window_us
+        connection.execute("BEGIN IMMEDIATE")
+        # The usual case, no duplicate: one statement records every id; it changed as many
+        # rows as there are ids exactly when none was seen within the window (nor twice here).
+        if connection.execute(_RECORD_IDS_SQL, (now, ids_json, window_start)).rowcount == len(ids):
+            return self._store_group(connection, group, None, now)
+        connection.execute("ROLLBACK")  # some are duplicates: find which, store the others
         connection.execute("BEGIN IMMEDIATE")
         existing = {
             found
             for (found,) in connection.execute(
                 "SELECT message_id FROM dedupe WHERE seen_at >= ?"
                 " AND message_id IN (SELECT value FROM json_each(?))",
-                (now - self.dedupe_window_us, orjson.dumps(ids)),
+                (window_start, ids_json),
             )
         }
+        return self._store_group(connection, group, existing, now)
+
+    def _store_group(
+        self,
+        connection: sqlite3.Connection,
+        group: list[_Pending],
+        existing: set[str] | None,
+        now: int,
+    ) -> list[AppendResult]:
+        """Store the group's envelopes whose ids are not in ``existing`` (nor earlier in the
+        group) as one segment, record their ids as seen at ``now``, and commit.
+
+        ``existing`` None: every id is new and already recorded (the usual case).
+        """
         (offset,) = connection.execute(_LAST_OFFSET_SQL).fetchone()
         first_stored = offset + 1
         stored: list[EnvelopeBatch] = []
@@ -495,7 +526,9 @@ class Buffer:
             duplicates = []
             batch = pending.batch
             message_ids = batch.message_ids
-            if existing or len(set(message_ids)) != len(message_ids):
+            if existing is None:  # all new
+                pass
+            elif existing or len(set(message_ids)) != len(message_ids):
                 keep = []
                 for index, message_id in enumerate(message_ids):
                     if message_id in existing:
@@ -531,10 +564,11 @@ class Buffer:
                 (first_stored, offset, int(received.min()), int(received.max()), len(data), data),
             )
             connection.execute("UPDATE log SET last_offset = ? WHERE id = 1", (offset,))
-            connection.executemany(
-                "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
-                zip(combined.message_ids, itertools.repeat(now)),
-            )
+            if existing is not None:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO dedupe(message_id, seen_at) VALUES (?, ?)",
+                    zip(combined.message_ids, itertools.repeat(now)),
+                )
         connection.execute("COMMIT")
         return results
 
