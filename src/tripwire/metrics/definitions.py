@@ -388,6 +388,39 @@ def field_refs(metric: MetricBase) -> list[tuple[tuple[str | int, ...], str]]:
     return refs
 
 
+def events_read(metric: MetricBase) -> frozenset[str] | None:
+    """The event names a metric can read, or None when it can read any event.
+
+    A superset (filters are ANDed, names are united here): callers use it to load less,
+    never to decide what counts. A filter without names reads any event unless the
+    top-level ``events`` narrows it; an omitted proportion population and retention's
+    default start/returning mean "any event".
+
+    >>> sorted(events_read(parse_metric({"name": "o", "type": "count", "events": "Order Completed"})))
+    ['Order Completed']
+    >>> events_read(parse_metric({"name": "p", "type": "proportion", "events": ["Order Completed"]})) is None
+    True
+    """
+    top = set(metric.events)
+    filters: list[EventFilter] = []
+    if isinstance(metric, ProportionMetric):
+        filters.append(metric.population or EventFilter())
+    if isinstance(metric, RatioMetric):
+        filters += [metric.numerator, metric.denominator]
+    if isinstance(metric, FunnelMetric):
+        filters += list(metric.steps)
+    if isinstance(metric, RetentionMetric):
+        filters += [metric.start, metric.returning]
+    if not top and not filters:
+        return None
+    names = set(top)
+    for flt in filters:
+        if not flt.events and not top:
+            return None
+        names |= set(flt.events)
+    return frozenset(names)
+
+
 def event_names(metric: MetricBase) -> list[tuple[tuple[str | int, ...], str]]:
     """Every event name a definition mentions, with its location (for validation)."""
     names: list[tuple[tuple[str | int, ...], str]] = [

@@ -12,10 +12,11 @@ All heavy work runs in the query engine through :func:`tripwire.metrics.timeseri
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import ibis
 import ibis.expr.types as ir
@@ -146,31 +147,55 @@ def lake_days(lake_dir: Path) -> list[date]:
     return sorted(days)
 
 
-def focus_lake(backend: BaseBackend, lake_dir: Path, first: date, last: date) -> int:
-    """Point the backend's ``events`` at an in-memory table of the days ``[first, last]``.
+def focus_lake(
+    backend: BaseBackend,
+    lake_dir: Path,
+    first: date,
+    last: date,
+    events: Collection[str] | None = None,
+) -> int:
+    """Point the backend's ``events`` at the days ``[first, last]``, the hot part in memory.
 
-    An investigation reads the same few days a dozen times; materialising them once in
-    DuckDB (columnar, compressed) makes every later query a scan of memory instead of
-    hundreds of Parquet files. Returns the number of files read (0: left as it was).
+    An investigation reads the investigated metric's events a dozen times; materialising
+    them once in DuckDB (columnar, compressed) makes every later query a scan of memory
+    instead of hundreds of Parquet files. ``events`` names those hot events (None: all of
+    them). The other events of the same days stay Parquet behind the same view (``UNION
+    ALL BY NAME``), read only by the queries that need them and only in the columns they
+    use: loading every column of every event costs more than all of those queries.
+    Returns the number of files materialised (the view is left as it was when the days
+    have no files, or on an engine other than DuckDB).
     """
     if backend.name != "duckdb":
         return 0
     root = events_dir(lake_dir)
-    files = [
-        f
-        for day in lake_days(lake_dir)
-        if first <= day <= last
-        for f in sorted((root / f"date={day.isoformat()}").glob("event=*/*.parquet"))
-    ]
-    if not files:
+    hot: list[Path] = []
+    cold: list[Path] = []
+    for day in lake_days(lake_dir):
+        if not first <= day <= last:
+            continue
+        for folder in sorted((root / f"date={day.isoformat()}").glob("event=*")):
+            name = unquote(folder.name[len("event=") :])
+            files = sorted(folder.glob("*.parquet"))
+            (hot if events is None or name in events else cold).extend(files)
+    if not hot and not cold:
         return 0
     backend.raw_sql("SET enable_progress_bar = false")  # type: ignore[attr-defined]
+    parts = []
+    if hot:
+        backend.raw_sql(  # type: ignore[attr-defined]
+            f"CREATE OR REPLACE TEMP TABLE rca_events AS SELECT * FROM {_parquet_scan(hot)}"
+        )
+        parts.append("SELECT * FROM rca_events")
+    if cold:
+        parts.append(f"SELECT * FROM {_parquet_scan(cold)}")
+    view = " UNION ALL BY NAME ".join(parts)
+    backend.raw_sql(f"CREATE OR REPLACE TEMP VIEW events AS {view}")  # type: ignore[attr-defined]
+    return len(hot)
+
+
+def _parquet_scan(files: Sequence[Path]) -> str:
     listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    backend.raw_sql(  # type: ignore[attr-defined]
-        f"CREATE OR REPLACE TEMP TABLE rca_events AS SELECT * FROM read_parquet([{listing}], union_by_name=true, hive_partitioning=false)"
-    )
-    backend.raw_sql("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM rca_events")  # type: ignore[attr-defined]
-    return len(files)
+    return f"read_parquet([{listing}], union_by_name=true, hive_partitioning=false)"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,12 @@ For the current window against its baseline windows (same clock time on previous
   (``Ledger Order Recorded``, source ``order-ledger``) should have an ``Order Completed``
   from the app with the same ``order_id``; the share without one is compared with a
   two-proportion z test;
-* **rejected events** — the ingest API answers rejections to the sender and does not
-  persist them, so they cannot be counted here; the report says so.
+* **rejected events per source** — ingest stores one ``$rejected`` event per message it
+  refused (field and reason); a source whose rejected share of submitted messages rose
+  significantly (two-proportion z, p < 0.001, +1 pp) lost events before they were stored.
+
+Volumes, lateness, schema and rejections come from one grouped scan of the windows' events
+(window × source × event: count, late count, non-null count per ``prop_*`` column).
 
 Verdict: ``measurement issue`` when telemetry lost events the redundant source still
 has (the missing share rose significantly while the ledger's own volume did not drop) and
@@ -30,6 +34,7 @@ import ibis
 import numpy as np
 from ibis.backends import BaseBackend
 
+from tripwire.events.columns import REJECTED_EVENT
 from tripwire.metrics.compile import event_names_read
 from tripwire.metrics.definitions import MetricBase
 from tripwire.rca.data import WINDOW_COLUMN, Window, windowed_events
@@ -63,6 +68,18 @@ class LatenessCheck:
 
 
 @dataclass(frozen=True)
+class RejectedCheck:
+    """``$rejected`` share of a source's submitted messages, baseline vs current."""
+
+    source: str
+    baseline_share: float
+    current_share: float
+    current_rejected: float
+    p_value: float
+    spike: bool
+
+
+@dataclass(frozen=True)
 class SchemaCheck:
     event: str
     property: str
@@ -93,24 +110,59 @@ class IntegrityReport:
     lateness: tuple[LatenessCheck, ...]
     schema: tuple[SchemaCheck, ...]
     reconciliation: Reconciliation | None
-    rejected_events: str
+    rejected: tuple[RejectedCheck, ...]
+
+    @property
+    def rejected_events(self) -> str:
+        """One line on rejected events for the report."""
+        spikes = [r for r in self.rejected if r.spike]
+        if spikes:
+            return "; ".join(
+                f"source {r.source}: {r.current_share:.1%} of submitted messages rejected "
+                f"(baseline {r.baseline_share:.1%}, p = {r.p_value:.1e})"
+                for r in spikes
+            )
+        if not self.rejected:
+            return "none in the current or baseline windows"
+        worst = max(self.rejected, key=lambda r: r.current_share)
+        return f"no spike (highest: source {worst.source} {worst.current_share:.1%}, baseline {worst.baseline_share:.1%})"
 
     @property
     def measurement_issue(self) -> bool:
         return self.verdict == MEASUREMENT_ISSUE
 
 
-def _volumes(
+@dataclass(frozen=True)
+class WindowCounts:
+    """Per (window, source, event): events, late events and non-null ``prop_*`` values."""
+
+    rows: tuple[dict[str, object], ...]
+    properties: tuple[str, ...]
+
+
+def window_counts(
     backend: BaseBackend, current: Window, baselines: Sequence[Window]
-) -> list[VolumeCheck]:
+) -> WindowCounts:
+    """The one scan every volume/lateness/schema/rejection check reads (see the module)."""
     table = windowed_events(backend, {"current": [current], "baseline": baselines})
-    grouped = table.group_by([WINDOW_COLUMN, "source", "event"]).aggregate(n=table.count())
-    rows = backend.to_pyarrow(grouped).to_pylist()
-    k = max(len(baselines), 1)
+    props = tuple(c for c in table.columns if c.startswith("prop_"))
+    lag = table.received_at.epoch_seconds() - table.timestamp.epoch_seconds()
+    aggregates = {
+        "n": table.count(),
+        "late": (lag > LATE_SECONDS).cast("int64").sum(),
+        **{c: table[c].count() for c in props},
+    }
+    grouped = table.group_by([WINDOW_COLUMN, "source", "event"]).aggregate(**aggregates)
+    return WindowCounts(tuple(backend.to_pyarrow(grouped).to_pylist()), props)
+
+
+def _volumes(counts: WindowCounts, k: int) -> list[VolumeCheck]:
     per: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
+    for row in counts.rows:
+        if row["event"] == REJECTED_EVENT:
+            continue
         slot = per.setdefault((str(row["source"]), str(row["event"])), [0.0, 0.0])
-        slot[0 if row[WINDOW_COLUMN] == "baseline" else 1] += float(row["n"])
+        slot[0 if row[WINDOW_COLUMN] == "baseline" else 1] += float(row["n"])  # type: ignore[arg-type]
     by_source: dict[tuple[str, str], list[float]] = {}
     for (source, _event), (b, c) in per.items():
         slot = by_source.setdefault((source, "*"), [0.0, 0.0])
@@ -129,57 +181,73 @@ def _volumes(
     return sorted(out, key=lambda v: v.z)
 
 
-def _lateness(
-    backend: BaseBackend, current: Window, baselines: Sequence[Window]
-) -> list[LatenessCheck]:
-    table = windowed_events(backend, {"current": [current], "baseline": baselines})
-    lag = table.received_at.epoch_seconds() - table.timestamp.epoch_seconds()
-    grouped = table.group_by([WINDOW_COLUMN, "source"]).aggregate(
-        n=table.count(), late=(lag > LATE_SECONDS).cast("int64").sum()
+def _share_rise(bn: float, bx: float, cn: float, cx: float) -> tuple[float, bool]:
+    """p-value of a rise of the share ``x / n`` from baseline to current, and whether it
+    counts as one (p < 0.001 and at least one percentage point)."""
+    test = two_proportion_z_test(
+        MeanStats.from_proportion(bn, bx), MeanStats.from_proportion(cn, cx)
     )
-    rows = backend.to_pyarrow(grouped).to_pylist()
-    per: dict[str, dict[str, tuple[float, float]]] = {}
-    for row in rows:
-        per.setdefault(str(row["source"]), {})[row[WINDOW_COLUMN]] = (
-            float(row["n"]),
-            float(row["late"] or 0),
+    p = float(test.absolute.p_value)
+    return p, bool(p < 1e-3 and cx / cn > bx / bn + 0.01)
+
+
+def _per_source(counts: WindowCounts, column: str) -> dict[str, dict[str, list[float]]]:
+    """Per source and window: [events, Σ column] (``column`` "rejected": $rejected count)."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for row in counts.rows:
+        slot = per.setdefault(str(row["source"]), {}).setdefault(
+            str(row[WINDOW_COLUMN]), [0.0, 0.0]
         )
+        rejected = row["event"] == REJECTED_EVENT
+        if column == "rejected":
+            slot[0] += float(row["n"])  # type: ignore[arg-type]
+            slot[1] += float(row["n"]) if rejected else 0.0  # type: ignore[arg-type]
+        elif not rejected:
+            slot[0] += float(row["n"])  # type: ignore[arg-type]
+            slot[1] += float(row[column] or 0)  # type: ignore[arg-type]
+    return per
+
+
+def _lateness(counts: WindowCounts) -> list[LatenessCheck]:
     out = []
-    for source, parts in sorted(per.items()):
+    for source, parts in sorted(_per_source(counts, "late").items()):
         bn, bl = parts.get("baseline", (0.0, 0.0))
         cn, cl = parts.get("current", (0.0, 0.0))
         if bn < 1 or cn < 1:
             continue
-        test = two_proportion_z_test(
-            MeanStats.from_proportion(bn, bl), MeanStats.from_proportion(cn, cl)
-        )
-        p = float(test.absolute.p_value)
-        out.append(
-            LatenessCheck(source, bl / bn, cl / cn, p, bool(p < 1e-3 and cl / cn > bl / bn + 0.01))
-        )
+        p, worse = _share_rise(bn, bl, cn, cl)
+        out.append(LatenessCheck(source, bl / bn, cl / cn, p, worse))
     return out
 
 
-def _schema(
-    backend: BaseBackend, current: Window, baselines: Sequence[Window]
-) -> list[SchemaCheck]:
-    table = windowed_events(backend, {"current": [current], "baseline": baselines})
-    props = [c for c in table.columns if c.startswith("prop_")]
-    if not props:
+def _rejections(counts: WindowCounts) -> list[RejectedCheck]:
+    out = []
+    for source, parts in sorted(_per_source(counts, "rejected").items()):
+        bn, br = parts.get("baseline", (0.0, 0.0))
+        cn, cr = parts.get("current", (0.0, 0.0))
+        if bn < 1 or cn < 1 or br + cr == 0:
+            continue
+        p, spike = _share_rise(bn, br, cn, cr)
+        out.append(RejectedCheck(source, br / bn, cr / cn, cr, p, spike))
+    return out
+
+
+def _schema(counts: WindowCounts) -> list[SchemaCheck]:
+    if not counts.properties:
         return []
-    aggregates = {"n": table.count(), **{c: table[c].count() for c in props}}
-    rows = backend.to_pyarrow(
-        table.group_by([WINDOW_COLUMN, "event"]).aggregate(**aggregates)
-    ).to_pylist()
     per: dict[str, dict[str, dict[str, float]]] = {}
-    for row in rows:
-        per.setdefault(str(row["event"]), {})[row[WINDOW_COLUMN]] = row
+    for row in counts.rows:
+        if row["event"] == REJECTED_EVENT:
+            continue
+        slot = per.setdefault(str(row["event"]), {}).setdefault(str(row[WINDOW_COLUMN]), {})
+        for column in ("n", *counts.properties):
+            slot[column] = slot.get(column, 0.0) + float(row[column] or 0)  # type: ignore[arg-type]
     out = []
     for event, parts in sorted(per.items()):
         base, cur = parts.get("baseline"), parts.get("current")
         if not base or not cur or base["n"] < 20 or cur["n"] < 20:
             continue
-        for column in props:
+        for column in counts.properties:
             b, c = base[column] / base["n"], cur[column] / cur["n"]
             name = "properties." + column[len("prop_") :]
             if b >= 0.5 and c == 0:
@@ -278,9 +346,11 @@ def check_integrity(
     backend: BaseBackend, metric: MetricBase, current: Window, baselines: Sequence[Window]
 ) -> IntegrityReport:
     """All checks and the verdict (see the module docstring)."""
-    volumes = _volumes(backend, current, baselines)
-    lateness = _lateness(backend, current, baselines)
-    schema = _schema(backend, current, baselines)
+    counts = window_counts(backend, current, baselines)
+    volumes = _volumes(counts, max(len(baselines), 1))
+    lateness = _lateness(counts)
+    schema = _schema(counts)
+    rejected = _rejections(counts)
     reconciliation = _reconcile(backend, current, baselines)
     read = event_names_read(metric) or set()
     evidence: list[str] = []
@@ -311,6 +381,13 @@ def check_integrity(
                 f"source {late.source}: {late.current_late_share:.1%} of events arrived > {LATE_SECONDS}s late (baseline {late.baseline_late_share:.1%})"
             )
             verdict = verdict if verdict == MEASUREMENT_ISSUE else WARNING
+    for r in rejected:
+        if r.spike:
+            evidence.append(
+                f"source {r.source}: {r.current_rejected:,.0f} messages rejected at ingest "
+                f"({r.current_share:.1%} of submitted, baseline {r.baseline_share:.1%}, p = {r.p_value:.1e})"
+            )
+            verdict = verdict if verdict == MEASUREMENT_ISSUE else WARNING
     for item in schema:
         if not read or item.event in read:
             evidence.append(
@@ -319,7 +396,7 @@ def check_integrity(
             verdict = verdict if verdict == MEASUREMENT_ISSUE else WARNING
     if not evidence:
         evidence.append(
-            "volumes, lateness, schema and the ledger reconciliation are consistent with the baseline"
+            "volumes, lateness, rejections, schema and the ledger reconciliation are consistent with the baseline"
         )
     return IntegrityReport(
         verdict,
@@ -328,5 +405,5 @@ def check_integrity(
         tuple(lateness),
         tuple(schema),
         reconciliation,
-        "not measured: the ingest API returns rejections to the sender and does not persist them",
+        tuple(rejected),
     )

@@ -24,7 +24,7 @@ import numpy as np
 from ibis.backends import BaseBackend
 
 from tripwire.metrics.catalog import catalog_files
-from tripwire.metrics.definitions import FunnelMetric, MetricBase
+from tripwire.metrics.definitions import FunnelMetric, MetricBase, events_read
 from tripwire.metrics.loader import MetricCatalog, load_catalog, metric_files
 from tripwire.monitor.changes import Change, ChangeLog
 from tripwire.rca import data
@@ -370,6 +370,15 @@ def _sum_funnels(tables: list[data.FunnelCounts]) -> data.FunnelCounts:
     return out
 
 
+def _hot_events(metric: MetricBase, funnel: FunnelMetric | None) -> frozenset[str] | None:
+    """The events the investigation scans again and again (None: any event)."""
+    names = events_read(metric)
+    if names is None or funnel is None:
+        return names
+    steps = events_read(funnel)
+    return None if steps is None else names | steps
+
+
 def investigate(
     workspace: Workspace,
     metric_name: str,
@@ -383,6 +392,14 @@ def investigate(
     started, clock = datetime.now(UTC), time.perf_counter()
     if at.tzinfo is None:
         raise InvestigationError(f"--at {at}: give a timezone (UTC)")
+    catalog = metric_catalog(workspace)
+    if metric_name not in catalog:
+        raise InvestigationError(
+            f"unknown metric {metric_name!r} (known: {', '.join(sorted(catalog.metrics))})"
+        )
+    metric = catalog[metric_name]
+    funnels = [m for m in catalog if isinstance(m, FunnelMetric)]
+    funnel = related_funnel(metric, funnels)
     if backend is None:
         backend = connect(workspace)
         days = data.lake_days(workspace.lake_dir)
@@ -393,21 +410,17 @@ def investigate(
         # Seven baseline days before the onset search span (regime history, baselines).
         first_day = (at - ONSET_LOOKBACK - timedelta(days=7)).date()
         data.focus_lake(
-            backend, workspace.lake_dir, max(first_day, days[0]), (at + REGIME_LOOKAHEAD).date()
+            backend,
+            workspace.lake_dir,
+            max(first_day, days[0]),
+            (at + REGIME_LOOKAHEAD).date(),
+            events=_hot_events(metric, funnel),
         )
-    catalog = metric_catalog(workspace)
-    if metric_name not in catalog:
-        raise InvestigationError(
-            f"unknown metric {metric_name!r} (known: {', '.join(sorted(catalog.metrics))})"
-        )
-    metric = catalog[metric_name]
     bounds = data.data_bounds(backend)
     if not bounds[0] < at <= bounds[1] + timedelta(hours=1):
         raise InvestigationError(
             f"--at {at:%Y-%m-%d %H:%M} UTC is outside the data ({bounds[0]:%Y-%m-%d %H:%M} – {bounds[1]:%Y-%m-%d %H:%M})"
         )
-    funnels = [m for m in catalog if isinstance(m, FunnelMetric)]
-    funnel = related_funnel(metric, funnels)
     provisional, first, leaves, counts = _provisional(backend, metric, funnel, at, bounds)
     provisional_baselines = data.baseline_windows(provisional, data_start=bounds[0])
     lost = (

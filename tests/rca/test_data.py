@@ -1,0 +1,114 @@
+"""What investigations read: the focused lake (hot events in memory, the rest as Parquet)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tripwire.metrics.definitions import events_read, parse_metric
+from tripwire.rca.data import focus_lake
+from tripwire.store.engine import connect_lake
+from tripwire.store.lake import write_events
+
+T0 = datetime(2026, 11, 2, 12, tzinfo=UTC)
+
+
+def _envelopes(n_days: int = 3) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for day in range(n_days):
+        for i in range(30):
+            ts = T0 + timedelta(days=day, minutes=i)
+            for event, props in (
+                ("Order Completed", {"revenue": float(i), "order_id": f"o{day}-{i}"}),
+                ("Turn Completed", {"latency_ms": 100.0 + i, "resolved": i % 2 == 0}),
+                ("$latency", {"stage": "asr", "ms": 10.0 * i}),
+            ):
+                out.append(
+                    {
+                        "messageId": f"{event}-{day}-{i}",
+                        "type": "track",
+                        "event": event,
+                        "userId": f"u{i % 7}",
+                        "timestamp": ts.isoformat(),
+                        "receivedAt": (ts + timedelta(seconds=i)).isoformat(),
+                        "properties": props,
+                        "context": {"locale": "en-GB" if i % 3 else "de-DE"},
+                        "source": "app",
+                    }
+                )
+    return out
+
+
+QUERY = (
+    "SELECT event, locale, count(*) AS n, sum(prop_revenue) AS revenue, "
+    "sum(prop_latency_ms) AS latency, sum(prop_ms) AS ms, min(timestamp) AS first "
+    "FROM events WHERE timestamp >= '2026-11-03' GROUP BY ALL ORDER BY ALL"
+)
+
+
+@pytest.mark.parametrize(
+    "hot", [None, {"Order Completed"}, {"Order Completed", "Turn Completed"}, set()]
+)
+def test_the_focused_view_reads_the_same_rows_whatever_is_materialised(
+    tmp_path: Path, hot: set[str] | None
+) -> None:
+    write_events(tmp_path, _envelopes())
+    plain = connect_lake(tmp_path)
+    expected = plain.raw_sql(QUERY).fetchall()  # type: ignore[attr-defined]
+    focused = connect_lake(tmp_path)
+    materialised = focus_lake(focused, tmp_path, date(2026, 11, 2), date(2026, 11, 4), hot)
+    assert materialised == (3 * 3 if hot is None else 3 * len(hot))
+    assert focused.raw_sql(QUERY).fetchall() == expected  # type: ignore[attr-defined]
+    # Ibis sees every column of every event (the union of both parts)
+    assert {"prop_revenue", "prop_latency_ms", "prop_ms"} <= set(focused.table("events").columns)
+
+
+def test_days_outside_the_focus_are_left_out(tmp_path: Path) -> None:
+    write_events(tmp_path, _envelopes())
+    backend = connect_lake(tmp_path)
+    focus_lake(backend, tmp_path, date(2026, 11, 3), date(2026, 11, 3), {"Order Completed"})
+    rows = backend.raw_sql(  # type: ignore[attr-defined]
+        "SELECT event, count(*) FROM events GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert rows == [("$latency", 30), ("Order Completed", 30), ("Turn Completed", 30)]
+
+
+def test_events_read_is_a_superset_or_none_for_any_event() -> None:
+    ratio = parse_metric(
+        {
+            "name": "conversion",
+            "type": "ratio",
+            "numerator": {"events": ["Order Completed"]},
+            "denominator": {"events": ["Session Started"]},
+        }
+    )
+    assert events_read(ratio) == {"Order Completed", "Session Started"}
+    open_side = parse_metric(
+        {
+            "name": "per_event",
+            "type": "ratio",
+            "numerator": {"events": ["Order Completed"]},
+            "denominator": {},
+        }
+    )
+    assert events_read(open_side) is None
+    narrowed = parse_metric(
+        {
+            "name": "narrowed",
+            "type": "ratio",
+            "events": ["Turn Completed"],
+            "numerator": {"where": {"properties.resolved": True}},
+            "denominator": {},
+        }
+    )
+    assert events_read(narrowed) == {"Turn Completed"}
+    funnel = parse_metric(
+        {"name": "f", "type": "funnel", "steps": ["Session Started", "Order Completed"]}
+    )
+    assert events_read(funnel) == {"Session Started", "Order Completed"}
+    retention = parse_metric({"name": "r", "type": "retention", "days": [7, 14]})
+    assert events_read(retention) is None
+    count_all = parse_metric({"name": "all", "type": "count"})
+    assert events_read(count_all) is None
