@@ -82,6 +82,7 @@ ENVELOPE_BATCH_SCHEMA = pa.schema(
     ]
 )
 _COLUMNS = ENVELOPE_BATCH_SCHEMA.names
+_JSON_FIELD = ENVELOPE_BATCH_SCHEMA.field("properties")
 _STANDARD_KEYS = frozenset(
     {
         "messageId", "type", "event", "name", "userId", "anonymousId", "timestamp",
@@ -241,34 +242,56 @@ _DUMP_CHUNK = 256
 
 def _json_array(
     values: Sequence[Any], dump: Callable[[Any], bytes] = orjson.dumps, *, shared: bool = False
-) -> pa.Array:
-    """``dump`` (JSON text) of every value as one Arrow string array.
+) -> Column:
+    """``dump`` (JSON text) of every value: a list of ``bytes`` for a small batch, else one
+    Arrow string array.
 
-    Why not a list of ``bytes``: orjson gives each text its own allocation of at least
-    4 KB, so a batch that waits for its commit with thousands of texts alive would hold
-    4 KB per object whatever its length (RSS, page faults: +5 µs per event in-process).
-    The texts are joined every :data:`_DUMP_CHUNK` values and dropped, so their memory is
-    reused. ``shared``: the values are mostly a few objects (one context for a whole
-    batch), dumped once each. Raises what ``dump`` raises.
+    Why not always a list: orjson gives each text its own allocation of at least 4 KB, so
+    a large batch waiting for its commit with thousands of texts alive would hold 4 KB per
+    object whatever its length (RSS, page faults: +5 µs per event in-process). Above
+    :data:`_DUMP_CHUNK` values the texts are joined every chunk and dropped, so their
+    memory is reused; below it Arrow's fixed cost per array would dominate.
+    ``shared``: the values are mostly a few objects (one context for a whole batch),
+    dumped once each. Raises what ``dump`` raises.
     """
+    memo: dict[int, bytes] = {}
+    if len(values) <= _DUMP_CHUNK:
+        return _dumped(values, dump, memo if shared else None)
     n = len(values)
     lengths = np.empty(n, np.int64)
     chunks = []
-    memo: dict[int, bytes] = {}
     for start in range(0, n, _DUMP_CHUNK):
-        part = values[start : start + _DUMP_CHUNK]
-        if shared:
-            texts = []
-            for value in part:
-                text = memo.get(id(value))
-                if text is None:
-                    text = memo[id(value)] = dump(value)
-                texts.append(text)
-        else:
-            texts = list(map(dump, part))
+        texts = _dumped(values[start : start + _DUMP_CHUNK], dump, memo if shared else None)
         lengths[start : start + len(texts)] = list(map(len, texts))
         chunks.append(b"".join(texts))
     return _string_array(lengths, b"".join(chunks))
+
+
+def _dumped(
+    values: Sequence[Any], dump: Callable[[Any], bytes], memo: dict[int, bytes] | None
+) -> list[bytes]:
+    if memo is None:
+        return list(map(dump, values))
+    texts = []
+    for value in values:
+        text = memo.get(id(value))
+        if text is None:
+            text = memo[id(value)] = dump(value)
+        texts.append(text)
+    return texts
+
+
+def _oversized(columns: Sequence[Column], limit: int) -> list[int]:
+    """Rows whose texts in ``columns`` (JSON columns) take more than ``limit`` bytes together."""
+    if all(type(column) is list for column in columns):
+        sizes = list(map(len, columns[0]))
+        for column in columns[1:]:
+            sizes = list(map(int.__add__, sizes, map(len, column)))
+        if not sizes or max(sizes) <= limit:
+            return []
+        return [i for i, size in enumerate(sizes) if size > limit]
+    total = sum(pc.binary_length(_array(_JSON_FIELD, c)).to_numpy() for c in columns)
+    return np.flatnonzero(total > limit).tolist()  # type: ignore[no-any-return]
 
 
 def _dumps_object(value: Any) -> bytes:
@@ -691,7 +714,7 @@ def _fast_batch(
         contexts = [{**base_context, **c} for c in contexts]
 
     # JSON of the three objects (this also proves the message serializes)
-    json_columns: list[pa.Array]
+    json_columns: list[Column]
     try:
         json_columns = [
             _json_array(properties, _dumps_object),
@@ -708,10 +731,9 @@ def _fast_batch(
                 row = [b"{}", b"{}", b"{}"]
             for column_texts, json_text in zip(json_texts, row, strict=True):
                 column_texts.append(json_text)
-        json_columns = [_json_column(column_texts) for column_texts in json_texts]
+        json_columns = list(json_texts)
     if max_event_bytes is not None:
-        sizes = sum(pc.binary_length(column).to_numpy() for column in json_columns)
-        demote.update(np.flatnonzero(sizes > max_event_bytes - _SIZE_SLACK).tolist())
+        demote.update(_oversized(json_columns, max_event_bytes - _SIZE_SLACK))
 
     # times: canonical client timestamps (each distinct text parsed once), clock skew corrected
     client: list[Any] = [m.get("timestamp") for m in ms]
