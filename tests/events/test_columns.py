@@ -149,3 +149,40 @@ def test_rejection_records_name_source_key_field_and_reason():
     assert {r["source"] for r in records} == {"app"} and records[0]["receivedAt"].startswith(
         "2026-03-01T12"
     )
+
+
+digit_times = st.builds(
+    "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}{}Z".format,
+    st.sampled_from([0, 1969, 1970, 2024, 2026, 2199, 2200, 9999]),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 24),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.sampled_from(["", ".000", ".250", ".999999", ".1"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(digit_times, min_size=1, max_size=8),
+    st.sampled_from([None, "2026-03-01T12:00:05Z", "1970-01-01T00:00:01Z"]),
+)
+def test_column_wise_time_parsing_decides_like_fromisoformat(monkeypatch_times, times, sent_at):
+    """Arrow parses a large batch's canonical times (here forced on small ones): the same
+    envelopes and rejections as the per-message path, invalid dates and ranges included."""
+    batch = [
+        {"type": "track", "event": "E", "userId": "u", "messageId": f"m{i}", "timestamp": t}
+        for i, t in enumerate(times)
+    ]
+    assert_same_decisions(batch, sent_at=sent_at)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_times():
+    from tripwire.events import columns
+
+    saved = columns._ARROW_TIMES_MIN_ROWS
+    columns._ARROW_TIMES_MIN_ROWS = 1
+    yield
+    columns._ARROW_TIMES_MIN_ROWS = saved

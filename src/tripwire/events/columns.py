@@ -737,43 +737,65 @@ def _fast_batch(
 
     # times: canonical client timestamps (each distinct text parsed once), clock skew corrected
     client: list[Any] = [m.get("timestamp") for m in ms]
-    if set(map(type, client)) <= {str} and all(map(_canonical, client)):
-        texts: list[str | None] = client
-    else:
-        texts = [t if type(t) is str and _canonical(t) else None for t in client]
-        demote.update(
-            i
-            for i, (raw_time, text) in enumerate(zip(client, texts, strict=True))
-            if raw_time is not None and text is None
-        )
     received_us = (received_moment - _EPOCH) // _ONE_US
     sent_us = None if sent is None else (sent - _EPOCH) // _ONE_US
     skew = 0 if sent_us is None else received_us - sent_us
-    original_us: list[int | None] = []
-    corrected: list[int] = []
-    seen: dict[str, int] = {}
-    for i, text in enumerate(texts):
-        if text is None:
-            original_us.append(None)
-            corrected.append(received_us)
-            continue
-        us = seen.get(text)
-        if us is None:
-            try:
-                us = seen[text] = (_fromisoformat(text) - _EPOCH) // _ONE_US
-            except ValueError:
-                demote.add(i)
-                original_us.append(None)
-                corrected.append(received_us)
+    original_us: Column
+    corrected: Column
+    texts: list[str | None]
+    client_texts: Column  # the client's times as sent (the canonical ones)
+    parsed = _canonical_micros(client)
+    if parsed is not None:  # all canonical: parsed column-wise
+        texts = client
+        client_texts, moments = parsed
+        fixed = moments + skew
+        out_of_range = (
+            (moments < _EARLIEST_US)
+            | (moments >= _LATEST_US)
+            | (fixed < _EARLIEST_US)
+            | (fixed >= _LATEST_US)
+        )
+        demote.update(np.flatnonzero(out_of_range).tolist())
+        original_us = pa.array(moments, pa.int64()).cast(TS)
+        corrected = pa.array(fixed, pa.int64()).cast(TS)
+    else:
+        if set(map(type, client)) <= {str} and all(map(_canonical, client)):
+            texts = client
+        else:
+            texts = [t if type(t) is str and _canonical(t) else None for t in client]
+            demote.update(
+                i
+                for i, (raw_time, text) in enumerate(zip(client, texts, strict=True))
+                if raw_time is not None and text is None
+            )
+        client_texts = texts
+        original_list: list[int | None] = []
+        corrected_list: list[int] = []
+        seen: dict[str, int] = {}
+        for i, text in enumerate(texts):
+            if text is None:
+                original_list.append(None)
+                corrected_list.append(received_us)
                 continue
-        fixed = us + skew
-        if not (_EARLIEST_US <= us < _LATEST_US and _EARLIEST_US <= fixed < _LATEST_US):
-            demote.add(i)
-        original_us.append(us)
-        corrected.append(fixed)
+            us = seen.get(text)
+            if us is None:
+                try:
+                    us = seen[text] = (_fromisoformat(text) - _EPOCH) // _ONE_US
+                except ValueError:
+                    demote.add(i)
+                    original_list.append(None)
+                    corrected_list.append(received_us)
+                    continue
+            fixed_us = us + skew
+            if not (_EARLIEST_US <= us < _LATEST_US and _EARLIEST_US <= fixed_us < _LATEST_US):
+                demote.add(i)
+            original_list.append(us)
+            corrected_list.append(fixed_us)
+        original_us, corrected = original_list, corrected_list
 
+    timestamp_text: Column
     if sent is None:
-        timestamp_text = texts if texts is client else [t or received_text for t in texts]
+        timestamp_text = client_texts if texts is client else [t or received_text for t in texts]
     else:
         timestamp_text = [None if t is not None else received_text for t in texts]
     sessions = [p.get("session_id", p.get("$session_id")) for p in properties]
@@ -802,12 +824,39 @@ def _fast_batch(
         "context": json_columns[1],
         "traits": json_columns[2],
         "timestamp_text": timestamp_text,
-        "original_timestamp_text": texts,
+        "original_timestamp_text": client_texts,
         "sent_at_text": [None if sent is None else format_timestamp(sent)] * n,
         "received_at_text": [received_text] * n,
         "raw": [None] * n,
     }
     return sorted(demote), EnvelopeBatch(columns)
+
+
+#: Batches from this many rows have their timestamps parsed column-wise by Arrow.
+_ARROW_TIMES_MIN_ROWS = 256
+#: RFC 3339 UTC as SDKs send it, digits checked (stricter than :func:`_canonical`).
+_CANONICAL_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3}|\.[0-9]{6})?Z$"
+
+
+def _canonical_micros(client: list[Any]) -> tuple[pa.Array, np.ndarray] | None:
+    """The client times as an Arrow string array and as µs since the epoch, when every
+    one is a canonical text Arrow parses (None: the per-row path decides).
+
+    Exact: on texts of this shape Arrow's ISO 8601 parser refuses what ``fromisoformat``
+    refuses (a bad month, day of month, hour, minute or second: the whole cast fails)
+    and gives the same instant otherwise; year 0, which only ``fromisoformat`` refuses,
+    is outside the accepted range either way. ~0.1 µs per event instead of ~0.8.
+    """
+    if len(client) < _ARROW_TIMES_MIN_ROWS or set(map(type, client)) != {str}:
+        return None
+    texts = pa.array(client, pa.string())
+    if not pc.all(pc.match_substring_regex(texts, _CANONICAL_RE)).as_py():
+        return None
+    try:
+        moments = texts.cast(TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return texts, moments.cast(pa.int64()).to_numpy()
 
 
 def _canonical(value: str) -> bool:
