@@ -504,12 +504,36 @@ def _is_id(value: Any) -> bool:
     return type(value) is str and bool(value) and not value.isspace()
 
 
+#: The fields of a message whose every row is fast without looking further (no
+#: ``integrations``, no ``sentAt`` of its own).
+_PLAIN_FIELDS = _FAST_FIELDS - {"integrations"}
+
+
+def _all_plain(messages: Sequence[Any]) -> bool:
+    """Every message is a dict with only :data:`_PLAIN_FIELDS`, a fast-path ``type`` and, if a
+    track call, a string ``event``: the per-row checks of :func:`_fast_rows` in a few C-level
+    passes over the batch (the usual case)."""
+    if not messages or set(map(type, messages)) != {dict}:
+        return False
+    if not all(map(_PLAIN_FIELDS.issuperset, messages)):
+        return False
+    kinds = [m.get("type") for m in messages]
+    if set(map(type, kinds)) != {str} or not _FAST_KINDS.issuperset(kinds):
+        return False
+    events = [m.get("event") for m in messages]
+    return set(map(type, events)) == {str} or all(
+        type(e) is str or k != "track" for e, k in zip(events, kinds, strict=True)
+    )
+
+
 def _fast_rows(messages: Sequence[Any], batch_sent: Any) -> tuple[list[int], list[int]]:
     """Indices of messages the column-wise path can take, and of those it cannot.
 
     A message's own ``sentAt`` replaces the batch's; the fast path takes it only when it is
     null and the batch has none either (historical imports send ``"sentAt": null``).
     """
+    if _all_plain(messages):
+        return list(range(len(messages))), []
     known = (_FAST_FIELDS if batch_sent is not None else _FAST_FIELDS | {"sentAt"}).issuperset
     kinds = _FAST_KINDS
     fast = []
