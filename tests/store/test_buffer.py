@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from tripwire.store.buffer import ARCHIVER, Buffer, BufferClosed, BufferError, encode_envelopes
@@ -283,3 +284,19 @@ def test_a_group_commit_finds_duplicates_across_its_appends_exactly(buffer):
     assert [(r.stored, r.duplicate_indexes) for r in results] == [(2, ()), (1, (0, 1))]
     assert [r.message_id for r in buffer.read_after(0, 10)] == ["z", "p", "q", "x", "y", "w"]
     assert keys == {"z", "p", "q", "x", "y", "w"}
+
+
+@pytest.mark.parametrize("rows", [3, 2_500])
+def test_small_and_large_segments_decode_to_the_same_table(tmp_path, rows):
+    """Small groups are one LZ4 frame, large ones compress per Arrow buffer: both read back
+    as the appended envelopes."""
+    from tripwire.store.buffer import _FRAMED_MAGIC, _FRAMED_MAX_ROWS
+
+    envelopes = [envelope(f"m{i}", received="2026-11-01T10:00:00Z") for i in range(rows)]
+    expected = encode_envelopes(envelopes).batch
+    with Buffer(tmp_path / "b.db") as buf:
+        buf.append(envelopes)
+        chunk = buf.read_chunk(0, rows + 10)
+        (blob,) = buf._query("SELECT data FROM segments")[0]
+    assert (blob[:4] == _FRAMED_MAGIC) == (rows < _FRAMED_MAX_ROWS)
+    assert chunk is not None and chunk.table.equals(pa.Table.from_batches([expected]))
