@@ -1,4 +1,6 @@
-"""The archiver: buffer → lake exactly once, across crashes, with compaction and rewind."""
+"""The archiver: buffer → lake exactly once, across crashes, with compaction and rewind; its
+pipeline (read chunk k+2, convert k+1, write k at once) writes the same lake as one chunk at a
+time, and a failure of any stage commits nothing after the last whole chunk."""
 
 from __future__ import annotations
 
@@ -6,10 +8,13 @@ import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
+import tripwire.ingest.archiver as module
 from tripwire.ingest.archiver import ArchiveFile, Archiver, ArchiverBusy
 from tripwire.store.buffer import ARCHIVER, Buffer
 from tripwire.store.lake import create_events_view, events_dir
@@ -134,7 +139,6 @@ def test_compaction_merges_small_files_once_even_after_a_crash(tmp_path, buffer,
     # Crash after the merged file is in place but before the originals are deleted.
     buffer.append(envelopes(200, prefix="n"))
     archiver.run()
-    import tripwire.ingest.archiver as module
 
     def no_unlink(path):
         raise OSError("simulated crash before deleting merged files")
@@ -179,3 +183,70 @@ def test_only_one_archiver_runs_at_a_time(tmp_path, buffer):
     second = Archiver(buffer, tmp_path / "lake")
     with first._locked(), pytest.raises(ArchiverBusy):
         second.run()
+
+
+def _files(lake: Path) -> dict[str, object]:
+    root = events_dir(lake)
+    return {
+        p.relative_to(root).as_posix(): pq.read_table(p)
+        for p in sorted(root.glob("date=*/event=*/*.parquet"))
+    }
+
+
+def test_pipelined_run_writes_the_same_lake_as_one_chunk_at_a_time(tmp_path, buffer):
+    buffer.append(envelopes(700))
+    pipelined = Archiver(buffer, tmp_path / "a", chunk_rows=90, consumer="a")
+    result = pipelined.run(prune=False)
+    assert (result.events, result.chunks, result.committed_offset) == (700, 8, 700)
+    stepwise = Archiver(buffer, tmp_path / "b", chunk_rows=90, consumer="b")
+    with stepwise._locked():
+        steps = [stepwise.archive_chunk() for _ in range(9)]
+    assert [events for events, _ in steps] == [90] * 7 + [70, 0]
+    assert sum(files for _, files in steps) == result.files
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert list(a) == list(b) and len(a) == result.files
+    for name, table in a.items():
+        assert table.equals(b[name]), name
+    assert_exactly_once(tmp_path / "a", 700)
+
+
+def test_max_chunks_stops_the_pipeline(tmp_path, buffer):
+    buffer.append(envelopes(500))
+    archiver = Archiver(buffer, tmp_path / "lake", chunk_rows=100)
+    assert archiver.run(max_chunks=2).events == 200
+    assert buffer.committed(ARCHIVER) == 200
+    assert len(lake_ids(tmp_path / "lake")) == 200
+    assert archiver.run().events == 300
+    assert_exactly_once(tmp_path / "lake", 500)
+
+
+@pytest.mark.parametrize("failing", ["write", "convert"])
+def test_a_failing_stage_commits_only_whole_chunks_before_it(
+    tmp_path, buffer, monkeypatch, failing
+):
+    buffer.append(envelopes(500))
+    real_write, real_convert = module.write_table, module.envelope_batch_to_table
+    calls = {"write": 0, "convert": 0}
+
+    def write(*args, **kwargs):
+        calls["write"] += 1
+        if failing == "write" and calls["write"] == 3:
+            raise OSError("disk full")
+        return real_write(*args, **kwargs)
+
+    def convert(*args, **kwargs):
+        calls["convert"] += 1
+        if failing == "convert" and calls["convert"] == 3:
+            raise ValueError("bad chunk")
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(module, "write_table", write)
+    monkeypatch.setattr(module, "envelope_batch_to_table", convert)
+    with pytest.raises((OSError, ValueError)):
+        Archiver(buffer, tmp_path / "lake", chunk_rows=100).run()
+    # chunks 1 and 2 were written whole (chunk 2's write overlaps chunk 3's conversion)
+    assert buffer.committed(ARCHIVER) == 200
+    monkeypatch.undo()
+    result = Archiver(buffer, tmp_path / "lake", chunk_rows=100).run()
+    assert result.events == 300
+    assert_exactly_once(tmp_path / "lake", 500)

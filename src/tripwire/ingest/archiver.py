@@ -1,7 +1,9 @@
 """The archiver: the buffer consumer that turns buffered envelopes into the Parquet lake.
 
 It reads the buffer in chunks (offset order) and writes each chunk's rows into the lake's
-date × event partitions, then commits the chunk's last offset.
+date × event partitions, then commits the chunk's last offset. Reading, converting and
+writing overlap (chunk k+2, k+1 and k at once, see :meth:`Archiver._archive`); commits stay
+in offset order.
 
 Exactly once, across crashes:
 
@@ -30,6 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +40,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tripwire.store.buffer import ARCHIVER, Buffer
+from tripwire.store.buffer import ARCHIVER, Buffer, ReadChunk
 from tripwire.store.lake import (
     ENVELOPE_COLUMNS,
+    PROPERTY_TYPES_FILE,
+    PropertyTypes,
+    envelope_batch_to_table,
     events_dir,
     fsync_directory,
-    write_envelope_batch,
     write_file_atomically,
+    write_table,
 )
 from tripwire.store.workspace import Workspace
 
@@ -54,6 +60,8 @@ LOCK_FILE = ".archiver.lock"
 #: Rows per chunk: large enough that JSON parsing and Parquet writing run vectorised and
 #: files are not tiny, small enough to bound memory (~1 KB per envelope in flight).
 DEFAULT_CHUNK_ROWS = 200_000
+#: Threads writing one chunk's partition files (the machine target is 2 cores).
+WRITE_THREADS = 2
 #: Files below this size are merged by :meth:`Archiver.compact`.
 DEFAULT_SMALL_FILE_BYTES = 16 * 1024 * 1024
 
@@ -192,33 +200,80 @@ class Archiver:
 
     def archive_chunk(self) -> tuple[int, int]:
         """Archive the next chunk (lock must be held); returns ``(events, files)``."""
-        committed = self.buffer.committed(self.consumer)
-        chunk = self.buffer.read_chunk(committed, self.chunk_rows)
-        if chunk is None:
-            return 0, 0
-        first, last = chunk.first_offset, chunk.last_offset
-        files = write_envelope_batch(
-            self.lake_dir, chunk.table, file_id=archive_file_name(first, last), durable=True
+        events, _, files = self._archive(max_chunks=1)
+        return events, files
+
+    def _archive(self, *, max_chunks: int | None) -> tuple[int, int, int]:
+        """Archive chunks until the buffer is caught up (or ``max_chunks``), as a pipeline;
+        returns ``(events, chunks, files)``. The lock must be held.
+
+        Three stages overlap on the 2 cores, each mostly outside the GIL: a reader thread
+        fetches and decodes chunk k+2 (SQLite, Arrow IPC), this thread converts chunk k+1 to
+        lake rows (Arrow's JSON reader), and a writer thread writes chunk k's partitions
+        (Parquet encoding, zstd, fsync; itself on :data:`WRITE_THREADS` threads). Offsets
+        are still committed one chunk at a time, in order, each only once all of its files
+        are durable: a crash leaves at most uncommitted files, which :meth:`recover`
+        deletes. The property types registry is saved before a chunk's files are written
+        (it only ever grows, and the rows of a chunk re-archived after a crash meet the
+        same types).
+        """
+        types = PropertyTypes(events_dir(self.lake_dir) / PROPERTY_TYPES_FILE)
+        events = chunks = files = 0
+        with ThreadPoolExecutor(2, thread_name_prefix="archiver") as pool:
+            offset = self.buffer.committed(self.consumer)
+            reading: Future[ReadChunk | None] | None = pool.submit(
+                self.buffer.read_chunk, offset, self.chunk_rows
+            )
+            writing: tuple[ReadChunk, Future[list[Path]]] | None = None
+            while reading is not None:
+                chunk = reading.result()
+                if chunk is None:
+                    break
+                chunks += 1
+                more = max_chunks is None or chunks < max_chunks
+                reading = (
+                    pool.submit(self.buffer.read_chunk, chunk.last_offset, self.chunk_rows)
+                    if more
+                    else None
+                )
+                try:
+                    table = envelope_batch_to_table(chunk.table, types)
+                    types.save()
+                finally:  # the previous chunk is whole even if this one cannot be converted
+                    if writing is not None:
+                        files += self._commit(*writing)
+                        events += len(writing[0])
+                writing = (chunk, pool.submit(self._write, chunk, table))
+            if writing is not None:
+                files += self._commit(*writing)
+                events += len(writing[0])
+        return events, chunks, files
+
+    def _write(self, chunk: ReadChunk, table: pa.Table) -> list[Path]:
+        return write_table(
+            self.lake_dir,
+            table,
+            file_id=archive_file_name(chunk.first_offset, chunk.last_offset),
+            durable=True,
+            threads=WRITE_THREADS,
         )
+
+    def _commit(self, chunk: ReadChunk, writing: Future[list[Path]]) -> int:
+        """Wait until ``chunk``'s files are in place, then commit its last offset; returns how
+        many files it wrote. A failed write raises here, before the commit."""
+        written = writing.result()
         if self.after_write is not None:
-            self.after_write(first, last)
-        self.buffer.commit(self.consumer, last)
-        return len(chunk), len(files)
+            self.after_write(chunk.first_offset, chunk.last_offset)
+        self.buffer.commit(self.consumer, chunk.last_offset)
+        return len(written)
 
     def run(self, *, max_chunks: int | None = None, prune: bool = True) -> ArchiveResult:
         """Recover, then archive until the buffer is caught up (or ``max_chunks``), then prune
         buffer rows that are past retention and archived."""
         started = time.perf_counter()
-        events = chunks = files = 0
         with self._locked():
             recovered = self.recover()
-            while max_chunks is None or chunks < max_chunks:
-                archived, written = self.archive_chunk()
-                if not archived:
-                    break
-                events += archived
-                files += written
-                chunks += 1
+            events, chunks, files = self._archive(max_chunks=max_chunks)
         pruned = self.buffer.prune().events if prune else 0
         return ArchiveResult(
             events=events,

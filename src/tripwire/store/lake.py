@@ -21,6 +21,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -536,42 +537,44 @@ def write_payloads(
 
 
 def write_table(
-    lake_dir: Path, table: pa.Table, *, file_id: str, durable: bool = False
+    lake_dir: Path,
+    table: pa.Table,
+    *,
+    file_id: str,
+    durable: bool = False,
+    threads: int = 1,
 ) -> list[Path]:
     """Split a table of lake rows into its date × event partitions and write one file each.
 
     Row order within a partition is the table's order. Flattened columns that are null in a
     whole partition are left out of its file (the view's ``union_by_name`` restores them).
     ``durable=True`` fsyncs each file before renaming it into place and, once all are in
-    place, each directory touched (once), so the files survive a power loss once this returns (the archiver needs this before it
-    lets the buffer forget the rows).
+    place, each directory touched (once), so the files survive a power loss once this
+    returns (the archiver needs this before it lets the buffer forget the rows).
+
+    ``threads > 1`` writes the partitions on that many threads: Parquet encoding,
+    compression and the fsyncs run without the GIL, so on 2 cores two threads write a chunk
+    in about half the wall time.
     """
     if table.num_rows == 0:
         return []
-    days = pc.cast(table["timestamp"], pa.date32())
-    events = pc.dictionary_encode(table["event"])
-    if isinstance(events, pa.ChunkedArray):
-        events = events.combine_chunks()
-    # One integer key per row (day × event code); sort_indices is stable, so rows keep the
-    # table's order within a partition. (Sorting by the strings costs more.)
-    key = pc.add(
-        pc.multiply(pc.cast(pc.cast(days, pa.int32()), pa.int64()), len(events.dictionary)),
-        pc.cast(events.indices, pa.int64()),
-    )
-    order = pc.sort_indices(key)
+    order, partitions = partition_rows(table)
+    # One gather of the whole table (a ``take`` per partition would concatenate the
+    # table's chunks once per partition), then zero-copy slices.
     ordered = table.take(order)
-    sorted_key = pc.take(key, order)
-    if isinstance(sorted_key, pa.ChunkedArray):
-        sorted_key = sorted_key.combine_chunks()
-    changed = pc.not_equal(sorted_key[1:], sorted_key[:-1])
-    starts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), table.num_rows]
-    names = events.dictionary.to_pylist()
-    written = []
     created: set[Path] = set()
-    for start, stop in itertools.pairwise(starts):
+    targets: list[Path] = []
+    for day, event, _, _ in partitions:
+        target_dir = partition_dir(lake_dir, day, event)
+        if durable:
+            created.update(_make_directories(target_dir))
+        else:
+            target_dir.mkdir(parents=True, exist_ok=True)
+        targets.append(target_dir / f"part-{file_id}.parquet")
+
+    def write(index: int) -> None:
+        _, _, start, stop = partitions[index]
         part = ordered.slice(start, stop - start)
-        day_number, code = divmod(sorted_key[start].as_py(), len(names))
-        day, event = date.fromordinal(_EPOCH_ORDINAL + day_number), names[code]
         part = part.select(
             [
                 c
@@ -579,20 +582,50 @@ def write_table(
                 if c in ENVELOPE_COLUMNS or part[c].null_count < part.num_rows
             ]
         )
-        target_dir = partition_dir(lake_dir, day, event)
-        if durable:
-            created.update(_make_directories(target_dir))
-        else:
-            target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / f"part-{file_id}.parquet"
-        write_file_atomically(part, target, durable=durable, sync_directory=False)
-        written.append(target)
+        write_file_atomically(part, targets[index], durable=durable, sync_directory=False)
+
+    if threads > 1 and len(partitions) > 1:
+        with ThreadPoolExecutor(min(threads, len(partitions))) as pool:
+            list(pool.map(write, range(len(partitions))))  # re-raises the first failure
+    else:
+        for index in range(len(partitions)):
+            write(index)
     if durable:
         # Each directory once (not once per file): its renames, and the new directories'
         # entries in their parents. Only then may the caller count the rows as archived.
-        for directory in sorted({path.parent for path in written} | created):
+        for directory in sorted({path.parent for path in targets} | created):
             fsync_directory(directory)
-    return written
+    return targets
+
+
+def partition_rows(table: pa.Table) -> tuple[pa.Array, list[tuple[date, str, int, int]]]:
+    """The date × event partitions of lake rows: ``order``, row indices grouping the rows by
+    partition (keeping the table's order within one), and each partition's ``(day, event,
+    start, stop)`` range of ``order``.
+
+    One integer key per row (day × event code) and one stable ``sort_indices`` of it (sorting
+    by the strings costs more).
+    """
+    days = pc.cast(pc.cast(table["timestamp"], pa.date32()), pa.int32())
+    events = pc.dictionary_encode(table["event"])
+    if isinstance(events, pa.ChunkedArray):
+        events = events.combine_chunks()
+    names = events.dictionary.to_pylist()
+    key = pc.add(
+        pc.multiply(pc.cast(days, pa.int64()), len(names)), pc.cast(events.indices, pa.int64())
+    )
+    order = pc.sort_indices(key)
+    sorted_key = pc.take(key, order)
+    if isinstance(sorted_key, pa.ChunkedArray):
+        sorted_key = sorted_key.combine_chunks()
+    changed = pc.not_equal(sorted_key[1:], sorted_key[:-1])
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), table.num_rows]
+    partitions = []
+    for start, stop in itertools.pairwise(starts):
+        day_number, code = divmod(sorted_key[start].as_py(), len(names))
+        day = date.fromordinal(_EPOCH_ORDINAL + day_number)
+        partitions.append((day, names[code], start, stop))
+    return order, partitions
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -622,12 +655,15 @@ def write_file_atomically(
     half a file); with ``durable`` the data and (unless ``sync_directory=False``: the caller
     fsyncs the directory itself, once for many files) the rename are fsynced."""
     tmp = target.with_suffix(".parquet.tmp")
-    pq.write_table(
-        table,
-        tmp,
-        compression="zstd",
-        use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
-    )
+    # An open file, not a path: pyarrow resolves a path through its filesystem layer, which
+    # costs ~1 ms per file (the archiver writes hundreds of small partition files).
+    with pa.OSFile(str(tmp), "wb") as sink:
+        pq.write_table(
+            table,
+            sink,
+            compression="zstd",
+            use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
+        )
     if durable:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
