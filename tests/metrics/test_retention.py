@@ -139,16 +139,19 @@ def test_retention_matches_reference(
         assert row["value"] == pytest.approx(row["numerator"] / row["denominator"])
 
 
+@pytest.mark.parametrize("definition", CASES, ids=[c["name"] for c in CASES])
 def test_range_selects_cohorts_and_censors_by_range_end(
-    world: tuple[Any, list[dict[str, Any]]],
+    world: tuple[Any, list[dict[str, Any]]], definition: dict[str, Any]
 ) -> None:
+    """A bounded range: only start events in the range are grouped per unit and units
+    with an earlier start event are dropped; the result must still be the reference."""
     backend, events = world
-    metric = parse_metric(CASES[0])
+    metric = parse_metric(definition)
     assert isinstance(metric, RetentionMetric)
     start, end = T0 + timedelta(days=2), T0 + timedelta(days=20)
     table = timeseries(
         backend, [metric], Query(grain="day", dimensions=("locale",), start=start, end=end)
-    )["week2"].table
+    )[metric.name].table
     got = {
         (r["bucket"], r["locale"]): (int(r["numerator"]), int(r["denominator"]))
         for r in table.to_pylist()
@@ -156,7 +159,8 @@ def test_range_selects_cohorts_and_censors_by_range_end(
     # with an explicit end, data after it is not observed: windows must close by `end`
     observed = [e for e in events if datetime.fromisoformat(e["timestamp"]) < end]
     assert got == _reference(metric, observed, end, start, end)
-    assert all(bucket + timedelta(days=14) <= end for bucket, _ in got)
+    assert all(bucket + timedelta(days=metric.days[1]) <= end for bucket, _ in got)
+    assert sum(e for _, e in got.values()) > 5  # units first seen before `start` are out
 
 
 def test_no_eligible_cohort_is_an_empty_result(world: tuple[Any, list[dict[str, Any]]]) -> None:

@@ -23,6 +23,7 @@ import ibis.expr.types as ir
 from tripwire.metrics.compile import (
     Grain,
     _and,
+    _rebase,
     bucket,
     dimension,
     filter_condition,
@@ -64,10 +65,29 @@ def retention_expr(
     for i, ref in enumerate(dimensions):
         kept = (dimension_values or {}).get(ref)
         keys[f"__dim{i}"] = fold_other(dimension(starts, ref), kept)
+    # A unit is in the cohort when its first start event falls in [start, end) and at
+    # least b days before the data's end: its first start event is then its first one
+    # in that window, provided it has none before ``start``. So only the window's start
+    # events are grouped per unit (not the whole history), and the units with an
+    # earlier start event are dropped (a semi-join on one column).
+    last = data_end - b
     ts = starts.timestamp
-    first = starts.group_by("__unit").aggregate(
-        t0=ts.min(), **{name: expr.argmin(ts) for name, expr in keys.items()}
+    window = _and(
+        [
+            ts <= last,
+            ts >= start if start is not None else None,
+            ts < end if end is not None else None,
+        ]
     )
+    in_window = starts.filter(window)
+    ts = in_window.timestamp
+    first = in_window.group_by("__unit").aggregate(
+        t0=ts.min(),
+        **{name: _rebase(expr, starts, in_window).argmin(ts) for name, expr in keys.items()},
+    )
+    if start is not None:
+        earlier = starts.filter(starts.timestamp < start).select("__unit")
+        first = first.anti_join(earlier, "__unit")
     cohort_parts = [first.t0 + interval(b) <= data_end]
     if start is not None:
         cohort_parts.append(first.t0 >= start)
@@ -77,6 +97,10 @@ def retention_expr(
 
     return_cond = filter_condition(observed, metric.returning)
     returns = observed.filter(return_cond) if return_cond is not None else observed
+    if start is not None:  # returns of the cohort's units: after their start >= ``start``
+        returns = returns.filter(returns.timestamp > start)
+    if end is not None:
+        returns = returns.filter(returns.timestamp < end + b)
     returns = returns.select(__unit=unit_key(returns, metric.unit), ts=returns.timestamp)
     joined = cohort.select("__unit", "t0").join(returns, "__unit")
     hit = (joined.ts > joined.t0) & (joined.ts < joined.t0 + interval(b))

@@ -22,7 +22,7 @@ combination seen) with zero counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -34,6 +34,7 @@ from ibis.backends import BaseBackend
 
 from tripwire.metrics.compile import (
     OTHER,
+    EventSet,
     Grain,
     _and,
     compile_sql,
@@ -117,7 +118,9 @@ def timeseries(
     groups += [[m] for m in metrics if needs_own_scan(m)]
     for group in groups:
         source = _reading(backend, group, query)
-        expr = _scalar_expr(source, group, query, kept, _where(source, query))
+        expr = _scalar_expr(
+            source, group, query, kept, _where(source, query), _family_source(backend, query)
+        )
         arrow = backend.to_pyarrow(expr)
         for metric in group:
             results[metric.name] = _scalar_result(metric, arrow, query, expr, _dialect(backend))
@@ -168,6 +171,20 @@ def _query_days(query: Query) -> tuple[date, date] | None:
 
 def _where(table: ir.Table, query: Query) -> ir.BooleanValue | None:
     return _and([predicate(table, p) for p in query.where])
+
+
+def _family_source(backend: BaseBackend, query: Query) -> Callable[[EventSet], ir.Table]:
+    """Event names → their rows (their partitions of the query's days, where the engine
+    reads the lake directly) with the query's extra filters applied: one event family's
+    scan in :func:`~tripwire.metrics.compile.timeseries_expr`."""
+    days = _query_days(query)
+
+    def source(names: EventSet) -> ir.Table:
+        table = events_table(backend, names, days=days)
+        extra = _where(table, query)
+        return table.filter(extra) if extra is not None else table
+
+    return source
 
 
 def metric_sql(backend: BaseBackend, metric: MetricBase, query: Query) -> str:
@@ -234,6 +251,7 @@ def _scalar_expr(
     query: Query,
     kept: dict[str, tuple[str, ...]] | None,
     extra: ir.BooleanValue | None,
+    source: Callable[[EventSet], ir.Table] | None = None,
 ) -> ir.Table:
     filtered = table.filter(extra) if extra is not None else table
     return timeseries_expr(
@@ -244,6 +262,7 @@ def _scalar_expr(
         start=query.start,
         end=query.end,
         dimension_values=kept,  # type: ignore[arg-type]
+        source=source,
     )
 
 
