@@ -213,6 +213,164 @@ def threshold_for_rate(
     return h, est
 
 
+LLR_GRID = np.geomspace(1.0, 40.0, 40)  # thresholds (nats) of an LLR CUSUM bank
+LLR_BLOCK_SECONDS = 6 * 3600  # bootstrap blocks keep slow baseline errors (hours) whole
+
+
+def llr_threshold_for_rate(
+    grid: NDArray[np.float64], rates: NDArray[np.float64], target: float, *, days: float
+) -> tuple[float, float]:
+    """Smallest LLR-CUSUM threshold whose extrapolated false-alarm rate is ≤ ``target``.
+
+    For true likelihood ratios ``exp(S)`` is a martingale under the null, so an excursion
+    exceeds ``h`` with probability ``∝ e^{−h}``: log(rate) falls with slope −1 in ``h``.
+    The slope fitted over the top of the grid's reliable part (≥ 5 simulated alarms) is
+    kept when it is shallower (real noise beyond the model: a heavier tail) and replaced by
+    −1 when it is steeper (the sparse end of a finite replay, not a lighter tail).
+    """
+    counts = rates * days
+    reliable = np.flatnonzero(counts >= 5.0)
+    above = np.flatnonzero(rates > target)
+    floor = float(grid[above.max()]) if above.size else float(grid[0])
+    if reliable.size == 0:
+        return floor, float(rates[np.searchsorted(grid, floor)])
+    idx = reliable[-4:]
+    slope = -1.0
+    if idx.size >= 2:
+        fitted = float(np.polyfit(grid[idx], np.log(rates[idx]), 1)[0])
+        slope = min(max(fitted, -1.0), -1e-3)
+    anchor = int(idx[-1])
+    intercept = float(np.log(rates[anchor])) - slope * float(grid[anchor])
+    h = (np.log(target) - intercept) / slope
+    h = float(np.clip(max(h, floor), grid[0], grid[-1]))
+    return h, float(np.exp(intercept + slope * h))
+
+
+def hourly_dispersion(
+    config: DetectorConfig, recording: dict[str, NDArray[np.float64]], usable: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """Per-series noise factor (≥ 1, an sd ratio) of hourly sums against the LLR's model.
+
+    Minute buckets of a thin series cannot show over-dispersion (a turn is resolved or not),
+    but turns come in sessions and sessions in bursts: the hourly count of unresolved turns
+    varies more than a binomial. ``√mean((X − E)² / V)`` over the history's hours (``X``
+    observed, ``E`` expected, ``V`` the model variance of the hourly sum) measures that; the
+    LLR is divided by its square (quasi-likelihood), so the clusters do not read as evidence.
+    """
+    y, n, expected, sd = (recording[k] for k in ("y", "n", "expected", "sd"))
+    per_hour = max(1, 3600 // config.baseline.step_seconds)
+    live = usable & recording["active"].astype(bool) & np.isfinite(y) & np.isfinite(expected)
+    if config.kind == "proportion":
+        p = np.clip(expected, 1e-6, 1 - 1e-6)
+        x = np.where(live, y * n, 0.0)
+        e = np.where(live, p * n, 0.0)
+        v = np.where(live, n * p * (1 - p), 0.0)
+    else:
+        x = np.where(live, y, 0.0)
+        e = np.where(live, expected, 0.0)
+        v = np.where(live, sd * sd / np.square(np.fmax(sd, 1e-300) / sd), 0.0)
+    hours = x.shape[0] // per_hour
+    if hours == 0:
+        return np.ones(x.shape[1])
+
+    def hourly(a: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(a[: hours * per_hour].reshape(hours, per_hour, -1).sum(axis=1))
+
+    hx, he, hv = hourly(x), hourly(e), hourly(v)
+    ok = hv > 0
+    ratio = np.where(ok, np.square(hx - he) / np.where(ok, hv, 1.0), 0.0)
+    ratio = np.minimum(ratio, 25.0)  # one anomalous hour must not set the noise of all
+    count = ok.sum(axis=0)
+    phi = np.where(count >= 24, ratio.sum(axis=0) / np.maximum(count, 1), 1.0)
+    return np.asarray(np.sqrt(np.maximum(phi, 1.0)))
+
+
+def _block_rows(
+    rows: NDArray[np.int64], length: int, block: int, rng: np.random.Generator
+) -> NDArray[np.int64]:
+    """``length`` row indices: random runs of ``block`` consecutive entries of ``rows``."""
+    n_blocks = -(-length // block)
+    starts = rng.integers(0, max(rows.size - block, 0) + 1, size=n_blocks)
+    idx = np.minimum(starts[:, None] + np.arange(block)[None, :], rows.size - 1)
+    return rows[idx.ravel()[:length]]
+
+
+def llr_thresholds(
+    bank: DetectorBank,
+    recording: dict[str, NDArray[np.float64]],
+    usable: NDArray[np.bool_],
+    false_alarms_per_day: float,
+    *,
+    replay_days: float,
+    paths: int,
+    block: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-series thresholds of an LLR CUSUM bank meeting the false-alarm target.
+
+    Two null replays per series, each ``paths`` × ``replay_days`` long and built from blocks
+    of the history's ticks (so its traffic pattern, quiet nights included, is kept):
+
+    * *own*: the history's own LLR increments, block-bootstrapped — the series' real noise,
+      over-dispersion and baseline error included (needs ``MIN_OWN_SCORES`` scored ticks);
+    * *model*: fresh data drawn from the null model at each tick's traffic and expectation
+      (binomial counts, or Gaussian residuals at the tracked scale) — the floor no series
+      goes below, since a few days cannot show the tail a 1-in-10⁴ threshold lives in.
+
+    Each replay gives the maxima of its excursions (:func:`tripwire.monitor.llr.run_maxima`),
+    hence the alarm rate of every threshold at once; the threshold is read off the grid with
+    log(rate) extrapolated linearly in ``h`` (the CUSUM's exponential tail).
+    """
+    from tripwire.monitor.llr import run_maxima
+
+    cfg = bank.config
+    y, n, expected, sd = (recording[k] for k in ("y", "n", "expected", "sd"))
+    active = recording["active"].astype(bool)
+    points_per_day = DAY_SECONDS / cfg.baseline.step_seconds
+    length = max(int(replay_days * points_per_day), block)
+    days = paths * length / points_per_day
+    own = np.where(active[None], bank.llr_increments(y, n, expected, sd), 0.0)
+    thresholds = np.full(bank.n_series, cfg.default_threshold)
+    estimated = np.full(bank.n_series, np.nan)
+    grid = LLR_GRID
+
+    def rates(maxima: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+        m = np.sort(np.concatenate(maxima)) if maxima else np.zeros(0)
+        above = m.size - np.searchsorted(m, grid, side="right")
+        return np.asarray(above / days)
+
+    def read(r: NDArray[np.float64]) -> tuple[float, float]:
+        return llr_threshold_for_rate(grid, r, false_alarms_per_day, days=days)
+
+    for s in range(bank.n_series):
+        rows = np.flatnonzero(usable[:, s])
+        if rows.size == 0 or not active[rows, s].any():
+            continue
+        model_maxima, own_maxima = [], []
+        for _ in range(paths):
+            take = _block_rows(rows, length, block, rng)
+            ns, ps, sds = n[take, s], expected[take, s], sd[take, s]
+            live = active[take, s] & np.isfinite(ns) & np.isfinite(ps)
+            if cfg.kind == "proportion":
+                trials = np.where(live, np.round(ns), 0).astype(np.int64)
+                p = np.clip(np.where(live, ps, 0.5), 0.0, 1.0)
+                draws = rng.binomial(trials, p) / np.maximum(trials, 1)
+            else:
+                draws = ps + np.where(live, sds, 0.0) * rng.standard_normal(take.size)
+            inc = bank.llr_increments(draws[:, None], ns[:, None], ps[:, None], sds[:, None])
+            inc = np.where(live[None, :, None], inc, 0.0)[:, :, 0].T
+            model_maxima.append(run_maxima(inc))
+            own_maxima.append(run_maxima(own[:, take, s].T))
+        h, est = read(rates(model_maxima))
+        if active[rows, s].sum() >= MIN_OWN_SCORES:
+            own_h, own_est = read(rates(own_maxima))
+            if own_h > h:
+                h, est = own_h, own_est
+        thresholds[s] = h
+        estimated[s] = est
+    return thresholds, estimated
+
+
 def calibrate(
     config: DetectorConfig,
     timestamps: ArrayLike,
@@ -270,9 +428,44 @@ def calibrate(
     # re-baselined as they would be live; their excursions and holds are left out of the
     # null sample (they are the signal, not the noise)
     bank = DetectorBank(config, n_series, daily=daily, weekly=weekly)
+    if config.method == "llr":
+        bank.recording = {}
     history = bank.run_batch(stamps, v, num, den)
+    recording, bank.recording = bank.recording, None
     excluded = excursions(history)
     warm_from = min(config.warmup_points, max(len(stamps) - 1, 0))
+    if recording is not None:
+        if len(stamps) - warm_from < MIN_SCORES:
+            raise ValueError(
+                f"{len(stamps)} points leave fewer than {MIN_SCORES} after warm-up "
+                f"({config.warmup_points} points); give a longer history"
+            )
+        seen = np.cumsum(np.isfinite(history.observed), axis=0)
+        usable = (seen > warm_from) & ~excluded
+        arrays = {k: np.asarray(a) for k, a in recording.items()}
+        bank.llr_dispersion = hourly_dispersion(config, arrays, usable)
+        thresholds, estimated = llr_thresholds(
+            bank,
+            arrays,
+            usable,
+            false_alarms_per_day,
+            replay_days=replay_days,
+            paths=paths,
+            block=max(5, LLR_BLOCK_SECONDS // config.baseline.step_seconds),
+            rng=np.random.default_rng(seed),
+        )
+        bank.thresholds = thresholds.copy()
+        bank.reset_statistics()
+        calibration = Calibration(
+            config=config,
+            thresholds=thresholds,
+            daily=daily,
+            weekly=weekly,
+            estimated_false_alarms_per_day=estimated,
+            target_false_alarms_per_day=false_alarms_per_day,
+            history_points=np.isfinite(history.score).sum(axis=0),
+        )
+        return CalibrationRun(calibration=calibration, bank=bank, history=history)
     scores = []
     usable = np.zeros(n_series, dtype=bool)
     n_scored = np.zeros(n_series)

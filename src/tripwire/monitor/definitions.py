@@ -60,9 +60,12 @@ class DetectorSpec(_Model):
     ``threshold`` fixes h (CUSUM) or L (EWMA); omitted, it is calibrated per series from
     ``false_alarms_per_30_days`` (for the whole monitor: split evenly over its series).
     ``kind`` is inferred from the metric (proportions, ratios, values) when omitted.
+    ``method: llr`` accumulates log-likelihood-ratio evidence per bucket (see
+    :mod:`tripwire.monitor.llr`); its ``effects`` are the alternatives it watches for: odds
+    ratios > 1 for proportions (each also as 1/θ), relative shifts in (0, 1) otherwise.
     """
 
-    method: Literal["cusum", "ewma"] = "cusum"
+    method: Literal["cusum", "ewma", "llr"] = "cusum"
     kind: Literal["value", "proportion", "ratio"] | None = None
     k: float = Field(default=0.5, ge=0)
     threshold: float | None = Field(default=None, gt=0)
@@ -71,6 +74,7 @@ class DetectorSpec(_Model):
     warmup: Duration = timedelta(days=1)
     calibration: Duration = timedelta(days=3)
     min_denominator: float = Field(default=1.0, ge=0)
+    effects: tuple[float, ...] = ()
 
 
 class RuleSpec(_Model):

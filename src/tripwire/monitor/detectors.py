@@ -23,6 +23,14 @@ Per point ``t`` (see ``docs/monitors.md``):
   either exceeds ``h``; EWMA (Roberts 1959): ``E = (1−λ)E + λz``, fire when
   ``|E| / √(λ/(2−λ)·(1−(1−λ)^{2i}))`` exceeds ``L``.
 
+``method="llr"`` replaces the score-CUSUM by a bank of CUSUMs of log-likelihood ratios
+(:mod:`tripwire.monitor.llr`): binomial for proportions (each bucket's evidence grows with
+its traffic, no pooling), Gaussian at the tracked noise for ratios and values, against a
+few alternatives in each direction; thresholds are in nats. Its share/ratio baseline is a
+traffic-weighted ``Σx/Σn`` forgotten over ``llr_memory_seconds`` (a Huber-clipped residual
+of a 0/1 bucket would bias a rare share down), and its over-dispersion factor is the one
+calibration measured on hourly sums.
+
 After firing, the series is *held* for ``confirm_points`` valid points (no new alarm, no
 baseline learning); then the level is re-baselined by the mean residual of the hold if it is
 a confirmed shift (|mean z| > ``confirm_z``), and the scale widened if the hold's spread says
@@ -43,12 +51,19 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from tripwire.monitor.baselines import DAY_SECONDS, BaselineSettings, SeasonalBaseline
+from tripwire.monitor.llr import (
+    DEFAULT_ODDS,
+    DEFAULT_SHIFTS,
+    binomial_increments,
+    cusum_step,
+    gaussian_increments,
+)
 from tripwire.monitor.onset import Onset, locate_onset
 from tripwire.stats.count_noise import binomial_information, binomial_sd, count_resolution_sd
 
-Method = Literal["cusum", "ewma"]
+Method = Literal["cusum", "ewma", "llr"]
 MetricKind = Literal["value", "proportion", "ratio"]
-METHODS: tuple[Method, ...] = ("cusum", "ewma")
+METHODS: tuple[Method, ...] = ("cusum", "ewma", "llr")
 KINDS: tuple[MetricKind, ...] = ("value", "proportion", "ratio")
 
 
@@ -106,6 +121,8 @@ class DetectorConfig:
     interval_z: float = 3.0
     score_clip: float = 50.0
     onset_buffer: int = 256
+    effects: tuple[float, ...] = ()
+    llr_memory_seconds: float = DAY_SECONDS
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -128,6 +145,20 @@ class DetectorConfig:
             raise ValueError(f"resolution must be >= 0, got {self.resolution}")
         if self.onset_buffer < 8:
             raise ValueError(f"onset_buffer must be >= 8, got {self.onset_buffer}")
+        for e in self.effects:
+            ok = e > 1 if self.kind == "proportion" else 0 < e < 1
+            if not ok:
+                need = (
+                    "odds ratios > 1" if self.kind == "proportion" else "relative shifts in (0, 1)"
+                )
+                raise ValueError(f"effects of a {self.kind} LLR detector are {need}, got {e}")
+
+    @property
+    def llr_effects(self) -> tuple[float, ...]:
+        """The LLR bank's alternatives: odds ratios (proportions) or relative shifts."""
+        if self.effects:
+            return self.effects
+        return DEFAULT_ODDS if self.kind == "proportion" else DEFAULT_SHIFTS
 
     @property
     def warmup_points(self) -> int:
@@ -136,7 +167,7 @@ class DetectorConfig:
 
     @property
     def default_threshold(self) -> float:
-        return self.h if self.method == "cusum" else self.limit
+        return self.limit if self.method == "ewma" else self.h
 
 
 @dataclass(frozen=True)
@@ -269,6 +300,23 @@ class DetectorBank:
         self._ones = np.ones(shape)
         self._nans = np.full(shape, np.nan)
         self._no_direction = np.zeros(shape, dtype=np.int8)
+        # the LLR bank: one CUSUM per alternative (ups, then downs) per series
+        self.llr_stat = np.zeros((2 * len(config.llr_effects), n_series))
+        #: when a dict, every tick's LLR inputs are appended to it (for calibration)
+        self.recording: dict[str, list[NDArray[Any]]] | None = None
+        # an LLR detector's share/ratio baseline: traffic-weighted sums, exponentially
+        # forgotten (Σx/Σn): unbiased on 0/1 buckets, where a clipped residual is not
+        self.ew_x = np.zeros(shape)
+        self.ew_n = np.zeros(shape)
+        self.hold_x = np.zeros(shape)
+        self.hold_den = np.zeros(shape)
+        self._ew_keep = math.exp(
+            -config.baseline.step_seconds / max(config.llr_memory_seconds, 1.0)
+        )
+        self._weighted = config.method == "llr" and config.kind != "value"
+        #: noise per unit beyond the model over buckets of an hour (sessions' turns come in
+        #: clusters): a floor on the LLR's noise factor, set by calibration
+        self.llr_dispersion = np.ones(shape)
 
     # -- inputs ---------------------------------------------------------------------------
     def _inputs(
@@ -346,20 +394,30 @@ class DetectorBank:
         base = self.baseline
         bins = base.bins(ts)
         expected = base.expected(bins)
+        if self._weighted:  # Σx/Σn once it has seen traffic
+            expected = np.where(
+                self.ew_n > 0, self.ew_x / np.where(self.ew_n > 0, self.ew_n, 1.0), expected
+            )
         raw_scale = base.scale()
 
         if cfg.kind == "proportion":
             weight = binomial_sd(expected, n)
             scale = np.fmax(raw_scale, 1.0)  # NaN (unknown) → 1: never tighter than binomial
-            info = binomial_information(expected, n)
-            raw_z = self._pooled_score(valid, y, n, expected, scale, info)
+            if cfg.method == "llr":  # the LLR weighs each bucket by its traffic: no pooling
+                raw_z = (y - expected) / (weight * scale)
+            else:
+                info = binomial_information(expected, n)
+                raw_z = self._pooled_score(valid, y, n, expected, scale, info)
         else:
             scale = np.maximum(raw_scale, 1e-9 * (1.0 + np.abs(expected)))  # NaN stays NaN
             if cfg.kind == "ratio":
                 weight = 1.0 / np.sqrt(n)
                 if cfg.resolution > 0:  # a ratio of counts cannot resolve less than one count
                     scale = np.fmax(scale, count_resolution_sd(n, cfg.resolution) / weight)
-                raw_z = self._pooled_score(valid, y, n, expected, scale, n)
+                if cfg.method == "llr":
+                    raw_z = (y - expected) / (weight * scale)
+                else:
+                    raw_z = self._pooled_score(valid, y, n, expected, scale, n)
             else:
                 weight = self._ones
                 raw_z = (y - expected) / scale
@@ -386,6 +444,8 @@ class DetectorBank:
             moving = (pos > 0) | (neg > 0)
             self.run = np.where(active, np.where(moving, self.run + 1, 0), self.run)
             statistic = np.where(pos >= neg, pos, -neg)
+        elif cfg.method == "llr":
+            pos, neg, statistic = self._llr_step(active, y, n, expected, weight, scale)
         else:
             new_e, new_n, new_stat = ewma_update(self.pos, self.ewma_n, zero, cfg.lam)
             pos = np.where(active, new_e, self.pos)
@@ -409,7 +469,12 @@ class DetectorBank:
         residual = np.where(learn, y - expected, 0.0)
         base.update(ts, bins, y, residual, np.where(learn, weight, 1.0), learn, scale)
         self.seen += valid
+        if self._weighted:
+            keep = self._ew_keep
+            self.ew_x = np.where(learn, keep * self.ew_x + y * n, self.ew_x)
+            self.ew_n = np.where(learn, keep * self.ew_n + n, self.ew_n)
 
+        self._last_n = n
         if any_holding:  # accumulate the residuals that follow an alarm, then re-baseline
             self._hold_step(y, expected, valid, scored, z)
         if any_fired:  # alarms: start a hold, reset the statistic
@@ -420,6 +485,8 @@ class DetectorBank:
             self.hold_n = np.where(fired, 0, self.hold_n)
             self.hold_resid = np.where(fired, 0.0, self.hold_resid)
             self.hold_resid_n = np.where(fired, 0, self.hold_resid_n)
+            self.hold_x = np.where(fired, 0.0, self.hold_x)
+            self.hold_den = np.where(fired, 0.0, self.hold_den)
             self.hold_z = np.where(fired, 0.0, self.hold_z)
             self.hold_z2 = np.where(fired, 0.0, self.hold_z2)
             pos = np.where(fired, 0.0, pos)
@@ -427,6 +494,8 @@ class DetectorBank:
             self.ewma_n = np.where(fired, 0.0, self.ewma_n)
             self.last_ewma_stat = np.where(fired, 0.0, self.last_ewma_stat)
             self.run = np.where(fired, 0, self.run)
+            if cfg.method == "llr":
+                self.llr_stat = np.where(fired, 0.0, self.llr_stat)
         else:
             direction = self._no_direction
         self.pos, self.neg = pos, neg
@@ -467,6 +536,9 @@ class DetectorBank:
         cfg = self.config
         holding_now = self.holding & scored
         held_valid = self.holding & valid
+        if self._weighted:
+            self.hold_x = self.hold_x + np.where(held_valid, y * self._last_n, 0.0)
+            self.hold_den = self.hold_den + np.where(held_valid, self._last_n, 0.0)
         self.hold_n = self.hold_n + holding_now
         self.hold_resid = self.hold_resid + np.where(held_valid, y - expected, 0.0)
         self.hold_resid_n = self.hold_resid_n + held_valid
@@ -479,12 +551,63 @@ class DetectorBank:
             shift = done & (np.abs(mean_z) > cfg.confirm_z)
             resid_n = np.maximum(self.hold_resid_n, 1)
             self.baseline.shift_level(self.hold_resid / resid_n, shift, resid_n)
+            if self._weighted:  # the new regime's share, from the hold's traffic
+                self.ew_x = np.where(shift, self.hold_x, self.ew_x)
+                self.ew_n = np.where(shift, self.hold_den, self.ew_n)
             sd_z = np.sqrt(np.maximum(self.hold_z2 / count - mean_z**2, 0.0))
             self.baseline.widen_scale(sd_z, done & (sd_z > 1.5))
             self.holding = self.holding & ~done
 
+    def llr_increments(
+        self,
+        y: NDArray[np.float64],
+        n: NDArray[np.float64],
+        expected: NDArray[np.float64],
+        sd: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """LLR increments ``(J, n_series)`` of one tick (see :mod:`tripwire.monitor.llr`).
+
+        ``sd`` is the noise the series' kind implies at that traffic: for proportions the
+        over-dispersion factor (≥ 1), otherwise the standard deviation of ``y``.
+        """
+        cfg = self.config
+        if cfg.kind == "proportion":
+            return binomial_increments(y * n, n, expected, cfg.llr_effects, sd)
+        return gaussian_increments(y - expected, expected, sd * sd, cfg.llr_effects)
+
+    def _llr_step(
+        self,
+        active: NDArray[np.bool_],
+        y: NDArray[np.float64],
+        n: NDArray[np.float64],
+        expected: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        scale: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """One tick of the LLR CUSUM bank; returns (max up, max down, signed statistic)."""
+        if self.config.kind == "proportion":
+            # the hourly over-dispersion from calibration, not the per-bucket scale: a 0/1
+            # bucket's absolute residual says nothing about over-dispersion, and a factor
+            # that wanders with it would make the calibrated threshold mean another rate
+            sd = self.llr_dispersion
+        else:
+            sd = np.fmax(scale, self.llr_dispersion) * weight
+        if self.recording is not None:
+            for key, value in (("y", y), ("n", n), ("expected", expected), ("sd", sd)):
+                self.recording.setdefault(key, []).append(value)
+            self.recording.setdefault("active", []).append(active)
+        inc = self.llr_increments(y, n, expected, sd)
+        stat = np.where(active, cusum_step(self.llr_stat, inc), self.llr_stat)
+        self.llr_stat = stat
+        half = stat.shape[0] // 2
+        up, down = stat[:half].max(axis=0), stat[half:].max(axis=0)
+        moving = (up > 0) | (down > 0)
+        self.run = np.where(active, np.where(moving, self.run + 1, 0), self.run)
+        return up, down, np.where(up >= down, up, -down)
+
     def reset_statistics(self) -> None:
         """Zero the detector statistics (not the baseline): e.g. after a threshold change."""
+        self.llr_stat = np.zeros_like(self.llr_stat)
         self.pos = np.zeros(self.n_series)
         self.neg = np.zeros(self.n_series)
         self.ewma_n = np.zeros(self.n_series)

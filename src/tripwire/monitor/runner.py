@@ -91,6 +91,7 @@ def detector_config(monitor: MonitorSpec, metric: MetricBase) -> DetectorConfig:
         warmup_seconds=int(spec.warmup.total_seconds()),
         min_denominator=spec.min_denominator,
         resolution=1.0 if counts_numerator(metric) else 0.0,
+        effects=tuple(spec.effects),
     )
 
 
