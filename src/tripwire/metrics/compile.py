@@ -183,7 +183,16 @@ class DistinctCount:
         return self.subject.nunique(where=self.where).cast("float64")  # type: ignore[no-any-return]
 
 
-Aggregate: TypeAlias = ir.Scalar | DistinctCount
+@dataclass(frozen=True)
+class SharedQuantile:
+    """The ``index``-th quantile of ``quantiles`` (one aggregate computing several ``q`` of
+    the same values: DuckDB sorts each group's values once, not once per ``q``)."""
+
+    quantiles: ir.ArrayValue
+    index: int
+
+
+Aggregate: TypeAlias = ir.Scalar | DistinctCount | SharedQuantile
 
 
 def _measure(table: ir.Table, measure: Measure, cond: ir.BooleanValue | None) -> Aggregate:
@@ -605,6 +614,8 @@ def _family_scans(
         for metric, part in members:
             stripped = _without_events(metric) if family is not None else metric
             mine[f"{metric.name}__{part}"] = slice_aggregates(stripped, base)[part]
+        if _on_duckdb(base):
+            mine.update(_shared_quantiles(members, base, stripped=family is not None))
         aggregates.update(mine)
         parts += _grouped_parts(base, keys, mine)
     return key_names, _merge(parts, key_names, aggregates, fill_zero=True)
@@ -614,13 +625,28 @@ def _grouped_parts(
     base: ir.Table, keys: dict[str, ir.Value], aggregates: dict[str, Aggregate]
 ) -> list[ir.Table]:
     """Plain aggregates in one grouped scan; distinct counts in two levels per subject."""
-    plain = {k: v for k, v in aggregates.items() if not isinstance(v, DistinctCount)}
+    plain: dict[str, Any] = {
+        k: v for k, v in aggregates.items() if not isinstance(v, DistinctCount | SharedQuantile)
+    }
     distinct = {k: v for k, v in aggregates.items() if isinstance(v, DistinctCount)}
+    shared = {k: v for k, v in aggregates.items() if isinstance(v, SharedQuantile)}
+    arrays: dict[Any, str] = {}
+    for share in shared.values():
+        arrays.setdefault(share.quantiles.op(), f"__quantiles{len(arrays)}")
+        plain[arrays[share.quantiles.op()]] = share.quantiles
     parts: list[ir.Table] = []
     if not aggregates:  # only the slices (events read by no aggregate)
         parts.append(base.select(**keys).distinct() if keys else base.limit(0).select())
     elif plain or not distinct:
-        parts.append(base.group_by(**keys).aggregate(**plain) if keys else base.aggregate(**plain))
+        part = base.group_by(**keys).aggregate(**plain) if keys else base.aggregate(**plain)
+        if shared:
+            part = part.mutate(
+                **{
+                    name: part[arrays[share.quantiles.op()]][share.index]
+                    for name, share in shared.items()
+                }
+            ).drop(*arrays.values())
+        parts.append(part)
     by_subject: dict[Any, dict[str, DistinctCount]] = {}
     for name, count in distinct.items():
         by_subject.setdefault(count.subject.op(), {})[name] = count
@@ -641,6 +667,33 @@ def _grouped_parts(
             level1.group_by(list(keys)).aggregate(**sums) if keys else level1.aggregate(**sums)
         )
     return parts
+
+
+def _shared_quantiles(
+    members: Sequence[tuple[MetricBase, str]], base: ir.Table, *, stripped: bool
+) -> dict[str, Aggregate]:
+    """Exact quantiles of the same value under the same condition, as one aggregate each.
+
+    DuckDB's ``quantile_cont(x, [q1, q2, …])`` gives each ``q`` exactly the value of
+    ``quantile_cont(x, q)`` (same sort, same interpolation).
+    """
+    groups: dict[tuple[Any, ...], list[QuantileMetric]] = {}
+    for metric, part in members:
+        if isinstance(metric, QuantileMetric) and part == "value" and not metric.approximate:
+            where = tuple(p.model_dump_json() for p in metric.where)
+            events = () if stripped else tuple(sorted(metric.events))
+            groups.setdefault((metric.value, where, events), []).append(metric)
+    shared: dict[str, Aggregate] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        first = _without_events(group[0]) if stripped else group[0]
+        assert isinstance(first, QuantileMetric)
+        value = value_field(base, first.value)
+        quantiles = value.quantile([m.q for m in group], where=_cond(base, first))
+        for index, metric in enumerate(group):
+            shared[f"{metric.name}__value"] = SharedQuantile(quantiles, index)  # type: ignore[arg-type]
+    return shared
 
 
 def _rebase(expr: ir.Value, old: ir.Table, new: ir.Table) -> ir.Value:
