@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 from tripwire.metrics.compile import (
     Grain,
     _and,
-    bucket,
+    bucket_from_key,
+    bucket_key,
     dimension,
     filter_condition,
     fold_other,
@@ -85,7 +86,7 @@ def funnel_expr(
     step_conds = [filter_condition(base, step) for step in metric.steps]
     first_cond = step_conds[0]
     keys: dict[str, ir.Value] = {}
-    time_bucket = bucket(base, grain)
+    time_bucket = bucket_key(base, grain)  # an integer on DuckDB: see bucket_from_key
     if time_bucket is not None:
         keys["__bucket"] = time_bucket
     for i, ref in enumerate(dimensions):
@@ -121,6 +122,8 @@ def funnel_expr(
     renames = {"bucket": "__bucket"} if "__bucket" in keys else {}
     renames.update({ref: f"__dim{i}" for i, ref in enumerate(dimensions)})
     result = result.rename(renames) if renames else result
+    if "bucket" in result.columns:
+        result = result.mutate(bucket=bucket_from_key(result["bucket"], grain))
     order = [c for c in ("bucket", *dimensions) if c in result.columns]
     return result.order_by(order) if order else result
 

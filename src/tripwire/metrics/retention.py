@@ -24,7 +24,8 @@ from tripwire.metrics.compile import (
     Grain,
     _and,
     _rebase,
-    bucket,
+    bucket_from_key,
+    bucket_key,
     dimension,
     filter_condition,
     fold_other,
@@ -59,7 +60,7 @@ def retention_expr(
     starts = observed.filter(start_cond) if start_cond is not None else observed
     starts = starts.mutate(__unit=unit_key(starts, metric.unit)).filter(ibis._["__unit"].notnull())
     keys: dict[str, ir.Value] = {}
-    time_bucket = bucket(starts, grain)
+    time_bucket = bucket_key(starts, grain)  # an integer on DuckDB: see bucket_from_key
     if time_bucket is not None:
         keys["__bucket"] = time_bucket
     for i, ref in enumerate(dimensions):
@@ -126,5 +127,7 @@ def retention_expr(
     renames = {"bucket": "__bucket"} if "__bucket" in keys else {}
     renames.update({ref: f"__dim{i}" for i, ref in enumerate(dimensions)})
     result = result.rename(renames) if renames else result
+    if "bucket" in result.columns:
+        result = result.mutate(bucket=bucket_from_key(result["bucket"], grain))
     order = [c for c in ("bucket", *dimensions) if c in result.columns]
     return result.order_by(order) if order else result
