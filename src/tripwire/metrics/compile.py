@@ -624,11 +624,20 @@ def _family_scans(
 def _grouped_parts(
     base: ir.Table, keys: dict[str, ir.Value], aggregates: dict[str, Aggregate]
 ) -> list[ir.Table]:
-    """Plain aggregates in one grouped scan; distinct counts in two levels per subject."""
+    """Plain aggregates in one grouped scan; distinct counts of a subject under several
+    conditions in two levels (per slice × subject, then per slice)."""
     plain: dict[str, Any] = {
         k: v for k, v in aggregates.items() if not isinstance(v, DistinctCount | SharedQuantile)
     }
     distinct = {k: v for k, v in aggregates.items() if isinstance(v, DistinctCount)}
+    by_subject: dict[Any, dict[str, DistinctCount]] = {}
+    for name, count in distinct.items():
+        by_subject.setdefault(count.subject.op(), {})[name] = count
+    for subject_op, counts in list(by_subject.items()):
+        if len({None if c.where is None else c.where.op() for c in counts.values()}) == 1:
+            # one condition: a plain COUNT(DISTINCT), cheaper than two levels
+            plain.update({name: c.scalar() for name, c in counts.items()})
+            del by_subject[subject_op]
     shared = {k: v for k, v in aggregates.items() if isinstance(v, SharedQuantile)}
     arrays: dict[Any, str] = {}
     for share in shared.values():
@@ -647,9 +656,6 @@ def _grouped_parts(
                 }
             ).drop(*arrays.values())
         parts.append(part)
-    by_subject: dict[Any, dict[str, DistinctCount]] = {}
-    for name, count in distinct.items():
-        by_subject.setdefault(count.subject.op(), {})[name] = count
     for counts in by_subject.values():
         subject = next(iter(counts.values())).subject
         conditions = [c.where for c in counts.values()]
