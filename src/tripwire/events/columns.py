@@ -241,7 +241,7 @@ _DUMP_CHUNK = 256
 
 
 def _json_array(
-    values: Sequence[Any], dump: Callable[[Any], bytes] = orjson.dumps, *, shared: bool = False
+    values: Sequence[Any], dump: Callable[[Any], bytes] | None = None, *, shared: bool = False
 ) -> Column:
     """``dump`` (JSON text) of every value: a list of ``bytes`` for a small batch, else one
     Arrow string array.
@@ -251,8 +251,9 @@ def _json_array(
     object whatever its length (RSS, page faults: +5 µs per event in-process). Above
     :data:`_DUMP_CHUNK` values the texts are joined every chunk and dropped, so their
     memory is reused; below it Arrow's fixed cost per array would dominate.
-    ``shared``: the values are mostly a few objects (one context for a whole batch),
-    dumped once each. Raises what ``dump`` raises.
+    ``dump`` None: the values are dicts, dumped by orjson (an empty one as the shared
+    ``{}``, inline: no Python call per value). ``shared``: the values are mostly a few
+    objects (one context for a whole batch), dumped once each. Raises what ``dump`` raises.
     """
     memo: dict[int, bytes] = {}
     if len(values) <= _DUMP_CHUNK:
@@ -268,8 +269,13 @@ def _json_array(
 
 
 def _dumped(
-    values: Sequence[Any], dump: Callable[[Any], bytes], memo: dict[int, bytes] | None
+    values: Sequence[Any], dump: Callable[[Any], bytes] | None, memo: dict[int, bytes] | None
 ) -> list[bytes]:
+    if dump is None:
+        if memo is None:
+            dumps = orjson.dumps
+            return [dumps(v) if v else _EMPTY_OBJECT for v in values]
+        dump = _dumps_object
     if memo is None:
         return list(map(dump, values))
     texts = []
@@ -294,9 +300,12 @@ def _oversized(columns: Sequence[Column], limit: int) -> list[int]:
     return np.flatnonzero(total > limit).tolist()  # type: ignore[no-any-return]
 
 
+_EMPTY_OBJECT = b"{}"
+
+
 def _dumps_object(value: Any) -> bytes:
-    """JSON of a dict known to serialize (empty: the shared ``{}``, no allocation)."""
-    return orjson.dumps(value) if value else b"{}"
+    """JSON of a dict (empty: the shared ``{}``, no allocation)."""
+    return orjson.dumps(value) if value else _EMPTY_OBJECT
 
 
 def lake_event_name(envelope: Mapping[str, Any]) -> str:
@@ -741,9 +750,9 @@ def _fast_batch(
     json_columns: list[Column]
     try:
         json_columns = [
-            _json_array(properties, _dumps_object),
+            _json_array(properties),
             _json_array(contexts, shared=len(set(map(id, contexts))) * 2 < n),
-            _json_array(traits, _dumps_object),
+            _json_array(traits),
         ]
     except (orjson.JSONEncodeError, TypeError):
         json_texts: list[list[bytes]] = [[], [], []]
@@ -783,7 +792,8 @@ def _fast_batch(
         original_us = pa.array(moments, pa.int64()).cast(TS)
         corrected = pa.array(fixed, pa.int64()).cast(TS)
     else:
-        if set(map(type, client)) <= {str} and all(map(_canonical, client)):
+        # each distinct text checked once (a batch's events often share their time)
+        if set(map(type, client)) <= {str} and all(map(_canonical, set(client))):
             texts = client
         else:
             texts = [t if type(t) is str and _canonical(t) else None for t in client]
