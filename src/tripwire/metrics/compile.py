@@ -6,7 +6,8 @@ The building blocks here are shared by every consumer of definitions:
 * :func:`unit_key` — the unit column (user, anonymous id, session, or a property);
 * :func:`slice_aggregates` — a scalar metric's aggregates for any grouping (time bucket ×
   dimensions): ``numerator``, ``denominator`` (and the quantile itself), so that a group of
-  metrics is computed in **one scan** (:func:`timeseries_expr`);
+  metrics is computed in **one query** (:func:`timeseries_expr`: one grouped scan, or one
+  per event family, :func:`aggregate_families`);
 * :func:`unit_aggregates` — a per-unit metric's components (``x``, and ``y`` for ratios)
   when grouped by unit, for experiment sufficient statistics.
 

@@ -1,9 +1,13 @@
 """Time series of any metric: grain (minute/hour/day) × any dimensions × a time range.
 
-:func:`timeseries` runs a group of metrics with as few scans as possible: every scalar
+:func:`timeseries` runs a group of metrics with as few queries as possible: every scalar
 metric (count, sum, mean, ratio, quantile, distinct, proportion without population) in
-**one** grouped scan; proportions with a population, funnels and retention each in their
-own. Each metric's result is an Arrow table (see :class:`SeriesResult`):
+**one** statement, with one grouped scan per event family (the events an aggregate reads;
+each family reads only its own partitions of the range's days, see
+:func:`~tripwire.metrics.compile.timeseries_expr`); proportions with a population,
+funnels and retention each in their own. Results equal each metric computed alone (a
+combined query may add zero rows for slices where only other metrics' events occur).
+Each metric's result is an Arrow table (see :class:`SeriesResult`):
 
 * scalar metrics: ``bucket``, the dimensions, ``numerator``, ``denominator``, ``value``
   (the slice totals root-cause localisation needs, not only the ratio);
