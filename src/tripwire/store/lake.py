@@ -559,9 +559,10 @@ def write_table(
     if table.num_rows == 0:
         return []
     order, partitions = partition_rows(table)
-    # One gather of the whole table (a ``take`` per partition would concatenate the
-    # table's chunks once per partition), then zero-copy slices.
-    ordered = table.take(order)
+    # One gather of the whole table, then zero-copy slices (a ``take`` per partition would
+    # concatenate the table's chunks once per partition). The chunks are joined first:
+    # ``take`` of chunked string columns costs ~60% more than a concatenation and a take.
+    ordered = table.combine_chunks().take(order)
     created: set[Path] = set()
     targets: list[Path] = []
     for day, event, _, _ in partitions:
