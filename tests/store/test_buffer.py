@@ -300,3 +300,17 @@ def test_small_and_large_segments_decode_to_the_same_table(tmp_path, rows):
         (blob,) = buf._query("SELECT data FROM segments")[0]
     assert (blob[:4] == _FRAMED_MAGIC) == (rows < _FRAMED_MAX_ROWS)
     assert chunk is not None and chunk.table.equals(pa.Table.from_batches([expected]))
+
+
+def test_ids_with_nul_characters_are_deduplicated_exactly(buffer):
+    """SQLite's json_each would read "a\\x00b" as "a": such ids must neither collide with
+    each other or with "a", nor escape deduplication."""
+    first = buffer.append([envelope("a\x00b"), envelope("a\x00c")])
+    again = buffer.append(
+        [envelope("a"), envelope("a\x00b"), envelope("a\x00c"), envelope("a\x00")]
+    )
+    assert (first.stored, first.duplicates) == (2, 0)
+    assert (again.stored, again.duplicate_indexes) == (2, (1, 2))
+    assert buffer.append([envelope("a"), envelope("a\x00")]).duplicates == 2
+    ids = [r.message_id for r in buffer.read_after(0, 10)]
+    assert ids == ["a\x00b", "a\x00c", "a", "a\x00"]

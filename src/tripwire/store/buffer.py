@@ -109,6 +109,11 @@ _LAST_OFFSET_SQL = "SELECT last_offset FROM log WHERE id = 1"
 #: Record a group's messageIds (JSON array ?2) as seen at ?1, refreshing keys that were seen
 #: before the window start ?3; a key seen within the window (or earlier in the array) is
 #: left alone and not counted in the statement's changes.
+_SEEN_IDS_SQL = (
+    "SELECT message_id FROM dedupe WHERE seen_at >= ?"
+    " AND message_id IN (SELECT value FROM json_each(?))"
+)
+_JSON_NUL = b"\\u0000"
 _RECORD_IDS_SQL = (
     "INSERT INTO dedupe(message_id, seen_at) SELECT value, ?1 FROM json_each(?2) WHERE true"
     " ON CONFLICT(message_id) DO UPDATE SET seen_at = excluded.seen_at WHERE seen_at < ?3"
@@ -514,23 +519,28 @@ class Buffer:
     ) -> list[AppendResult]:
         ids = [m for pending in group for m in pending.batch.message_ids]
         ids_json = orjson.dumps(ids)
+        # SQLite's json_each ends a text at an escaped NUL ("a\u0000b" reads as "a"), so ids
+        # with one (or with the text \u0000) never go through it: they are bound as parameters.
+        through_json = _JSON_NUL not in ids_json
         now = now_micros()
         window_start = now - self.dedupe_window_us
         connection.execute("BEGIN IMMEDIATE")
         # The usual case, no duplicate: one statement records every id; it changed as many
         # rows as there are ids exactly when none was seen within the window (nor twice here).
-        if connection.execute(_RECORD_IDS_SQL, (now, ids_json, window_start)).rowcount == len(ids):
-            return self._store_group(connection, group, None, now)
-        connection.execute("ROLLBACK")  # some are duplicates: find which, store the others
-        connection.execute("BEGIN IMMEDIATE")
-        existing = {
-            found
-            for (found,) in connection.execute(
-                "SELECT message_id FROM dedupe WHERE seen_at >= ?"
-                " AND message_id IN (SELECT value FROM json_each(?))",
-                (window_start, ids_json),
-            )
-        }
+        if through_json:
+            recorded = connection.execute(_RECORD_IDS_SQL, (now, ids_json, window_start))
+            if recorded.rowcount == len(ids):
+                return self._store_group(connection, group, None, now)
+            connection.execute("ROLLBACK")  # some are duplicates: find which, store the others
+            connection.execute("BEGIN IMMEDIATE")
+            lookups: list[tuple[int, bytes | str]] = [(window_start, ids_json)]
+            sql = _SEEN_IDS_SQL
+        else:
+            lookups = [(window_start, m) for m in ids]
+            sql = "SELECT message_id FROM dedupe WHERE seen_at >= ? AND message_id = ?"
+        existing: set[str] = set()
+        for params in lookups:
+            existing.update(found for (found,) in connection.execute(sql, params))
         return self._store_group(connection, group, existing, now)
 
     def _store_group(
