@@ -78,6 +78,11 @@ def funnel_expr(
     base = table.filter(base_condition) if base_condition is not None else table
     group = _group_key(metric, base)
     base = base.mutate(__group=group).filter(ibis._["__group"].notnull())
+    # Only groups with a step-1 event can enter the funnel: a semi-join keeps their rows
+    # before the (costly) per-group lists are collected.
+    entering = filter_condition(base, metric.steps[0])
+    starters = (base.filter(entering) if entering is not None else base).select("__group")
+    base = base.semi_join(starters.distinct(), "__group")
 
     # One pass: per group, the (sorted-free) list of each step's timestamps, and the
     # bucket/dimensions of its first step-1 event; then the greedy ordered match is a
