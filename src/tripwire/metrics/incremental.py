@@ -72,11 +72,15 @@ from tripwire.metrics.exposures import (
     summarize,
 )
 from tripwire.metrics.unit_stats import (
+    CELL,
+    CellCoding,
     StatsPlan,
     UnitStats,
     UnitStatsError,
     _aggregate,
     analysed_units,
+    cell_coding,
+    cohort_columns,
     compute_from_units,
     contribution,
     day_index,
@@ -629,8 +633,21 @@ class IncrementalStats:
                     f"CREATE TABLE {db}.totals AS SELECT {', '.join(names)} "
                     f"FROM {totals.get_name()}"
                 )
-        if exposed_file != manifest.get("exposed"):
-            session.write(exposed, self.dir / exposed_file)
+        exposures = manifest.get("exposures")
+        if exposed_file != manifest.get("exposed") or not exposures:
+            if exposed_file != manifest.get("exposed"):
+                session.write(exposed, self.dir / exposed_file)
+            # what the current look needs from the exposures alone, kept until they change
+            exposures = {
+                "summary": _summary_to_json(summarize(exposed, spec.experiment)),
+                "coding": _coding_to_json(
+                    cell_coding(
+                        analysed_units(exposed),
+                        cohort_columns(spec.dimensions),
+                        spec.max_cohort_values,
+                    )
+                ),
+            }
         # stored past looks stay valid unless this refresh touched a day on or before them
         affected = {_day_of(r) for r in new} | set(dirty) | set(invalid_days)
         looks = {
@@ -647,6 +664,7 @@ class IncrementalStats:
                 "partial_parts": partial_parts,
                 "exposed": exposed_file,
                 "totals": totals_file,
+                "exposures": exposures,
                 "last_day": max((_day_of(r) for r in current), default=None),
             }
         )
@@ -687,6 +705,24 @@ class IncrementalStats:
                 spec.dimensions,
             )
         totals = str(manifest.get("totals", ""))
+        stored = manifest.get("exposures")
+        if at_last and totals.endswith(".duckdb") and manifest.get("exposed") and stored:
+            # the current look: the running totals, and the summary and cohort coding the
+            # last refresh that changed the exposures stored (no exposures query here)
+            exposed = session.parts([self.dir / manifest["exposed"]], _exposed_schema(spec))
+            coding = _coding_from_json(stored["coding"])
+            units = analysed_units(exposed)
+            units = units.mutate(**{CELL: coding.expr(units, cohort_columns(spec.dimensions))})
+            return compute_from_units(
+                session.totals(self.dir / totals),
+                units,
+                plan,
+                experiment=spec.experiment,
+                summary=_summary_from_json(stored["summary"]),
+                dimensions=spec.dimensions,
+                max_cohort_values=spec.max_cohort_values,
+                coding=coding,
+            )
         if at_last and totals.endswith(".duckdb") and manifest.get("exposed"):
             exposed = session.parts([self.dir / manifest["exposed"]], _exposed_schema(spec))
             per_unit = session.totals(self.dir / totals)
@@ -737,6 +773,17 @@ def _summary_to_json(summary: ExposureSummary) -> dict[str, Any]:
         "first_exposure": moment(summary.first_exposure),
         "last_first_exposure": moment(summary.last_first_exposure),
     }
+
+
+def _coding_to_json(coding: CellCoding) -> dict[str, Any]:
+    return {"arms": list(coding.arms), "values": [list(v) for v in coding.values]}
+
+
+def _coding_from_json(data: dict[str, Any]) -> CellCoding:
+    return CellCoding(
+        tuple(str(a) for a in data["arms"]),
+        tuple(tuple(str(v) for v in values) for values in data["values"]),
+    )
 
 
 def _summary_from_json(data: dict[str, Any]) -> ExposureSummary:
