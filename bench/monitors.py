@@ -4,7 +4,8 @@
 writes them to ``bench/results/monitors.json`` (``monitors-quick.json`` with ``--quick``).
 
 - *tick*: one :meth:`DetectorBank.update` for 10,000 proportion series (segments at ~100
-  sessions/min, CUSUM and EWMA, daily profile on), after a warm-up; target ≤ 1 s.
+  sessions/min, CUSUM, EWMA and the LLR bank, daily profile on), after a warm-up; target
+  ≤ 1 s.
 - *backfill*: :meth:`DetectorBank.run_batch` over 14 days of minute data (20,160 ticks) for
   1,000 series; target ≤ 30 s.
 - *calibration*: :func:`calibrate` (history replay + block bootstrap, 30 replay days × 4
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "calib_repeats": 1,
         }
     results: dict[str, Any] = {"machine": "2 shared cores, single-threaded numpy", "plan": plan}
-    for method in ("cusum", "ewma"):
+    for method in ("cusum", "ewma", "llr"):
         seconds = bench_tick(plan["tick_series"], method, plan["tick_repeats"], plan["warm"])
         results[f"tick_{method}_seconds"] = seconds
         print(

@@ -38,17 +38,23 @@ METRIC = parse_metric(
         "denominator": {"events": ["Voice Utterance"], "agg": "distinct", "value": "session_id"},
     }
 )
-MONITOR = parse_monitor(
-    {
-        "name": "conversion",
-        "metric": "conversion",
-        "detector": {"calibration": "2d"},
-        "rules": [{"name": "conversion_down", "severity": "P1", "detector": "down"}],
-    }
-)
+DETECTORS = {
+    "cusum": {"calibration": "2d"},
+    # the LLR bank with its default alternatives (odds ratios 1.5, 4, 16 either way)
+    "llr": {"calibration": "2d", "method": "llr"},
+}
 
 
-def test_planted_drops_are_caught_fast_without_false_pages() -> None:
+@pytest.mark.parametrize("detector", sorted(DETECTORS))
+def test_planted_drops_are_caught_fast_without_false_pages(detector: str) -> None:
+    monitor = parse_monitor(
+        {
+            "name": "conversion",
+            "metric": "conversion",
+            "detector": DETECTORS[detector],
+            "rules": [{"name": "conversion_down", "severity": "P1", "detector": "down"}],
+        }
+    )
     worlds = [
         simulate(seed, days=DAYS, sessions_per_minute=2000, incidents=INCIDENTS) for seed in SEEDS
     ]
@@ -67,7 +73,7 @@ def test_planted_drops_are_caught_fast_without_false_pages() -> None:
     ]
     history, rest = split(stacked, CALIBRATION_DAYS * 1440)
     end = datetime.fromtimestamp(int(rest.timestamps[0]), UTC)
-    evaluator = prepare(None, MONITOR, METRIC, end, segments=segments, history=history)  # type: ignore[arg-type]
+    evaluator = prepare(None, monitor, METRIC, end, segments=segments, history=history)  # type: ignore[arg-type]
     assert evaluator.notes == []
     triggers = [e for e in evaluator.feed(rest) if isinstance(e.item, Trigger)]
 

@@ -215,6 +215,9 @@ def threshold_for_rate(
 
 LLR_GRID = np.geomspace(1.0, 40.0, 40)  # thresholds (nats) of an LLR CUSUM bank
 LLR_BLOCK_SECONDS = 6 * 3600  # bootstrap blocks keep slow baseline errors (hours) whole
+# replay length per path: the tail is extrapolated with the LLR's known slope, so 4 × 20
+# days (a minute series: 115 k ticks) pin its level as well as 4 × 30 at two thirds the cost
+LLR_REPLAY_DAYS = 20.0
 
 
 def llr_threshold_for_rate(
@@ -449,7 +452,7 @@ def calibrate(
             arrays,
             usable,
             false_alarms_per_day,
-            replay_days=replay_days,
+            replay_days=min(replay_days, LLR_REPLAY_DAYS),
             paths=paths,
             block=max(5, LLR_BLOCK_SECONDS // config.baseline.step_seconds),
             rng=np.random.default_rng(seed),

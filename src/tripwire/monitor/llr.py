@@ -33,8 +33,6 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from tripwire.stats.count_noise import clamp_share
-
 #: Default alternatives: odds ratios for proportions, relative shifts for ratios and values.
 DEFAULT_ODDS: tuple[float, ...] = (1.5, 4.0, 16.0)
 DEFAULT_SHIFTS: tuple[float, ...] = (0.1, 0.25, 0.5)
@@ -64,14 +62,16 @@ def binomial_increments(
     ``n = 0`` (or NaN) adds nothing. ``dispersion`` (≥ 1) is the ratio of the observed
     noise to the binomial; the LLR is divided by its square.
     """
-    p = np.minimum(np.maximum(clamp_share(p0), P_FLOOR), 1.0 - P_FLOOR)
-    ok = np.isfinite(x) & np.isfinite(n) & np.isfinite(p) & (n > 0)
+    # with p₁ = θp/(1 − p + θp): log(p₁/p) = log θ − log(1 + p(θ − 1)) and
+    # log((1 − p₁)/(1 − p)) = −log(1 + p(θ − 1)), so llr = x·log θ − n·log(1 + p(θ − 1))
+    p = np.minimum(np.maximum(p0, P_FLOOR), 1.0 - P_FLOOR)
+    ok = (n > 0) & (x == x) & (p == p)  # NaN compares false
     xs = np.where(ok, x, 0.0)
-    fails = np.where(ok, n - x, 0.0)
+    ns = np.where(ok, n, 0.0)
     p = np.where(ok, p, 0.5)
-    thetas = np.array([*odds, *(1.0 / t for t in odds)]).reshape((-1,) + (1,) * p.ndim)
-    p1 = odds_shift(p, thetas)  # (J, ...) all alternatives at once
-    inc = xs * (np.log(p1) - np.log(p)) + fails * (np.log1p(-p1) - np.log1p(-p))
+    thetas = np.array([*odds, *(1.0 / t for t in odds)])
+    shape = (-1,) + (1,) * p.ndim
+    inc = xs * np.log(thetas).reshape(shape) - ns * np.log1p(p * (thetas - 1.0).reshape(shape))
     return np.asarray(inc / np.square(dispersion))
 
 

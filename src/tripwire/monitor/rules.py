@@ -167,6 +167,8 @@ class RuleBank:
         volume: NDArray[np.float64],
     ) -> list[Trigger | Clear]:
         rule, ts = state.rule, tick.timestamp
+        if not (tick.fired.any() or state.active.any()):
+            return []  # nothing fired, nothing open: no state to move
         wanted = {"up": 1, "down": -1, "any": 0}[rule.detector or "any"]
         fired = tick.fired & state.scope
         if wanted:
@@ -278,6 +280,8 @@ class RuleBank:
         )
 
     def _clears(self, state: _RuleState, ts: int) -> list[Trigger | Clear]:
+        if not state.active.any():
+            return []
         wait = state.resolve_after
         if state.rule.kind in ("trend", "growth"):
             wait = max(wait, state.period)
