@@ -55,3 +55,15 @@ def test_alert_matches_the_planted_segment_or_its_parts() -> None:
         alert("resolution_rate", {"properties.service": "retrieval-shard-1"}), INCIDENT
     )
     assert not matches_incident(alert("orders", {}), INCIDENT)
+
+
+def test_bound_text_says_whether_the_traffic_allows_detection_within_the_incident() -> None:
+    from tripwire.monitor.demo_step import DelayBound, _bound_text
+
+    incident = {"start": "2026-11-13T15:36:00Z", "end": "2026-11-13T17:36:00Z"}
+    fast = _bound_text(DelayBound(21.6, "resolution_rate", "(all)", 0.6), incident)
+    assert "can detect earlier than ~22 min (resolution_rate on (all))" in fast
+    slow = _bound_text(DelayBound(1136.0, "checkout_error_rate", "(all)", 0.01), incident)
+    assert "within the incident's 120 min" in slow and "~1136 min" in slow
+    assert _bound_text(None, incident) == ""
+    assert "no change" in _bound_text(DelayBound(float("inf"), "m", "(all)", 0.0), incident)
