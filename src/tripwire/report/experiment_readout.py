@@ -15,6 +15,7 @@ inlined from the installed ``plotly`` package (no CDN), so the file opens offlin
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -549,7 +550,10 @@ def _summary(
 # --------------------------------------------------------------------------- rendering
 
 
+@functools.lru_cache(maxsize=2)
 def _environment(autoescape: bool) -> jinja2.Environment:
+    """One environment per escaping mode for the process: it keeps the compiled
+    templates (compiling them took most of a warm render's time)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=autoescape,
@@ -557,6 +561,12 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    """plotly.js (~3.5 MB, read from the installed package once per process)."""
+    return jinja2.utils.markupsafe.Markup(get_plotlyjs())
 
 
 def render_readout(
@@ -576,7 +586,7 @@ def render_readout(
     html = (
         _environment(True)
         .get_template("experiment_readout.html.j2")
-        .render(**context, plotly_js=jinja2.utils.markupsafe.Markup(get_plotlyjs()))
+        .render(**context, plotly_js=_plotly_js())
     )
     return Readout(analysis.spec.name, markdown, html)
 
