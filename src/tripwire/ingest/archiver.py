@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +219,10 @@ class Archiver:
         """
         types = PropertyTypes(events_dir(self.lake_dir) / PROPERTY_TYPES_FILE)
         events = chunks = files = 0
-        with ThreadPoolExecutor(2, thread_name_prefix="archiver") as pool:
+        with (
+            ThreadPoolExecutor(2, thread_name_prefix="archiver") as pool,
+            ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="archiver-write") as writers,
+        ):
             offset = self.buffer.committed(self.consumer)
             reading: Future[ReadChunk | None] | None = pool.submit(
                 self.buffer.read_chunk, offset, self.chunk_rows
@@ -243,19 +246,19 @@ class Archiver:
                     if writing is not None:
                         files += self._commit(*writing)
                         events += len(writing[0])
-                writing = (chunk, pool.submit(self._write, chunk, table))
+                writing = (chunk, pool.submit(self._write, chunk, table, writers))
             if writing is not None:
                 files += self._commit(*writing)
                 events += len(writing[0])
         return events, chunks, files
 
-    def _write(self, chunk: ReadChunk, table: pa.Table) -> list[Path]:
+    def _write(self, chunk: ReadChunk, table: pa.Table, writers: Executor) -> list[Path]:
         return write_table(
             self.lake_dir,
             table,
             file_id=archive_file_name(chunk.first_offset, chunk.last_offset),
             durable=True,
-            threads=WRITE_THREADS,
+            threads=writers,
         )
 
     def _commit(self, chunk: ReadChunk, writing: Future[list[Path]]) -> int:
