@@ -62,7 +62,7 @@ def test_bound_text_says_whether_the_traffic_allows_detection_within_the_inciden
 
     incident = {"start": "2026-11-13T15:36:00Z", "end": "2026-11-13T17:36:00Z"}
     fast = _bound_text(DelayBound(21.6, "resolution_rate", "(all)", 0.6), incident)
-    assert "can detect earlier than ~22 min (resolution_rate on (all))" in fast
+    assert "on average, detect it earlier than ~22 min (resolution_rate on (all))" in fast
     slow = _bound_text(DelayBound(1136.0, "checkout_error_rate", "(all)", 0.01), incident)
     assert "within the incident's 120 min" in slow and "~1136 min" in slow
     assert _bound_text(None, incident) == ""

@@ -139,13 +139,13 @@ def _bound_text(bound: DelayBound | None, incident: dict[str, Any]) -> str:
     where = f"{bound.monitor} on {bound.segment}"
     if bound.minutes > lasted:
         return (
-            f"; at this traffic no test with this false-alarm rate can detect it within the"
-            f" incident's {lasted:.0f} min (it would need ~{bound.minutes:.0f} min; best series:"
-            f" {where})"
+            f"; at this traffic no test with this false-alarm rate can, on average, detect it"
+            f" within the incident's {lasted:.0f} min (it needs ~{bound.minutes:.0f} min;"
+            f" best series: {where})"
         )
     return (
-        f"; at this traffic no test with this false-alarm rate can detect earlier than"
-        f" ~{bound.minutes:.0f} min ({where})"
+        f"; at this traffic no test with this false-alarm rate can, on average, detect it"
+        f" earlier than ~{bound.minutes:.0f} min ({where})"
     )
 
 
