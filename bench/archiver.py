@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.update(bench_run(root / "buffer.db", root, runs=runs, chunk_rows=chunk_rows))
         (root / "stages").mkdir()
         results["stages"] = bench_stages(root / "buffer.db", root / "stages", chunk_rows=chunk_rows)
+    import pyarrow as pa
+
+    # mimalloc (pyarrow's default) vs ARROW_DEFAULT_MEMORY_POOL=system changes the kernel time
+    results["arrow_memory_pool"] = pa.default_memory_pool().backend_name
     results["load_average_1min_before"] = load_before
     results["load_average_1min_after"] = os.getloadavg()[0]
     print(
