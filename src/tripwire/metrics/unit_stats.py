@@ -24,7 +24,13 @@ Cost (what bounds it at 100M events): the scan of the events the metrics read, t
 join of those events with the analysed units on the unit id, and the per-unit hash
 aggregation. Window bounds are computed once per unit (:func:`unit_bounds`), so events are
 placed in windows by timestamp comparisons only, and events outside every window are
-dropped before the aggregation.
+dropped before the aggregation. Measured on the benchmark lake (100M events, 5M units,
+10 metrics = 18 per-unit aggregates, DuckDB 2 threads): scan + join + a per-unit
+``COUNT(*)`` alone take ~32 CPU-s; the 18 filtered per-unit aggregates add ~40 CPU-s
+(hash-table state of 5M units); exposures, moments and roll-up the rest. Neither
+``SUM(CASE ...)`` instead of ``FILTER``, nor an integer window code, nor packing two counts
+into one 128-bit sum made the aggregation cheaper; joining on a 64-bit hash of the unit id
+saves ~12% of the join only (and needs the strings compared anyway to stay exact).
 
 Per-unit variables by metric type (units with no matching event count as 0):
 
