@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-AREAS = ("stats", "ingest", "sim", "metrics", "experiments", "monitors", "rca", "web")
+AREAS = ("stats", "ingest", "archiver", "sim", "metrics", "experiments", "monitors", "rca", "web")
 
 
 def main(argv: list[str]) -> int:

@@ -532,80 +532,6 @@ def bench_inprocess_track(
     }
 
 
-class _Clock:
-    """Wall and CPU (this process, all threads) between laps, per event."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def lap(self, into: dict[str, float], name: str, events: int) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        into[f"{name}_us_per_event"] = 1e6 * (wall - self.wall) / events
-        into[f"{name}_cpu_us_per_event"] = 1e6 * (cpu - self.cpu) / events
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-
-def bench_archiver(
-    *, runs: int = 3, events: int = 500_000, chunk_rows: int = 200_000
-) -> dict[str, Any]:
-    """Median events/s of buffer → Parquet lake (``Archiver.run``, files fsynced), on a buffer
-    prefilled with world-shaped envelopes over 28 days × 4 event names (not timed).
-
-    The breakdown times one chunk's steps: reading the segments from SQLite (Arrow IPC),
-    building the lake rows (the three JSON objects parsed by Arrow's JSON reader), and
-    writing the partition files (zstd Parquet, fsynced).
-    """
-    from tripwire.events.columns import normalize_batch
-    from tripwire.ingest.archiver import Archiver
-    from tripwire.store.buffer import Buffer
-    from tripwire.store.lake import PropertyTypes, envelope_batch_to_table, write_table
-
-    now = datetime.now(UTC)
-    rates: list[float] = []
-    cpu_rates: list[float] = []  # events per CPU-second of this process (DuckDB threads too)
-    breakdown: dict[str, float] = {}
-    for run in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            with Buffer(Path(tmp) / "buffer.db") as buffer:
-                for start in range(0, events, 50_000):
-                    messages = [
-                        _world_message(i, (i // 20_000) % 28)
-                        for i in range(start, min(events, start + 50_000))
-                    ]
-                    columns, _ = normalize_batch(messages, received_at=now, source="bench")
-                    buffer.append_batch(columns)
-                if run == 0:
-                    clock = _Clock()
-                    chunk = buffer.read_chunk(0, chunk_rows)
-                    assert chunk is not None
-                    clock.lap(breakdown, "read", len(chunk))
-                    table = envelope_batch_to_table(
-                        chunk.table, PropertyTypes(Path(tmp) / "t.json")
-                    )
-                    clock.lap(breakdown, "to_lake_rows", len(chunk))
-                    write_table(Path(tmp) / "scratch", table, file_id="x", durable=True)
-                    clock.lap(breakdown, "write_parquet", len(chunk))
-                cpu = time.process_time()
-                result = Archiver(buffer, Path(tmp) / "lake", chunk_rows=chunk_rows).run()
-                cpu_rates.append(events / (time.process_time() - cpu))
-            assert result.events == events, result
-        rates.append(events / result.seconds)
-        print(
-            f"   archiver run {run + 1}: {rates[-1]:,.0f} events/s ({result.files} files);"
-            f" {cpu_rates[-1]:,.0f} events per CPU-second",
-            flush=True,
-        )
-    return {
-        "events": events,
-        "chunk_rows": chunk_rows,
-        "runs": runs,
-        "events_per_s_median": statistics.median(rates),
-        "events_per_cpu_s_median": statistics.median(cpu_rates),
-        "load_average_1min": os.getloadavg()[0],
-        **breakdown,
-    }
-
-
 def main_store(quick: bool) -> dict[str, Any]:
     """The store-area measurements (called from :func:`main`)."""
     results: dict[str, Any] = {}
@@ -616,14 +542,8 @@ def main_store(quick: bool) -> dict[str, Any]:
     print(
         f"   in-process median: {results['inprocess_track']['events_per_s_median']:,.0f} events/s (target ≥ 200,000)"
     )
-    print("   archiver buffer → Parquet", flush=True)
-    results["archiver"] = bench_archiver(
-        runs=1 if quick else 3, events=40_000 if quick else 500_000
-    )
-    print(
-        f"   archiver median: {results['archiver']['events_per_s_median']:,.0f} events/s (target ≥ 500,000)"
-    )
-    for section in ("inprocess_track", "archiver"):
+    # the archiver (buffer → Parquet) has its own module: bench/archiver.py
+    for section in ("inprocess_track",):
         for name, value in results[section].items():
             if name.endswith("_us_per_event"):
                 print(f"     {section}.{name}: {value:,.2f}")
