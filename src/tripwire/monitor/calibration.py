@@ -374,6 +374,31 @@ def llr_thresholds(
     return thresholds, estimated
 
 
+def _calibrated(
+    bank: DetectorBank,
+    config: DetectorConfig,
+    thresholds: NDArray[np.float64],
+    estimated: NDArray[np.float64],
+    false_alarms_per_day: float,
+    history: RunResult,
+    daily: NDArray[np.bool_],
+    weekly: NDArray[np.bool_],
+) -> CalibrationRun:
+    """Install the thresholds in the bank (statistics zeroed) and record the calibration."""
+    bank.thresholds = thresholds.copy()
+    bank.reset_statistics()
+    calibration = Calibration(
+        config=config,
+        thresholds=thresholds,
+        daily=daily,
+        weekly=weekly,
+        estimated_false_alarms_per_day=estimated,
+        target_false_alarms_per_day=false_alarms_per_day,
+        history_points=np.isfinite(history.score).sum(axis=0),
+    )
+    return CalibrationRun(calibration=calibration, bank=bank, history=history)
+
+
 def calibrate(
     config: DetectorConfig,
     timestamps: ArrayLike,
@@ -457,18 +482,9 @@ def calibrate(
             block=max(5, LLR_BLOCK_SECONDS // config.baseline.step_seconds),
             rng=np.random.default_rng(seed),
         )
-        bank.thresholds = thresholds.copy()
-        bank.reset_statistics()
-        calibration = Calibration(
-            config=config,
-            thresholds=thresholds,
-            daily=daily,
-            weekly=weekly,
-            estimated_false_alarms_per_day=estimated,
-            target_false_alarms_per_day=false_alarms_per_day,
-            history_points=np.isfinite(history.score).sum(axis=0),
+        return _calibrated(
+            bank, config, thresholds, estimated, false_alarms_per_day, history, daily, weekly
         )
-        return CalibrationRun(calibration=calibration, bank=bank, history=history)
     scores = []
     usable = np.zeros(n_series, dtype=bool)
     n_scored = np.zeros(n_series)
@@ -544,15 +560,6 @@ def calibrate(
                 h, est = own_h, own_est
         thresholds[s] = h
         estimated[s] = est * scores_per_day[s]
-    bank.thresholds = thresholds.copy()
-    bank.reset_statistics()
-    calibration = Calibration(
-        config=config,
-        thresholds=thresholds,
-        daily=daily,
-        weekly=weekly,
-        estimated_false_alarms_per_day=estimated,
-        target_false_alarms_per_day=false_alarms_per_day,
-        history_points=np.isfinite(history.score).sum(axis=0),
+    return _calibrated(
+        bank, config, thresholds, estimated, false_alarms_per_day, history, daily, weekly
     )
-    return CalibrationRun(calibration=calibration, bank=bank, history=history)
