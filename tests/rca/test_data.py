@@ -108,6 +108,15 @@ def test_events_read_is_a_superset_or_none_for_any_event() -> None:
         {"name": "f", "type": "funnel", "steps": ["Session Started", "Order Completed"]}
     )
     assert events_read(funnel) == {"Session Started", "Order Completed"}
+    proportion = parse_metric(
+        {
+            "name": "p",
+            "type": "proportion",
+            "events": ["Order Completed"],
+            "population": {"events": ["Session Started"]},
+        }
+    )
+    assert events_read(proportion) == {"Order Completed", "Session Started"}
     retention = parse_metric({"name": "r", "type": "retention", "days": [7, 14]})
     assert events_read(retention) is None
     count_all = parse_metric({"name": "all", "type": "count"})

@@ -393,8 +393,8 @@ def events_read(metric: MetricBase) -> frozenset[str] | None:
 
     A superset (filters are ANDed, names are united here): callers use it to load less,
     never to decide what counts. A filter without names reads any event unless the
-    top-level ``events`` narrows it; an omitted proportion population and retention's
-    default start/returning mean "any event".
+    top-level ``events`` narrows it; a proportion's population (which the top-level filter
+    does not narrow) without names and retention's default start/returning mean "any event".
 
     >>> sorted(events_read(parse_metric({"name": "o", "type": "count", "events": "Order Completed"})))
     ['Order Completed']
@@ -404,7 +404,11 @@ def events_read(metric: MetricBase) -> frozenset[str] | None:
     top = set(metric.events)
     filters: list[EventFilter] = []
     if isinstance(metric, ProportionMetric):
-        filters.append(metric.population or EventFilter())
+        # the population is not narrowed by the top-level filter: omitted or nameless, it
+        # is every unit with any event
+        if metric.population is None or not metric.population.events:
+            return None
+        filters.append(metric.population)
     if isinstance(metric, RatioMetric):
         filters += [metric.numerator, metric.denominator]
     if isinstance(metric, FunnelMetric):
