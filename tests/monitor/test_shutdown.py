@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tripwire.metrics.catalog import install_catalog
+from tripwire.monitor import runner
 from tripwire.monitor.defaults import install_default_monitors
 from tripwire.monitor.runner import StreamingMonitor
 from tripwire.store.workspace import Workspace, init_workspace
@@ -49,8 +50,27 @@ def test_server_with_monitor_shuts_down_promptly(default_workspace: Workspace) -
 
 
 @pytest.mark.slow
-def test_stop_interrupts_setup_on_data(small_world: Workspace) -> None:
-    """With data in the lake, a stop mid-setup interrupts the running query."""
+def test_stop_interrupts_setup_on_data(
+    small_world: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With data in the lake, a stop mid-setup ends it before the next monitor.
+
+    The world's one monitor prepares in well under 0.3 s on an idle machine, so the test
+    makes setup long enough to stop inside it: three copies of the monitor, each slowed by
+    0.5 s before its real preparation (lake query and calibration).
+    """
+    real_load, real_prepare = runner.load_definitions, runner.prepare
+
+    def three_monitors(workspace: Workspace):  # type: ignore[no-untyped-def]
+        monitors, catalog = real_load(workspace)
+        return list(monitors) * 3, catalog
+
+    def slow_prepare(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "load_definitions", three_monitors)
+    monkeypatch.setattr(runner, "prepare", slow_prepare)
     monitor = StreamingMonitor(small_world, notify=False, use_wall_clock=False).start()
     time.sleep(0.3)
     began = time.monotonic()

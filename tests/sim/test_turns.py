@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 
 from tripwire.sim import World, WorldConfig
@@ -116,3 +118,20 @@ def test_prompt_v3_raises_turns_and_thumbs_down() -> None:
     treated_turn = np.array([by_session[s] for s in sids.tolist()])
     effect = down[treated_turn].mean() / down[~treated_turn].mean() - 1
     assert abs(effect - PROMPT_THUMBS_DOWN_EFFECT) < 0.1
+
+
+def test_running_sums_restart_per_session_and_allow_empty_days() -> None:
+    from tripwire.sim.turns import _cumsum_by_session
+
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    turns = np.array([2, 0, 3, 0])  # sessions without turns in between and at the end
+    assert _cumsum_by_session(values, turns).tolist() == [1.0, 3.0, 3.0, 7.0, 12.0]
+    assert _cumsum_by_session(np.array([]), np.array([], dtype=np.int64)).size == 0
+
+
+def test_a_range_whose_first_day_piece_has_no_sessions_simulates() -> None:
+    # ends at 21:05 UTC: the one-day window's first piece is 21:05–24:00 of the day before,
+    # where 50 users open no session (this failed with a broadcast error)
+    end = datetime(2026, 11, 22, 21, 5, tzinfo=UTC)
+    messages = list(World(WorldConfig(seed=7, users=50, days=1, end=end)).messages())
+    assert messages and all(m["timestamp"] < "2026-11-22T21:05" for m in messages)

@@ -78,7 +78,7 @@ def simulate_turns(
     s = sessions
     total = int(s.turns.sum())
     sess = np.repeat(np.arange(s.size), s.turns)
-    first = np.concatenate([[0], np.cumsum(s.turns)[:-1]])
+    first = np.cumsum(s.turns) - s.turns  # index of each session's first turn (empty-safe)
     turn_index = np.arange(total) - np.repeat(first, s.turns)
     user = s.user[sess]
     voice = s.voice[sess]
@@ -206,9 +206,10 @@ def simulate_turns(
 def _cumsum_by_session(values: np.ndarray, turns: np.ndarray) -> np.ndarray:
     """Running sum of ``values`` restarting at each session's first turn."""
     total = np.cumsum(values)
-    ends = np.cumsum(turns)
-    before = np.concatenate([[0.0], total[ends[:-1] - 1]])
-    return total - np.repeat(before, turns)
+    first = np.cumsum(turns) - turns  # each session's first turn
+    busy = turns > 0  # a session without turns has no first turn (and a day may have none)
+    before = np.concatenate([[0.0], total])[first[busy]]  # Σ of the turns before it
+    return total - np.repeat(before, turns[busy])
 
 
 def _recommendations(
