@@ -7,23 +7,31 @@ from datetime import datetime
 
 import numpy as np
 
-from tripwire.sim.population import DEVICES, LOCALES, Population, build_population
+from tripwire.sim.population import DEVICES, LOCALES, PAYMENT_METHODS, Population, build_population
 from tripwire.sim.sessions import Sessions
 
 
 def uniform_population(
-    n: int, *, locale: str, device: str, app_version: str | None = None
+    n: int,
+    *,
+    locale: str,
+    device: str,
+    app_version: str | None = None,
+    payment_method: str | None = None,
 ) -> Population:
-    """``n`` users, all with the given locale and device (other traits drawn as usual)."""
+    """``n`` users, all with the given locale and device (and app version / payment method
+    when given; other traits drawn as usual)."""
     pop = build_population(
         np.random.default_rng(0), n, datetime.fromisoformat("2026-11-02T00:00:00+00:00")
     )
     versions = [app_version] * n if app_version else pop.app_version
+    payment = np.full(n, PAYMENT_METHODS.index(payment_method)) if payment_method else pop.payment
     return dataclasses.replace(
         pop,
         locale=np.full(n, LOCALES.index(locale)),
         device=np.full(n, DEVICES.index(device)),
         app_version=versions,
+        payment=payment,
     )
 
 

@@ -42,7 +42,9 @@ def _payment_rate(blocks: list[Block], lo: int, hi: int) -> tuple[float, int]:
 
 def test_payment_step_drops_in_the_incident_segment_and_recovers_after_rollback() -> None:
     rng = np.random.default_rng(1)
-    pop = uniform_population(2000, locale="en-GB", device="Echo Show")
+    pop = uniform_population(
+        2000, locale="en-GB", device="Echo Show", payment_method="tokenized-card"
+    )
     lo, hi = _ms(PAYMENTS.start), _ms(PAYMENTS.end)
     sessions = sessions_between(rng, pop.size, 30_000, lo - 3 * HOUR, hi + 3 * HOUR)
     result = simulate_funnel(
@@ -52,7 +54,7 @@ def test_payment_step_drops_in_the_incident_segment_and_recovers_after_rollback(
     during, n_during = _payment_rate(result.blocks, lo + 5 * 60_000, hi - 5 * 60_000)
     after, n_after = _payment_rate(result.blocks, hi + 5 * 60_000, hi + 3 * HOUR)
     assert min(n_before, n_during, n_after) > 3000
-    # planted: 97% → 60%, back to 97% after the rollback (3 binomial SEs ≈ 0.01–0.03)
+    # planted: 97% → 10%, back to 97% after the rollback (3 binomial SEs ≈ 0.01–0.03)
     assert abs(before - P_OK[STAGES.index("payment")]) < 0.015
     assert abs(during - inc.PAYMENT_OK_DURING) < 0.03
     assert abs(after - P_OK[STAGES.index("payment")]) < 0.015
@@ -60,7 +62,7 @@ def test_payment_step_drops_in_the_incident_segment_and_recovers_after_rollback(
 
 def test_payment_step_is_untouched_outside_the_segment() -> None:
     rng = np.random.default_rng(2)
-    pop = uniform_population(2000, locale="en-GB", device="Echo Dot")
+    pop = uniform_population(2000, locale="en-GB", device="Echo Show", payment_method="credit-card")
     lo, hi = _ms(PAYMENTS.start), _ms(PAYMENTS.end)
     sessions = sessions_between(rng, pop.size, 20_000, lo, hi)
     result = simulate_funnel(

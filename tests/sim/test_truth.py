@@ -33,9 +33,7 @@ def test_default_schedule_spreads_incidents_after_the_baseline_days() -> None:
         assert incident.traffic_share >= 0.05, incident.id
         assert incident.category
     assert truth.incident("payments-deploy").funnel_step == "payment"
-    assert truth.incident("payments-deploy").segments == (
-        {"locale": "en-GB", "device": "Echo Show"},
-    )
+    assert truth.incident("payments-deploy").segments == ({"payment_method": "tokenized-card"},)
 
 
 def test_change_log_has_routine_noise_decoys_causes_and_rollbacks() -> None:
@@ -109,10 +107,7 @@ def test_tokenization_failures_and_bad_version_only_in_the_segment_during_the_wi
     assert failures
     for message in failures + bad:
         assert lo <= _at(message["timestamp"]) < hi + timedelta(minutes=2)
-        assert (message["context"]["locale"], message["context"]["device"]["model"]) == (
-            "en-GB",
-            "Echo Show",
-        )
+        assert message["context"]["traits"]["payment_method"] == "tokenized-card"
 
 
 def test_traffic_follows_the_local_diurnal_curve(by_event) -> None:

@@ -140,7 +140,10 @@ def step_summary(ctx: DemoContext) -> None:
     if ctx.truth is not None:
         console.print("[bold]incidents planted[/bold] (ground truth)")
         for incident in ctx.truth.incidents:
-            segment = " × ".join(f"{k}={v}" for seg in incident.segments for k, v in seg.items())
+            segment = (
+                " × ".join(f"{k}={v}" for seg in incident.segments for k, v in seg.items())
+                or "every segment (global)"
+            )
             change = incident.change
             console.print(
                 f"  [bold]{incident.id}[/bold] {incident.start[5:16]} → {incident.end[11:16]} UTC"

@@ -122,19 +122,18 @@ def simulate_funnel(
     pay = STAGES.index("payment")
     for incident in incidents:
         if incident.id == inc.PAYMENTS:
-            segment = (locale == LOCALES.index("en-GB")) & show
+            segment = population.payment[user] == PAYMENT_METHODS.index(
+                inc.PAYMENT_SEGMENT["payment_method"]
+            )
             hit = segment & incident.active(done[:, pay])
             p_ok[hit, pay] = inc.PAYMENT_OK_DURING
             p_err[hit, pay] = 1.0 - inc.PAYMENT_OK_DURING - 0.01
             error_code[hit, pay] = TOKENIZATION_ERROR
             payment_version[hit] = PAYMENT_VERSION_BAD
-        elif incident.id == inc.TELEMETRY:
-            segment = (device == DEVICES.index("mobile app")) & (
-                np.array(population.app_version, dtype=object)[user] == "5.13.0"
-            )
+        elif incident.id == inc.TELEMETRY:  # every client's telemetry loses the tail
             tail = STAGES.index(inc.TELEMETRY_DROPPED_STEPS[0])
-            hidden_tail |= (
-                segment & incident.active(done[:, tail]) & (rng.random(n) < inc.TELEMETRY_DROP_RATE)
+            hidden_tail |= incident.active(done[:, tail]) & (
+                rng.random(n) < inc.TELEMETRY_DROP_RATE
             )
 
     u = rng.random((n, k))

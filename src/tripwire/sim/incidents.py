@@ -22,10 +22,12 @@ from tripwire.sim.experiments import ExperimentDesign
 PAYMENTS, TELEMETRY, RETRIEVAL = "payments-deploy", "telemetry-outage", "retrieval-shard"
 
 #: Effect sizes (probabilities) used by the funnel and the turns.
-PAYMENT_OK_DURING = 0.60
+#: The payments deploy breaks card tokenization: most tokenized-card authorisations fail.
+PAYMENT_OK_DURING = 0.10
+PAYMENT_SEGMENT = {"payment_method": "tokenized-card"}
 TELEMETRY_DROP_RATE = 0.90
 TELEMETRY_DROPPED_STEPS = ("shipping", "confirmation", "order")
-SHARD_RESOLVED_DURING = 0.35
+SHARD_RESOLVED_DURING = 0.10
 SHARD_ESCALATED_DURING = 0.30
 SHARD_FALLBACK_DURING = 0.45
 SHARD_LATENCY_FACTOR = 4.0
@@ -111,17 +113,18 @@ def plan_incidents(
     planned = [
         Incident(
             id=PAYMENTS,
-            title="payments-token 2.3.1 breaks card tokenization on en-GB Echo Show",
+            title="payments-token 2.3.1 breaks card tokenization: tokenized-card payments fail",
             start=payments_at,
             end=payments_at + timedelta(minutes=150),
             metric="voice_checkout_conversion",
             affected_metrics=(
                 "voice_checkout_conversion",
                 "voice_checkout_funnel",
+                "payment_success_rate",
                 "orders",
                 "checkout_error_rate",
             ),
-            segments=({"locale": "en-GB", "device": "Echo Show"},),
+            segments=(dict(PAYMENT_SEGMENT),),
             funnel_step="payment",
             category="code deploy",
             cause=Change(
@@ -129,7 +132,7 @@ def plan_incidents(
                 "deploy",
                 "payments-token",
                 "2.3.1",
-                {"locale": "en-GB", "device": "Echo Show"},
+                dict(PAYMENT_SEGMENT),
                 "ci-payments",
                 "payments-token 2.3.1: new tokenization client",
                 incident=PAYMENTS,
@@ -140,7 +143,7 @@ def plan_incidents(
                 "deploy",
                 "payments-token",
                 "2.3.0",
-                {"locale": "en-GB", "device": "Echo Show"},
+                dict(PAYMENT_SEGMENT),
                 "oncall-payments",
                 "roll back payments-token to 2.3.0",
                 rollback_of="2.3.1",
@@ -154,7 +157,7 @@ def plan_incidents(
         ),
         Incident(
             id=TELEMETRY,
-            title="telemetry-sdk batching config drops checkout events from mobile app 5.13.0",
+            title="telemetry-sdk batching-v2 flush policy drops checkout events from every client",
             start=telemetry_at,
             end=telemetry_at + timedelta(minutes=180),
             metric="orders",
@@ -164,7 +167,7 @@ def plan_incidents(
                 "voice_checkout_conversion",
                 "revenue",
             ),
-            segments=({"device": "mobile app", "app_version": "5.13.0"},),
+            segments=(),  # every client: a global loss, not a localized one
             funnel_step=None,
             category="measurement issue",
             cause=Change(
@@ -172,9 +175,9 @@ def plan_incidents(
                 "config",
                 "telemetry-sdk",
                 "batching-v2",
-                {"device": "mobile app", "app_version": "5.13.0"},
+                {},
                 "ci-mobile",
-                "telemetry-sdk: switch to batching-v2 flush policy",
+                "telemetry-sdk: switch every client to the batching-v2 flush policy",
                 incident=TELEMETRY,
                 role="cause",
             ),
@@ -183,7 +186,7 @@ def plan_incidents(
                 "config",
                 "telemetry-sdk",
                 "batching-v1",
-                {"device": "mobile app", "app_version": "5.13.0"},
+                {},
                 "oncall-mobile",
                 "revert telemetry-sdk flush policy to batching-v1",
                 rollback_of="batching-v2",
@@ -268,11 +271,11 @@ def _decoy(incident: Incident, rng: np.random.Generator) -> Change:
         return Change(
             at,
             "deploy",
-            "voice-ux",
-            "7.2.0",
-            {"locale": "en-GB", "device": "Echo Dot"},
-            "ci-voice",
-            "voice-ux 7.2.0: faster wake-word confirmation",
+            "payments-gateway",
+            "4.1.0",
+            {"payment_method": "pay-later"},
+            "ci-payments",
+            "payments-gateway 4.1.0: pay-later instalment options",
             role="decoy",
         )
     if incident.id == TELEMETRY:

@@ -50,7 +50,12 @@ from tripwire.sim.messages import (
     Ordered,
     build_messages,
 )
-from tripwire.sim.population import DEVICES, ENGLISH_LOCALES, LOCALES, build_population
+from tripwire.sim.population import (
+    ENGLISH_LOCALES,
+    LOCALES,
+    PAYMENT_METHODS,
+    build_population,
+)
 from tripwire.sim.sessions import SHOPPING_RATE, SHOPPING_RATE_PRIME, draw_sessions
 from tripwire.sim.traffic import DAY_MS, draw_session_starts
 from tripwire.sim.truth import ChangeTruth, EffectTruth, ExperimentTruth, GroundTruth, IncidentTruth
@@ -375,13 +380,9 @@ class World:
         pop = self.population
         weight = pop.activity
         if incident.id == inc.PAYMENTS:
-            member = (pop.locale == LOCALES.index("en-GB")) & (
-                pop.device == DEVICES.index("Echo Show")
-            )
-        elif incident.id == inc.TELEMETRY:
-            member = (pop.device == DEVICES.index("mobile app")) & (
-                np.array(pop.app_version) == "5.13.0"
-            )
+            member = pop.payment == PAYMENT_METHODS.index(inc.PAYMENT_SEGMENT["payment_method"])
+        elif incident.id == inc.TELEMETRY:  # every client
+            return 1.0
         else:
             search = INTENTS.index("product_search")
             shop = self._shopping_rate()
