@@ -78,6 +78,8 @@ from tripwire.metrics.unit_stats import (
     UnitStats,
     UnitStatsError,
     _aggregate,
+    _derived_indicators,
+    _offset,
     analysed_units,
     cell_coding,
     cohort_columns,
@@ -88,6 +90,7 @@ from tripwire.metrics.unit_stats import (
     in_pre_period,
     in_window,
     plan_metrics,
+    window_key,
 )
 from tripwire.store.engine import property_types
 from tripwire.store.lake import ENVELOPE_FIELDS, _duck_type, events_dir
@@ -292,31 +295,87 @@ def exposure_partials(events: ir.Table, spec: IncrementalSpec) -> ir.Table:
 
 
 def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
-    """Per (unit, day, t0_used): ``a_<c>`` inside the analysis window, ``r_<c>`` raw day
-    totals for days before the exposure day (or every day while the unit is unexposed)."""
+    """Per (unit, day, ``t0_used``): ``a_<c>`` inside the analysis window, ``r_<c>`` raw day
+    totals for days before the exposure day (or every day while the unit is unexposed).
+
+    Cost is the hash aggregation (about one group per event in a daily refresh), which
+    grows with the number of aggregates; so:
+
+    * each event's contribution is computed in the scan, before the join with the exposures;
+    * an indicator whose count is also aggregated (same filters and window) is derived
+      from the count after grouping (``count > 0``), as in the full path;
+    * when no window starts before the exposure (every ``window_start >= 0``), ``a_<c>`` and
+      ``r_<c>`` are never both non-zero in one group: a group's day is either before the
+      exposure day (only ``r``: its events precede ``t0``) or not (only ``a``). One
+      aggregate per component then serves both, split after grouping by the group's own
+      keys; and events at or after ``t0`` plus the longest window end are dropped before
+      grouping (they count in no window and no pre-period now, and, since a first exposure
+      only moves earlier, never will).
+    """
     scan = event_scan(events, plan)
-    scan = scan.mutate(__unit=unit_key(scan, plan.unit).cast("string"))
+    derived = _derived_indicators(plan)
+    aggregated = [c for c in plan.components if c.key not in derived]
+    scan = scan.select(
+        __unit=unit_key(scan, plan.unit).cast("string"),
+        __ts=scan.timestamp,
+        **{f"__v_{c.key}": contribution(scan, c) for c in aggregated},
+    )
     scan = scan.filter(scan["__unit"].notnull())
     known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
     joined = scan.left_join(known, scan["__unit"] == known["__u"])
-    day = day_index(joined.timestamp)
-    joined = joined.mutate(__day=day)
-    t0 = joined["__t0"]
-    before_exposure_day = t0.isnull() | (joined["__day"] < day_index(t0))
+    exclusive = all(c.window_start >= timedelta(0) for c in plan.components)
+    ends = [c.window_end for c in plan.components]
+    if exclusive and all(end is not None for end in ends):
+        last = max(end for end in ends if end is not None)
+        t0 = joined["__t0"]
+        joined = joined.filter(t0.isnull() | (joined["__ts"] < _offset(t0, last)))
+    ts, t0 = joined["__ts"], joined["__t0"]
+    day = day_index(ts)
+    before = t0.isnull() | (day < day_index(t0))
+    flags: dict[str, ir.BooleanValue] = {}
+    for component in aggregated:
+        flag = f"__w_{window_key(component)}"
+        if flag not in flags:
+            flags[flag] = (t0.notnull() & in_window(ts, t0, component)).fill_null(False)
+    rows = joined.select(
+        __unit=joined["__unit"],
+        __day=day,
+        __t0=t0,
+        __b=before,
+        **flags,
+        **{f"__v_{c.key}": joined[f"__v_{c.key}"] for c in aggregated},
+    )
     aggregates: dict[str, ir.Scalar] = {}
-    for component in plan.components:
-        value = contribution(joined, component)
-        windowed = t0.notnull() & in_window(joined.timestamp, t0, component)
-        aggregates[f"a_{component.key}"] = _aggregate(
-            ibis.ifelse(windowed.fill_null(False), value, 0), component.mode
-        )
-        aggregates[f"r_{component.key}"] = _aggregate(
-            ibis.ifelse(before_exposure_day, value, 0), component.mode
-        )
-    grouped = joined.group_by(
-        **{UNIT: joined["__unit"], "day": joined["__day"], "t0_used": joined["__t0"]}
+    for component in aggregated:
+        key, value = component.key, rows[f"__v_{component.key}"]
+        window = rows[f"__w_{window_key(component)}"]
+        if exclusive:
+            aggregates[f"__x_{key}"] = _aggregate(
+                ibis.ifelse(window | rows["__b"], value, 0), component.mode
+            )
+        else:
+            aggregates[f"a_{key}"] = _aggregate(ibis.ifelse(window, value, 0), component.mode)
+            aggregates[f"r_{key}"] = _aggregate(ibis.ifelse(rows["__b"], value, 0), component.mode)
+    grouped = rows.group_by(
+        **{UNIT: rows["__unit"], "day": rows["__day"], "t0_used": rows["__t0"]}
     ).aggregate(**aggregates)
-    return grouped.select(*_partial_schema(plan).names)
+    columns: dict[str, ir.Value] = {}
+    if exclusive:
+        t0_used = grouped.t0_used
+        group_before = t0_used.isnull() | (grouped.day < day_index(t0_used))
+        for component in aggregated:
+            total = grouped[f"__x_{component.key}"]
+            columns[f"a_{component.key}"] = ibis.ifelse(group_before, 0, total).cast("int64")
+            columns[f"r_{component.key}"] = ibis.ifelse(group_before, total, 0).cast("int64")
+    else:
+        columns |= {f"{p}_{c.key}": grouped[f"{p}_{c.key}"] for c in aggregated for p in ("a", "r")}
+    for key, count in derived.items():
+        for prefix in ("a", "r"):
+            columns[f"{prefix}_{key}"] = ibis.ifelse(columns[f"{prefix}_{count}"] > 0, 1, 0).cast(
+                "int64"
+            )
+    out = grouped.select(UNIT, "day", "t0_used", **columns)
+    return out.select(*_partial_schema(plan).names)
 
 
 def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
