@@ -15,8 +15,8 @@ when the buffer is over its high-water mark the answer is 429 with ``Retry-After
 The routes are plain Starlette routes on a FastAPI app: no per-request model validation
 (the envelope is validated by :mod:`tripwire.events`, by hand, for speed). The app is a
 :class:`CaptureApp`, which hands a capture ``POST`` straight to its endpoint instead of
-through FastAPI's middleware stack and router (≈ 0.5 ms of CPU per request of 100 events,
-an eighth of the server's work); every other request, and every request once middleware or
+through FastAPI's middleware stack and router (≈ 0.2-0.3 ms of the event loop's CPU per
+request of 100 events, a tenth of it); every other request, and every request once middleware or
 FastAPI's telemetry is enabled, takes the ordinary path.
 """
 
@@ -26,7 +26,9 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -322,10 +324,10 @@ class CaptureApp(FastAPI):
 
     FastAPI runs every request through its error, telemetry, body-limit, exception and
     exit-stack middlewares, the router's match over every route, and the endpoint wrapper;
-    for a capture request that is ≈ 0.5 ms of CPU, while parsing and validating 100 events
-    is ≈ 0.8 ms. The capture endpoints need none of it (they answer every client error
-    themselves), so :meth:`__call__` gives a ``POST`` to one of :attr:`fast_routes` directly
-    to its endpoint. The routes stay registered on the router too, so a GET gets 405 and the
+    for a capture request that is ≈ 0.2-0.3 ms of CPU (``bench.ingest``'s ``app_*`` figures),
+    while parsing and validating 100 events is ≈ 0.8 ms. The capture endpoints need none of
+    it (they answer every client error themselves), so :meth:`__call__` gives a ``POST`` to
+    one of :attr:`fast_routes` directly to its endpoint. The routes stay registered on the router too, so a GET gets 405 and the
     app behaves the same whichever path a request takes. Middleware added to the app or
     FastAPI's telemetry switch the shortcut off (they must see every request).
     """
@@ -333,13 +335,25 @@ class CaptureApp(FastAPI):
     #: Path → endpoint of the routes served directly (filled by :func:`install_capture_routes`).
     fast_routes: dict[str, Endpoint]
 
+    #: How long the answer "is FastAPI's telemetry on?" is reused (asking costs ≈ 25 µs:
+    #: it looks up OpenTelemetry's global providers, which can be installed at any time).
+    TELEMETRY_RECHECK_S = 1.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fast_routes = {}
+        self._telemetry_checked: tuple[float, bool] = (-math.inf, False)
 
     def _shortcut_allowed(self) -> bool:
-        telemetry = getattr(self, "_native_telemetry", None)  # FastAPI ≥ 0.160
-        return not self.user_middleware and (telemetry is None or not telemetry.enabled())
+        if self.user_middleware:
+            return False
+        checked, enabled = self._telemetry_checked
+        now = time.monotonic()
+        if now - checked > self.TELEMETRY_RECHECK_S:
+            telemetry = getattr(self, "_native_telemetry", None)  # FastAPI ≥ 0.160
+            enabled = telemetry is not None and bool(telemetry.enabled())
+            self._telemetry_checked = (now, enabled)
+        return not enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
