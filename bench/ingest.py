@@ -402,6 +402,94 @@ def bench_capture_breakdown(*, repeats: int = 200) -> dict[str, float]:
     return result
 
 
+def _asgi_post(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """One ASGI ``POST`` to ``app`` in this process (no HTTP); returns the status."""
+
+    async def call() -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+            "state": {},
+        }
+        sent: list[dict[str, Any]] = []
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # a client that stays connected
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    return call()
+
+
+def bench_app_cpu(*, requests: int = 600, concurrency: int = 8) -> dict[str, float]:
+    """CPU per 100-event ``/v1/batch`` request of the capture app called in this process
+    (ASGI, no HTTP): the whole process (event loop + buffer writer thread) and the event
+    loop's thread alone, through the app's shortcut and through FastAPI's ordinary stack.
+
+    Subtracted from the HTTP benchmark's server CPU, the shortcut's figure leaves what
+    uvicorn, httptools and the sockets cost; the two paths' difference is FastAPI's
+    middleware stack and router.
+    """
+    from fastapi import FastAPI
+
+    from tripwire.ingest.app import create_app
+    from tripwire.store.buffer import Buffer
+    from tripwire.store.keys import KeyStore
+    from tripwire.store.workspace import init_workspace
+
+    body = batch_body()
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = init_workspace(Path(tmp) / "ws")
+        with Buffer.for_workspace(workspace) as buffer, KeyStore.for_workspace(workspace) as keys:
+            auth = base64.b64encode(f"{keys.create('bench').secret}:".encode())
+            headers = [(b"authorization", b"Basic " + auth), (b"content-type", b"application/json")]
+            app = create_app(workspace, buffer=buffer, keys=keys)
+            counter = iter(range(10**12))
+            gc.collect()
+            gc.freeze()
+
+            async def drive(handler: Any, count: int) -> tuple[float, float]:
+                semaphore = asyncio.Semaphore(concurrency)
+
+                async def one() -> None:
+                    async with semaphore:
+                        request = body.replace(ID_PLACEHOLDER, b"%012x" % next(counter))
+                        assert await _asgi_post(handler, "/v1/batch", headers, request) == 200
+
+                cpu, thread = time.process_time(), time.thread_time()
+                await asyncio.gather(*(one() for _ in range(count)))
+                return time.process_time() - cpu, time.thread_time() - thread
+
+            paths = {"shortcut": app, "fastapi_stack": lambda *a: FastAPI.__call__(app, *a)}
+            for name, handler in paths.items():
+                _run(drive(handler, max(1, requests // 4)))  # warm up
+                samples = [_run(drive(handler, requests)) for _ in range(3)]
+                cpu, thread = (statistics.median(x) for x in zip(*samples, strict=True))
+                result[f"app_{name}_cpu_ms_per_request"] = 1000 * cpu / requests
+                result[f"app_{name}_loop_thread_cpu_ms_per_request"] = 1000 * thread / requests
+            gc.unfreeze()
+    return result
+
+
 def _save(section: str, values: dict[str, Any]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -419,6 +507,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     print("   capture breakdown (CPU per 100-event batch)", flush=True)
     results["capture_breakdown"] = bench_capture_breakdown(repeats=20 if quick else 200)
+    results["capture_breakdown"].update(bench_app_cpu(requests=100 if quick else 600))
     for name, value in results["capture_breakdown"].items():
         print(f"     {name}: {value:,.1f}")
     for workers in (1, 2):
