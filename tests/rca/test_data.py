@@ -5,10 +5,22 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from tripwire.metrics.definitions import events_read, parse_metric
-from tripwire.rca.data import focus_lake
+from tripwire.metrics.compile import timeseries_expr
+from tripwire.metrics.definitions import MetricBase, events_read, parse_metric
+from tripwire.rca import data
+from tripwire.rca.data import (
+    WINDOW_COLUMN,
+    LeafTable,
+    Window,
+    baseline_windows,
+    focus_lake,
+    metric_leaves,
+    windowed_events,
+)
 from tripwire.store.engine import connect_lake
 from tripwire.store.lake import write_events
 
@@ -121,3 +133,75 @@ def test_events_read_is_a_superset_or_none_for_any_event() -> None:
     assert events_read(retention) is None
     count_all = parse_metric({"name": "all", "type": "count"})
     assert events_read(count_all) is None
+
+
+def _leaves_as_rows(leaves: dict[str, LeafTable]) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        name: sorted(zip(*t.columns.values(), t.numerator, t.denominator, strict=True))
+        for name, t in leaves.items()
+    }
+
+
+def test_reusable_windows_label_the_same_rows_and_compile_once(tmp_path: Path) -> None:
+    write_events(tmp_path, _envelopes())
+    backend = connect_lake(tmp_path)
+    focus_lake(backend, tmp_path, date(2026, 11, 2), date(2026, 11, 4), {"Order Completed"})
+    revenue = parse_metric(
+        {
+            "name": "revenue_per_order",
+            "type": "ratio",
+            "numerator": {
+                "events": ["Order Completed"],
+                "agg": "sum",
+                "value": "properties.revenue",
+            },
+            "denominator": {"events": ["Order Completed"]},
+            "dimensions": ["locale"],
+        }
+    )
+    dims = ("locale",)
+    compiled = data._COMPILED.setdefault(backend, {})
+    for shift in (timedelta(0), timedelta(minutes=7)):  # two sets of windows, one query shape
+        current = Window(T0 + timedelta(days=2) + shift, T0 + timedelta(days=2, minutes=20))
+        windows = {"current": (current,), "baseline": baseline_windows(current, days=2)}
+        reused = metric_leaves(backend, revenue, dims, windows)
+        table = windowed_events(backend, windows)  # the CASE label, compiled every time
+        assert "rca_windows_" not in backend.compile(table)  # type: ignore[attr-defined]
+        expected = backend.to_pyarrow(
+            timeseries_expr([revenue], table, grain=None, dimensions=(WINDOW_COLUMN, *dims))
+        )
+        assert _leaves_as_rows(reused) == _leaves_as_rows(
+            _leaves_from(expected, revenue, dims, windows)
+        )
+        assert reused["current"].numerator.sum() == sum(range(int(shift.seconds / 60), 20))
+    assert len(compiled) == 1
+
+
+def _leaves_from(
+    arrow: pa.Table,
+    metric: MetricBase,
+    dims: tuple[str, ...],
+    windows: dict[str, tuple[Window, ...]],
+) -> dict[str, LeafTable]:
+    labels = arrow[WINDOW_COLUMN].to_pylist()
+    out = {}
+    for name in windows:
+        rows = [i for i, label in enumerate(labels) if label == name]
+        out[name] = LeafTable(
+            dims,
+            {d: np.array([arrow[d][i].as_py() for i in rows], dtype=object) for d in dims},
+            np.array([arrow[f"{metric.name}__numerator"][i].as_py() for i in rows], dtype=float),
+            np.array([arrow[f"{metric.name}__denominator"][i].as_py() for i in rows], dtype=float),
+        )
+    return out
+
+
+def test_overlapping_windows_keep_the_first_label(tmp_path: Path) -> None:
+    write_events(tmp_path, _envelopes(1))
+    backend = connect_lake(tmp_path)
+    a = Window(T0, T0 + timedelta(minutes=20))
+    b = Window(T0 + timedelta(minutes=10), T0 + timedelta(minutes=30))
+    table = windowed_events(backend, {"a": (a,), "b": (b,)}, reusable=True)
+    orders = table.filter(table.event == "Order Completed")
+    rows = backend.to_pyarrow(orders.group_by(WINDOW_COLUMN).aggregate(n=orders.count()))
+    assert sorted(zip(*rows.to_pydict().values(), strict=True)) == [("a", 20), ("b", 10)]

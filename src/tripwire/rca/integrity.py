@@ -178,7 +178,7 @@ def _volumes(counts: WindowCounts, k: int) -> list[VolumeCheck]:
         out.append(
             VolumeCheck(source, event, expected, c, rel, float(z), bool(z <= DROP_Z and rel < -0.2))
         )
-    return sorted(out, key=lambda v: v.z)
+    return sorted(out, key=lambda v: (v.z, v.source, v.event))  # ties: a stable order
 
 
 def _share_rise(bn: float, bx: float, cn: float, cx: float) -> tuple[float, bool]:
