@@ -86,3 +86,29 @@ def test_catalog_validates_and_runs_on_the_synthetic_world(world_workspace) -> N
     assert ratio["numerator"] == totals["orders"].table["numerator"][0].as_py()
     assert ratio["denominator"] == totals["ledger_orders"].table["numerator"][0].as_py()
     assert 0.5 < ratio["value"] <= 1.0  # telemetry loses some orders in outages, never invents
+
+
+def test_payment_success_rate_is_the_funnel_payment_step(world_workspace) -> None:
+    """Sessions with an authorised payment over sessions past authentication, per payment
+    method, counted independently from the raw events (and equal to the funnel's step)."""
+    backend = connect(world_workspace)
+    catalog = load_metrics(world_workspace, backend=backend)
+    query = Query(grain=None, dimensions=("context.traits.payment_method",))
+    rows = timeseries(backend, [catalog["payment_success_rate"]], query)["payment_success_rate"]
+    found = {
+        r["context.traits.payment_method"]: (r["numerator"], r["denominator"])
+        for r in rows.table.to_pylist()
+    }
+    raw = backend.raw_sql(
+        """SELECT json_extract_string(context, '$.traits.payment_method') AS method,
+                  count(DISTINCT CASE WHEN event = 'Payment Authorized'
+                        THEN json_extract_string(properties, '$.session_id') END),
+                  count(DISTINCT CASE WHEN event = 'Auth Completed'
+                        THEN json_extract_string(properties, '$.session_id') END)
+           FROM events WHERE event IN ('Payment Authorized', 'Auth Completed') GROUP BY 1"""
+    ).fetchall()
+    expected = {method: (paid, authed) for method, paid, authed in raw}
+    assert found == expected
+    assert all(0 < paid <= authed for paid, authed in expected.values())
+    paid, authed = (sum(side) for side in zip(*expected.values(), strict=True))
+    assert 0.8 < paid / authed < 1.0  # 97% per step, less the payments incident's failures

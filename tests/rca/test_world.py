@@ -1,15 +1,15 @@
 """End to end on the synthetic world: every planted incident investigated like an on-call would.
 
 Worlds are small but dense (8,000 users × 3 days at 2.5 sessions per user-day; the
-payments and retrieval incidents on day 2, the telemetry outage on day 1) so the 4%
-payments segment has enough sessions for an exact test. Each world also gets a planted
+payments and retrieval incidents on day 2, the telemetry outage on day 1), scored with the
+demo's own truth check (:func:`tripwire.rca.demo_step.check_truth`). Each world also gets a planted
 **global** change (40% of payment authorisations fail everywhere for 2.5 h on day 1,
 product-side: the ledger loses the same orders) that must not be localized.
 
 The accuracy test scores every case (seeds × incident types) on the top root-cause set,
 funnel step, change and category, and asserts ≥ 95% correct; the investigation runs at
-the incident's end (a retrospective on-call look; the demo pages at +60 min, where the
-payments segment is too thin at demo scale and the investigation says so). Also: the
+the incident's end (a retrospective on-call look; the demo pages at +60 min, checked by
+``tests/rca/test_demo_world.py``). Also: the
 measurement-issue verdict up front, no invented cause for an unmoved metric, the report
 files and the CLI. Widen the sweep with ``TRIPWIRE_RCA_SEEDS=1,2,3,4``.
 """
@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from tripwire.cli.main import app
 from tripwire.rca.data import NONE
+from tripwire.rca.demo_step import check_truth
 from tripwire.rca.incidents import IncidentStore, record_investigation
 from tripwire.rca.investigation import Investigation, investigate
 from tripwire.sim import World, WorldConfig
@@ -113,26 +114,6 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def matches(found: tuple[dict[str, str], ...], planted: list[dict[str, str]]) -> bool:
-    """Same number of segments and each planted one found (``app_version`` ≡ its device).
-
-    A found segment matches a planted one when it pins no conflicting value, pins every
-    planted condition or an equivalent ``app_version``, and adds no unrelated condition.
-    """
-    if len(found) != len(planted):
-        return False
-    for seg in planted:
-        ok = False
-        for f in found:
-            conflict = any(k in f and f[k] != v for k, v in seg.items())
-            covered = all(k in f or "app_version" in f for k in seg)
-            unrelated = [k for k in f if k not in seg and k != "app_version"]
-            ok |= not conflict and covered and not unrelated
-        if not ok:
-            return False
-    return True
-
-
 def score(case: dict[str, Any], inv: Investigation) -> dict[str, bool]:
     """Which parts of one investigation are right (segments, step, change, category)."""
     top = inv.changes.implicated
@@ -144,13 +125,12 @@ def score(case: dict[str, Any], inv: Investigation) -> dict[str, bool]:
             "change": top is None or not top.change.get("scope"),
             "category": inv.category != "measurement issue",
         }
+    check = check_truth(case, inv)
     return {
-        "segments": matches(inv.root_segments, case["segments"]),
-        "step": inv.breakpoint.breakpoint == case["funnel_step"],
-        "change": top is not None
-        and (top.change["service"], top.change["version"])
-        == (case["change"]["service"], case["change"]["version"]),
-        "category": inv.category == case["category"],
+        "segments": check.segments,
+        "step": check.step,
+        "change": check.change,
+        "category": check.category,
     }
 
 

@@ -53,6 +53,55 @@ def matches_incident(alert: Alert, incident: dict[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
+class Detection:
+    """The first alert that caught a planted incident, and how long after its onset."""
+
+    incident: str
+    alert: Alert
+    delay_minutes: float
+    cause_listed: bool  # some matching alert lists the incident's cause among its changes
+
+
+def _caught(alert: Alert, incident: dict[str, Any]) -> bool:
+    """On the incident (:func:`matches_incident`) and opened from 30 minutes before onset to
+    an hour after its end (an hourly bucket holding the end is evaluated when it closes)."""
+    onset, end = _parse(incident["start"]), _parse(incident["end"])
+    return matches_incident(alert, incident) and (
+        onset - timedelta(minutes=30) <= alert.opened_at <= end + timedelta(hours=1)
+    )
+
+
+def first_detection(alerts: Sequence[Alert], incident: dict[str, Any]) -> Detection | None:
+    """The earliest alert that caught the incident, or None when none did."""
+    hits = sorted((a for a in alerts if _caught(a, incident)), key=lambda a: a.opened_at)
+    if not hits:
+        return None
+    cause = incident["change"]
+    listed = any(
+        c["service"] == cause["service"] and c["version"] == cause["version"]
+        for a in hits
+        for c in a.changes
+    )
+    delay = (hits[0].opened_at - _parse(incident["start"])).total_seconds() / 60
+    return Detection(incident["id"], hits[0], delay, listed)
+
+
+def false_pages_on_quiet_days(alerts: Sequence[Alert], truth: dict[str, Any]) -> list[Alert]:
+    """P1/P2 pages (group heads) opened on the world's incident-free days that no planted
+    incident explains (an hourly alert on an incident ending late may open after midnight)."""
+    quiet = set(truth.get("incident_free_days", []))
+    incidents = truth.get("incidents", [])
+    return [
+        a
+        for a in alerts
+        if a.severity in ("P1", "P2")
+        and a.is_group_head
+        and a.opened_at.date().isoformat() in quiet
+        and not any(_caught(a, i) for i in incidents)
+    ]
+
+
+@dataclass(frozen=True)
 class DelayBound:
     """The earliest a change detector could flag an incident on one watched series."""
 
@@ -199,33 +248,15 @@ def run_monitor_step(
     if truth_path.exists():
         truth = json.loads(truth_path.read_text())
         for incident in truth.get("incidents", []):
-            onset = _parse(incident["start"])
-            hits = sorted(
-                (
-                    a
-                    for a in alerts
-                    if matches_incident(a, incident)
-                    # an hourly bucket holding the incident's end is evaluated when it closes
-                    and onset - timedelta(minutes=30)
-                    <= a.opened_at
-                    <= _parse(incident["end"]) + timedelta(hours=1)
-                ),
-                key=lambda a: a.opened_at,
-            )
+            found = first_detection(alerts, incident)
             bound = information_bound(backend, result.evaluators, incident)
-            if hits:
-                first = hits[0]
-                delay = (first.opened_at - onset).total_seconds() / 60
+            if found is not None:
+                first = found.alert
                 cause = incident["change"]
-                named = any(
-                    c["service"] == cause["service"] and c["version"] == cause["version"]
-                    for a in hits
-                    for c in a.changes
-                )
                 console.print(
                     f"[green]caught[/green] {incident['id']}: {first.severity} {first.monitor} on"
-                    f" {first.segment_text} {delay:.0f} min after onset (began ~{first.onset_at:%H:%M});"
-                    f" cause {cause['service']} {cause['version']} {'listed' if named else 'not listed'} among the changes"
+                    f" {first.segment_text} {found.delay_minutes:.0f} min after onset (began ~{first.onset_at:%H:%M});"
+                    f" cause {cause['service']} {cause['version']} {'listed' if found.cause_listed else 'not listed'} among the changes"
                     + _bound_text(bound, incident)
                 )
             else:
@@ -233,6 +264,11 @@ def run_monitor_step(
                     f"[red]missed[/red] {incident['id']} ({incident['metric']})"
                     + _bound_text(bound, incident)
                 )
+        false_pages = false_pages_on_quiet_days(alerts, truth)
+        console.print(
+            f"false P1/P2 pages on the {len(truth.get('incident_free_days', []))} incident-free"
+            f" days: {len(false_pages)}"
+        )
     pages = [a for a in alerts if a.severity in ("P1", "P2") and a.is_group_head]
     console.print(
         f"{len(alerts)} alert(s), {len(pages)} P1/P2 page(s); see `tripwire alerts list -w {workspace.root} --status all`"

@@ -108,7 +108,7 @@ def plan_incidents(
     jitter = rng.integers(0, 46, size=3).tolist()
     payments_at = day0 + timedelta(days=days[0], hours=18, minutes=jitter[0])
     telemetry_at = day0 + timedelta(days=days[1], hours=20, minutes=jitter[1])
-    retrieval_at = day0 + timedelta(days=days[2], hours=15, minutes=jitter[2])
+    retrieval_at = day0 + timedelta(days=days[2], hours=18, minutes=jitter[2])
     minute = timedelta(minutes=1)
     planned = [
         Incident(
