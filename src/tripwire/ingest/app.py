@@ -15,8 +15,8 @@ when the buffer is over its high-water mark the answer is 429 with ``Retry-After
 The routes are plain Starlette routes on a FastAPI app: no per-request model validation
 (the envelope is validated by :mod:`tripwire.events`, by hand, for speed). The app is a
 :class:`CaptureApp`, which hands a capture ``POST`` straight to its endpoint instead of
-through FastAPI's middleware stack and router (≈ 0.2-0.3 ms of the event loop's CPU per
-request of 100 events, a tenth of it); every other request, and every request once middleware or
+through FastAPI's middleware stack and router (≈ 0.14 ms of the event loop's CPU per
+request of 100 events, 8% of it); every other request, and every request once middleware or
 FastAPI's telemetry is enabled, takes the ordinary path.
 """
 
@@ -324,12 +324,13 @@ class CaptureApp(FastAPI):
 
     FastAPI runs every request through its error, telemetry, body-limit, exception and
     exit-stack middlewares, the router's match over every route, and the endpoint wrapper;
-    for a capture request that is ≈ 0.2-0.3 ms of CPU (``bench.ingest``'s ``app_*`` figures),
-    while parsing and validating 100 events is ≈ 0.8 ms. The capture endpoints need none of
-    it (they answer every client error themselves), so :meth:`__call__` gives a ``POST`` to
-    one of :attr:`fast_routes` directly to its endpoint. The routes stay registered on the router too, so a GET gets 405 and the
-    app behaves the same whichever path a request takes. Middleware added to the app or
-    FastAPI's telemetry switch the shortcut off (they must see every request).
+    for a capture request that is ≈ 0.14 ms of CPU (median of paired runs of
+    ``bench.ingest``'s ``app_*`` measurement), while parsing and validating 100 events is
+    ≈ 0.75 ms. The capture endpoints need none of it (they answer every client error
+    themselves), so :meth:`__call__` gives a ``POST`` to one of :attr:`fast_routes`
+    directly to its endpoint. The routes stay registered on the router too, so a GET gets
+    405 and the app behaves the same whichever path a request takes. Middleware added to
+    the app or FastAPI's telemetry switch the shortcut off (they must see every request).
     """
 
     #: Path → endpoint of the routes served directly (filled by :func:`install_capture_routes`).
