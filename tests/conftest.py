@@ -1,0 +1,50 @@
+"""Fixtures shared across test packages: the demo's own world, in a lake, built once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tripwire.cli.demo import DEFAULT_USERS, DEMO_SESSIONS_PER_USER_DAY, DEMO_TURN_LATENCY_SAMPLING
+from tripwire.metrics.catalog import install_catalog
+from tripwire.sim.config import WorldConfig
+from tripwire.sim.world import World
+from tripwire.store.lake import write_events
+from tripwire.store.workspace import Workspace, init_workspace
+
+#: The world ``tripwire demo`` simulates (seed 7, 10,000 users, 14 days, ~1.1 M events).
+DEMO_WORLD = WorldConfig(
+    seed=7,
+    users=DEFAULT_USERS,
+    days=14,
+    sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
+    turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
+)
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A workspace whose lake holds every event of the demo's world and its ground truth.
+
+    Events go straight into the lake, received when sent (the capture path and the archiver
+    are tested on their own); tests using it share the ``demo-world`` xdist group so that
+    one worker builds it once.
+    """
+    ws = init_workspace(tmp_path_factory.mktemp("demo-world") / "ws")
+    install_catalog(ws)
+    world = World(DEMO_WORLD)
+    batch: list[dict[str, Any]] = []
+    for part in world.batches(100_000):
+        batch += [
+            {**m, "source": part.source, "receivedAt": m.get("sentAt") or m["timestamp"]}
+            for m in part.messages
+        ]
+        if len(batch) >= 250_000:
+            write_events(ws.lake_dir, batch)
+            batch = []
+    if batch:
+        write_events(ws.lake_dir, batch)
+    (ws.data_dir / "sim").mkdir(parents=True, exist_ok=True)
+    world.ground_truth().write(ws.data_dir / "sim" / "ground_truth.json")
+    return ws
