@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -263,7 +264,7 @@ def _json_array(
     chunks = []
     for start in range(0, n, _DUMP_CHUNK):
         texts = _dumped(values[start : start + _DUMP_CHUNK], dump, memo if shared else None)
-        lengths[start : start + len(texts)] = list(map(len, texts))
+        lengths[start : start + len(texts)] = np.fromiter(map(len, texts), np.int64, len(texts))
         chunks.append(b"".join(texts))
     return _string_array(lengths, b"".join(chunks))
 
@@ -682,11 +683,11 @@ def _fast_batch(
     """
     n = len(ms)
     demote: set[int] = set()
-    kinds = [m["type"] for m in ms]
-    all_track = all(k == "track" for k in kinds)
+    kinds = _field(ms, "type")
+    all_track = kinds.count("track") == n
 
     # event names: each distinct name checked once; conventions checked per event below
-    raw_events: list[Any] = [m.get("event") for m in ms]
+    raw_events: list[Any] = _field(ms, "event")
     if all_track:
         events: list[Any] = raw_events
         names = set(events)
@@ -703,13 +704,13 @@ def _fast_batch(
         except (EventValidationError, TypeError):
             bad_names.add(name)
 
-    user_ids: list[Any] = [m.get("userId") for m in ms]
-    anonymous_ids: list[Any] = [m.get("anonymousId") for m in ms]
-    message_ids: list[Any] = [m.get("messageId") for m in ms]
-    display_names: list[Any] = [m.get("name") for m in ms]
-    properties: list[Any] = [m.get("properties") for m in ms]
-    contexts: list[Any] = [m.get("context") for m in ms]
-    traits: list[Any] = [m.get("traits") for m in ms]
+    user_ids = _field(ms, "userId")
+    anonymous_ids = _field(ms, "anonymousId")
+    message_ids = _field(ms, "messageId")
+    display_names = _field(ms, "name")
+    properties = _field(ms, "properties")
+    contexts = _field(ms, "context")
+    traits = _field(ms, "traits")
     objects_ok = all(
         set(map(type, column)) <= {dict, _NONE} for column in (properties, contexts, traits)
     )
@@ -732,8 +733,10 @@ def _fast_batch(
             )  # fmt: skip
     if None in message_ids:
         message_ids = [new_message_id() if m is None else m for m in message_ids]
-    for column in (properties, contexts, traits):
-        if None in column or not objects_ok:
+    # a missing object is {}: made a dict where it is read (properties: sessions and
+    # conventions; context: merged with the batch's), else only dumped as {} (see _dumped)
+    for column, read in ((properties, True), (contexts, bool(base_context)), (traits, False)):
+        if not objects_ok or (read and None in column):
             column[:] = [v if type(v) is dict else {} for v in column]
     conventions = names & CONVENTIONS.keys()
     if conventions:
@@ -751,7 +754,7 @@ def _fast_batch(
     try:
         json_columns = [
             _json_array(properties),
-            _json_array(contexts, shared=len(set(map(id, contexts))) * 2 < n),
+            _json_array(contexts, shared=_mostly_shared(contexts)),
             _json_array(traits),
         ]
     except (orjson.JSONEncodeError, TypeError):
@@ -769,7 +772,7 @@ def _fast_batch(
         demote.update(_oversized(json_columns, max_event_bytes - _SIZE_SLACK))
 
     # times: canonical client timestamps (each distinct text parsed once), clock skew corrected
-    client: list[Any] = [m.get("timestamp") for m in ms]
+    client = _field(ms, "timestamp")
     received_us = (received_moment - _EPOCH) // _ONE_US
     sent_us = None if sent is None else (sent - _EPOCH) // _ONE_US
     skew = 0 if sent_us is None else received_us - sent_us
@@ -832,7 +835,9 @@ def _fast_batch(
         timestamp_text = client_texts if texts is client else [t or received_text for t in texts]
     else:
         timestamp_text = [None if t is not None else received_text for t in texts]
-    sessions = [p.get("session_id", p.get("$session_id")) for p in properties]
+    sessions = _field(properties, "session_id")
+    if None in sessions:  # missing (not null): the $session_id PostHog's SDKs send
+        sessions = [p.get("session_id", p.get("$session_id")) for p in properties]
     if not set(map(type, sessions)) <= {str, _NONE}:
         sessions = [s if s is None or type(s) is str else str(s) for s in sessions]
     if demote:  # placeholders: these rows are dropped and decided by normalize_event
@@ -864,6 +869,18 @@ def _fast_batch(
         "raw": [None] * n,
     }
     return sorted(demote), EnvelopeBatch(columns)
+
+
+def _mostly_shared(values: list[Any]) -> bool:
+    """Whether ``values`` look like a few objects repeated (one context for a whole batch),
+    judged on at most 64 of them: it only chooses how they are dumped, not the result."""
+    sample = values[:: max(1, len(values) // 64)]
+    return len(set(map(id, sample))) * 2 < len(sample)
+
+
+def _field(rows: list[dict[str, Any]], key: str) -> list[Any]:
+    """``row.get(key)`` of every row (dicts), as one C-level pass."""
+    return list(map(dict.get, rows, repeat(key)))
 
 
 #: Batches from this many rows have their timestamps parsed column-wise by Arrow.
