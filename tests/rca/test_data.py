@@ -10,14 +10,22 @@ import pyarrow as pa
 import pytest
 
 from tripwire.metrics.compile import timeseries_expr
-from tripwire.metrics.definitions import MetricBase, events_read, parse_metric
+from tripwire.metrics.definitions import (
+    FunnelMetric,
+    MetricBase,
+    Predicate,
+    events_read,
+    parse_metric,
+)
 from tripwire.rca import data
 from tripwire.rca.data import (
+    BUCKET,
     WINDOW_COLUMN,
     LeafTable,
     Window,
     baseline_windows,
     focus_lake,
+    funnel_series,
     metric_leaves,
     windowed_events,
 )
@@ -205,3 +213,23 @@ def test_overlapping_windows_keep_the_first_label(tmp_path: Path) -> None:
     orders = table.filter(table.event == "Order Completed")
     rows = backend.to_pyarrow(orders.group_by(WINDOW_COLUMN).aggregate(n=orders.count()))
     assert sorted(zip(*rows.to_pydict().values(), strict=True)) == [("a", 20), ("b", 10)]
+
+
+def test_funnel_series_through_the_windowed_query_counts_the_same_groups(tmp_path: Path) -> None:
+    write_events(tmp_path, _envelopes(2))
+    backend = connect_lake(tmp_path)
+    funnel = parse_metric(
+        {
+            "name": "turn_to_order",
+            "type": "funnel",
+            "within": "1h",
+            "steps": ["Turn Completed", "Order Completed"],
+        }
+    )
+    assert isinstance(funnel, FunnelMetric)
+    window = Window(T0 - timedelta(minutes=20), T0 + timedelta(days=1, minutes=25))
+    fast = funnel_series(backend, funnel, window)  # unfiltered and aligned: funnel_counts
+    everything = (Predicate(field="event", op="not_null"),)  # the per-minute series
+    slow = funnel_series(backend, funnel, window, everything)
+    assert fast.shape == slow.shape == (int(np.ceil(window.duration / BUCKET)), 2)
+    assert fast.sum() > 0 and np.array_equal(fast, slow)

@@ -39,6 +39,7 @@ from tripwire.store.lake import events_dir
 
 #: Resolution of the time series used for onset detection and cumulative impact.
 BUCKET = timedelta(minutes=10)
+MINUTE = timedelta(minutes=1)
 #: Label of a missing dimension value.
 NONE = "(none)"
 #: Context dimensions investigated for every metric (metric dimensions are added).
@@ -187,6 +188,9 @@ def focus_lake(
     if not hot and not cold:
         return 0
     backend.raw_sql("SET enable_progress_bar = false")  # type: ignore[attr-defined]
+    # Every query binds the view, reading the cold files' footers (``union_by_name``):
+    # cached, a bind costs about half the CPU and less I/O wait (files are immutable).
+    backend.raw_sql("SET parquet_metadata_cache = true")  # type: ignore[attr-defined]
     parts = []
     if hot:
         backend.raw_sql(  # type: ignore[attr-defined]
@@ -544,10 +548,28 @@ def funnel_series(
     *,
     bucket: timedelta = BUCKET,
 ) -> np.ndarray:
-    """Groups entering each step per bucket: array (buckets, steps)."""
+    """Groups entering each step per bucket: array (buckets, steps).
+
+    A group counts in the bucket of its first step-1 event. Unfiltered on a minute-aligned
+    window (and in whole minutes of buckets), the same groups are read through the
+    localization's funnel query with one window per bucket (:func:`funnel_counts`, whose
+    SQL :func:`fetch` has compiled already) instead of compiling a per-minute series.
+    """
+    count = int(np.ceil(window.duration / bucket))
+    aligned = window.start.second == window.start.microsecond == 0 and not bucket % MINUTE
+    if not where and aligned and backend.name == "duckdb":
+        pieces = {
+            f"b{i}": (
+                Window(window.start + i * bucket, min(window.start + (i + 1) * bucket, window.end)),
+            )
+            for i in range(count)
+        }
+        counts = funnel_counts(backend, funnel, investigation_dimensions(funnel), pieces)
+        return np.array([counts[f"b{i}"].total() for i in range(count)], dtype=float).reshape(
+            count, len(funnel.steps)
+        )
     query = Query(grain="minute", start=window.start, end=window.end, where=tuple(where))
     table = timeseries(backend, [funnel], query)[funnel.name].table
-    count = int(np.ceil(window.duration / bucket))
     out = np.zeros((count, len(funnel.steps)))
     if table.num_rows:
         index = bucket_index(
