@@ -174,3 +174,44 @@ def test_distinct_measures_and_bad_names_are_rejected(tmp_path: Path) -> None:
         IncrementalStats(tmp_path, tmp_path, IncrementalSpec("exp", (sessions,)))
     with pytest.raises(UnitStatsError, match="folder name"):
         IncrementalStats(tmp_path, tmp_path, IncrementalSpec("../x", METRICS))
+
+
+def _late_batches(world: Any) -> list[list[dict[str, Any]]]:
+    """Days in order, but 15% of the first days' events (exposures included) arrive last."""
+    rng = random.Random(7)
+    days = sorted({e["timestamp"][:10] for e in world.envelopes})
+    late = [e for e in world.envelopes if e["timestamp"][:10] <= days[2] and rng.random() < 0.15]
+    late_ids = {id(e) for e in late}
+    on_time = [e for e in world.envelopes if id(e) not in late_ids]
+    batches = [[e for e in on_time if e["timestamp"][:10] == day] for day in days]
+    batches[-1] += late
+    return batches
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("window", "analysis_window"),
+    [
+        # a window starting before the exposure: a day's partial can hold both parts
+        ({"start": -12 * 3600, "end": "2d"}, timedelta(days=5)),
+        # no window end anywhere: no event is ever irrelevant
+        (None, None),
+    ],
+    ids=["window-before-exposure", "open-windows"],
+)
+def test_windows_without_the_daily_shortcuts_match_full_recompute(
+    tmp_path: Path, window: dict[str, Any] | None, analysis_window: timedelta | None
+) -> None:
+    lake, data = tmp_path / "lake", tmp_path / "data"
+    extra = {"name": "ordered_near", "type": "proportion", "events": ["Order Completed"]}
+    metrics = (*METRICS[:3], parse_metric(extra | ({"window": window} if window else {})))
+    settings = SETTINGS | {"analysis_window": analysis_window}
+    incremental = IncrementalStats(data, lake, IncrementalSpec("exp", metrics, **settings))
+    world = uw.build(seed=3, users=50, days=7)
+    for index, batch in enumerate(_late_batches(world)):
+        write_events(lake, batch, file_id=f"b{index}")
+        incremental.refresh()
+    expected = unit_stats(events_table(connect_lake(lake)), "exp", metrics, **settings)
+    got = incremental.result()
+    assert got.exposures == expected.exposures
+    assert got.table.equals(expected.table)
