@@ -145,8 +145,8 @@ def _block(connection: sqlite3.Connection, block_id: int, window_start: int) -> 
 def first_live_block(connection: sqlite3.Connection, window_start: int) -> int:
     """The smallest block id seen at or after ``window_start`` (blocks with smaller ids are
     all outside the window; one past the last block if none is inside)."""
-    row = connection.execute(
-        "SELECT id FROM dedupe_blocks WHERE seen_at >= ? ORDER BY id LIMIT 1", (window_start,)
+    row = connection.execute(  # +seen_at: walk the ids, stop at the first one inside
+        "SELECT id FROM dedupe_blocks WHERE +seen_at >= ? ORDER BY id LIMIT 1", (window_start,)
     ).fetchone()
     if row is not None:
         return int(row[0])
@@ -263,26 +263,26 @@ class KeyIndex:
                 "SELECT coalesce(max(id), 0) FROM dedupe_blocks"
             ).fetchone()
             rows = connection.execute(
-                "SELECT id, hashes FROM dedupe_blocks WHERE id >= ? ORDER BY id",
+                "SELECT id, keys, hashes FROM dedupe_blocks WHERE id >= ? ORDER BY id",
                 (first_live_block(connection, window_start),),
             ).fetchall()
             self.last_block_id = max(self.last_block_id, int(last))
             self.loaded = True
         else:
             rows = connection.execute(
-                "SELECT id, hashes FROM dedupe_blocks WHERE id > ? ORDER BY id",
+                "SELECT id, keys, hashes FROM dedupe_blocks WHERE id > ? ORDER BY id",
                 (self.last_block_id,),
             ).fetchall()
-        blocks = [
-            (int(block_id), np.frombuffer(blob, "<u8").astype(_U64)) for block_id, blob in rows
-        ]
-        self._insert(connection, window_start, blocks)
+        if rows:
+            block_ids, counts, blobs = zip(*rows, strict=True)
+            hashes = np.frombuffer(b"".join(blobs), "<u8").astype(_U64)
+            self._insert(connection, window_start, list(block_ids), list(counts), hashes)
 
     def add(
         self, connection: sqlite3.Connection, window_start: int, block_id: int, hashes: np.ndarray
     ) -> None:
         """Add a block this writer has just committed."""
-        self._insert(connection, window_start, [(block_id, hashes.astype(_U64))])
+        self._insert(connection, window_start, [block_id], [len(hashes)], hashes.astype(_U64))
 
     def candidates(self, hashes: np.ndarray) -> dict[int, list[int]]:
         """For each position of ``hashes`` whose hash some known block recorded: the ids of
@@ -315,17 +315,15 @@ class KeyIndex:
         self,
         connection: sqlite3.Connection,
         window_start: int,
-        blocks: list[tuple[int, np.ndarray]],
+        block_ids: list[int],
+        counts: list[int],
+        new_hashes: np.ndarray,
     ) -> None:
-        if not blocks:
-            return
-        numbers = []
-        for block_id, hashes in blocks:
-            numbers.append(np.full(len(hashes), len(self._block_ids), np.int32))
-            self._block_ids.append(block_id)
-            self.last_block_id = max(self.last_block_id, block_id)
-        new_hashes = np.concatenate([h for _, h in blocks])
-        new_numbers = np.concatenate(numbers)
+        """Add blocks (their ids, how many keys each, all their hashes in order)."""
+        first = len(self._block_ids)
+        new_numbers = np.repeat(np.arange(first, first + len(block_ids), dtype=np.int32), counts)
+        self._block_ids.extend(block_ids)
+        self.last_block_id = max(self.last_block_id, *block_ids)
         if self._count + len(new_hashes) <= _MAX_LOAD * len(self._hashes):
             self._place(new_hashes, new_numbers)
             self._count += len(new_hashes)
