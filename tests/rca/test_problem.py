@@ -27,6 +27,19 @@ def test_onset_and_recovery_of_a_step_are_found():
     assert regime.shape == "step"
 
 
+def test_a_later_deeper_episode_is_not_merged_into_the_regime():
+    """A drop that recovered, then (hours later, inside the look-ahead) a deeper one: the
+    retrospective look at the first one's end ends its regime at its own recovery."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1, 144)
+    z[60:75] -= 4.0  # the investigated incident: 10:00 → 12:30
+    z[120:138] -= 9.0  # another episode eight hours later
+    regime = locate_regime(_starts(144), z, T0 + timedelta(minutes=10 * 75))
+    assert abs((regime.onset - (T0 + timedelta(minutes=600))).total_seconds()) <= 600
+    assert regime.recovered_in_data
+    assert abs((regime.end - (T0 + timedelta(minutes=750))).total_seconds()) <= 1200
+
+
 def test_a_ramp_is_called_gradual():
     z = np.r_[np.zeros(20), -0.3 * np.arange(1, 25)]
     shape, evidence = _shape(z, 20)

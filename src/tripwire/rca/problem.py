@@ -197,7 +197,13 @@ def residual_z(series: Series, expected_rate: np.ndarray | float, *, additive: b
 def locate_regime(
     starts: Sequence[datetime], z: np.ndarray, at: datetime, *, bucket: timedelta = BUCKET
 ) -> Regime:
-    """Onset (last change before ``at``), end (recovery after it, if seen) and shape."""
+    """Onset (last change before ``at``), end (recovery after it, if seen) and shape.
+
+    The recovery is the change after ``at`` past which the residuals fall to under half
+    their level inside the regime. When the strongest change after the onset is instead a
+    *later, different* episode (another drop within the look-ahead), the search repeats
+    before it, so that two incidents hours apart are not merged into one regime.
+    """
     ts = np.array([int(s.timestamp()) for s in starts], dtype=np.int64)
     at_index = int(np.searchsorted(ts, at.timestamp(), side="right"))
     at_index = min(max(at_index, 5), ts.size)
@@ -207,18 +213,18 @@ def locate_regime(
     level = float(during.mean()) if during.size else 0.0
     end_index = ts.size
     recovered = False
-    if ts.size - onset_index >= 6:
-        tail = locate_onset(ts[onset_index:], z[onset_index:])
+    stop = ts.size
+    while stop - onset_index >= 6:
+        tail = locate_onset(ts[onset_index:stop], z[onset_index:stop])
         split = int(np.searchsorted(ts, tail.timestamp))
-        inside, after = z[onset_index:split], z[split:]
-        if (
-            split >= at_index - 1
-            and after.size >= 3
-            and inside.size >= 1
-            and abs(after.mean()) < abs(inside.mean()) / 2
-        ):
+        inside, after = z[onset_index:split], z[split:stop]
+        if split < at_index - 1 or after.size < 3 or inside.size < 1:
+            break
+        if abs(after.mean()) < abs(inside.mean()) / 2:
             end_index, recovered = split, True
             level = float(inside.mean())
+            break
+        stop = split  # what follows the split is another episode: look before it
     regime = z[max(onset_index - 12, 0) : end_index]
     shape, evidence = _shape(regime, min(12, onset_index))
     end = starts[end_index - 1] + bucket if end_index else starts[-1] + bucket
