@@ -16,7 +16,7 @@ size::
   so a writer finds the blocks other processes appended since it last looked by ``id``).
 
 Each writer keeps the hashes of the blocks inside the window in memory
-(:class:`KeyIndex`: a hash table in numpy arrays, 18–30 bytes per key) and asks it which
+(:class:`KeyIndex`: a hash table in numpy arrays, 24–40 bytes per key) and asks it which
 of a group's hashes were seen. A hash that was seen is only a *candidate*: its block's ``ids``
 are read and compared with the full messageId, so a hash collision can neither drop a
 distinct event nor let a duplicate through; deduplication is exact, and costs a block read
@@ -226,8 +226,11 @@ def migrate_key_table(connection: sqlite3.Connection) -> int:
 
 #: The index's table is rebuilt (bigger, without expired keys) beyond this share of used
 #: slots, to this share.
-_MAX_LOAD = 0.65
-_REBUILT_LOAD = 0.4
+_MAX_LOAD = 0.5
+_REBUILT_LOAD = 0.3
+#: Keys still probing when this few are left continue one by one (a numpy pass costs
+#: microseconds whatever its size; the last keys of a batch can sit in long runs).
+_SCALAR_TAIL = 32
 
 
 class KeyIndex:
@@ -238,7 +241,7 @@ class KeyIndex:
     a list of block ids; linear probing), so that inserting or looking up a group's keys
     is a few vectorized passes with ~1 random memory access per key: a sorted array's
     binary search costs ~20 dependent cache misses per key past a few million keys.
-    12 bytes per slot, 18–30 per key. When it fills up, it is rebuilt without the keys
+    12 bytes per slot, 24–40 per key. When it fills up, it is rebuilt without the keys
     of blocks that left the window (:func:`first_live_block`). Only the writer thread
     uses it.
     """
@@ -293,7 +296,7 @@ class KeyIndex:
         capacity = len(self._hashes)
         slots = self._slots(hashes)
         pending = np.arange(len(hashes))
-        while len(pending):
+        while len(pending) > _SCALAR_TAIL:
             at = slots[pending]
             blocks = self._blocks[at]
             occupied = blocks >= 0
@@ -305,6 +308,13 @@ class KeyIndex:
                     found.setdefault(position, []).append(self._block_ids[number])
             pending = pending[occupied]
             slots[pending] = (at[occupied] + 1) % capacity
+        table, numbers = self._hashes, self._blocks
+        for position in pending.tolist():  # the few in long runs: one by one
+            slot, value = int(slots[position]), hashes[position]
+            while (number := int(numbers[slot])) >= 0:
+                if table[slot] == value:
+                    found.setdefault(position, []).append(self._block_ids[number])
+                slot = (slot + 1) % capacity
         return found
 
     def _slots(self, hashes: np.ndarray) -> np.ndarray:
@@ -370,7 +380,7 @@ class KeyIndex:
         capacity = len(self._hashes)
         slots = self._slots(hashes)
         pending = np.arange(len(hashes))
-        while len(pending):
+        while len(pending) > _SCALAR_TAIL:
             at = slots[pending]
             free = np.flatnonzero(self._blocks[at] < 0)
             won = np.zeros(len(pending), bool)
@@ -382,3 +392,9 @@ class KeyIndex:
                 won[free[first]] = True
             pending = pending[~won]
             slots[pending] = (at[~won] + 1) % capacity
+        table, blocks = self._hashes, self._blocks
+        for index in pending.tolist():  # the few in long runs: one by one
+            slot = int(slots[index])
+            while blocks[slot] >= 0:
+                slot = (slot + 1) % capacity
+            table[slot], blocks[slot] = hashes[index], numbers[index]
