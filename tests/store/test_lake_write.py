@@ -64,3 +64,22 @@ def test_a_failing_partition_write_fails_the_write(
     monkeypatch.setattr(lake, "write_file_atomically", flaky)
     with pytest.raises(OSError, match="disk full"):
         lake.write_table(tmp_path, table, file_id="x", durable=True, threads=2)
+
+
+def test_statistics_and_dictionaries_per_column(tmp_path: Path) -> None:
+    """Range statistics where queries prune (time, event, dimensions, flattened values), none
+    on the raw JSON and message ids; no dictionary on per-event texts and ids."""
+    (path, *_) = lake.write_table(tmp_path / "lake", _table(tmp_path), file_id="x")
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = {
+        row_group.column(i).path_in_schema: row_group.column(i)
+        for i in range(row_group.num_columns)
+    }
+    for name in ("timestamp", "received_at", "event", "type", "locale", "prop_n"):
+        assert chunks[name].is_stats_set and chunks[name].statistics.has_min_max, name
+    for name in ("message_id", "properties", "context", "traits"):
+        assert not chunks[name].is_stats_set, name
+    for name in ("message_id", "user_id", "properties", "timestamp"):
+        assert not chunks[name].has_dictionary_page, name
+    for name in ("event", "locale", "context"):
+        assert chunks[name].has_dictionary_page, name

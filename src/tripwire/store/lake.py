@@ -561,9 +561,10 @@ def write_table(
         return []
     order, partitions = partition_rows(table)
     # One gather of the whole table, then zero-copy slices (a ``take`` per partition would
-    # concatenate the table's chunks once per partition). The chunks are joined first:
-    # ``take`` of chunked string columns costs ~60% more than a concatenation and a take.
-    ordered = table.combine_chunks().take(order)
+    # concatenate the table's chunks once per partition). Taken from the chunked columns
+    # directly: with pyarrow 26 that costs ~20% less CPU than joining the chunks first and
+    # taking from the joined table, and allocates (and page-faults) half the memory.
+    ordered = table.take(order)
     created: set[Path] = set()
     targets: list[Path] = []
     for day, event, _, _ in partitions:
@@ -646,10 +647,28 @@ def _make_directories(directory: Path) -> list[Path]:
     return [path.parent for path in missing]
 
 
-#: Columns with (nearly) one value per row: a dictionary would only cost time.
-_UNIQUE_COLUMNS = frozenset(
-    {"message_id", "properties", "timestamp", "original_timestamp", "sent_at", "received_at"}
+#: Columns with (nearly) one value per row, or many distinct ones per file (ids): a
+#: dictionary would only cost time (hashing every value) and, for these, bytes: zstd finds
+#: the repeats of plain-encoded ids as well (measured on world-shaped partitions: ~15%
+#: smaller files without a dictionary on the ids).
+_PLAIN_COLUMNS = frozenset(
+    {
+        "message_id",
+        "user_id",
+        "anonymous_id",
+        "session_id",
+        "properties",
+        "timestamp",
+        "original_timestamp",
+        "sent_at",
+        "received_at",
+    }
 )
+#: Columns without min/max statistics: long texts (the raw JSON, the unique message ids) that
+#: no query filters by range, whose statistics cost a comparison of every value when
+#: writing and bytes in every footer. Every other column keeps them: DuckDB skips row groups
+#: by them (``timestamp`` windows, ``event`` lists, dimension filters).
+_NO_STATISTICS_COLUMNS = frozenset({"message_id", "properties", "context", "traits"})
 
 
 def write_file_atomically(
@@ -666,7 +685,8 @@ def write_file_atomically(
             table,
             sink,
             compression="zstd",
-            use_dictionary=[c for c in table.column_names if c not in _UNIQUE_COLUMNS],
+            use_dictionary=[c for c in table.column_names if c not in _PLAIN_COLUMNS],
+            write_statistics=[c for c in table.column_names if c not in _NO_STATISTICS_COLUMNS],
         )
     if durable:
         with open(tmp, "rb") as handle:
