@@ -250,3 +250,16 @@ def test_a_failing_stage_commits_only_whole_chunks_before_it(
     result = Archiver(buffer, tmp_path / "lake", chunk_rows=100).run()
     assert result.events == 300
     assert_exactly_once(tmp_path / "lake", 500)
+
+
+def test_the_archiver_keeps_freed_arrow_memory_for_reuse() -> None:
+    import pyarrow as pa
+
+    from tripwire.ingest.archiver import use_retaining_memory_pool
+
+    expected = "jemalloc" if "jemalloc" in pa.supported_memory_backends() else None
+    name = use_retaining_memory_pool()
+    assert name == pa.default_memory_pool().backend_name
+    if expected is not None:
+        assert name == expected
+    assert use_retaining_memory_pool() == name  # once per process
