@@ -94,6 +94,7 @@ class Tripwire:
         self.flush_at = flush_at
         self.max_event_bytes = int(workspace.setting("ingest", "max_event_bytes"))
         self.buffer = Buffer.for_workspace(workspace)
+        self.buffer.preload_keys()  # while the caller prepares its first events
         self._lock = threading.Lock()
         self._queued: list[tuple[_Queued, bool]] = []  # (item, counted in FlushResult)
         self._queued_events = 0

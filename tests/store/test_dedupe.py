@@ -182,3 +182,18 @@ def test_a_former_key_table_is_migrated(tmp_path):
     ]
     assert (result.stored, result.duplicate_indexes) == (2, (0, 1, 3))
     assert "dedupe" not in tables
+
+
+def test_a_preloaded_index_is_used_and_kept_up_to_date(tmp_path):
+    """preload_keys loads the window's keys in the writer thread before any append; blocks
+    another writer appends afterwards are still caught up with at the next commit."""
+    path = tmp_path / "b.db"
+    with Buffer(path) as first:
+        first.append([envelope("a"), envelope("b")])
+    with Buffer(path) as buf, Buffer(path) as other:
+        buf.preload_keys()
+        other.append([envelope("c")])  # after (or while) buf loads its index
+        assert buf.append([envelope("d")]).stored == 1
+        assert buf._keys.loaded and len(buf._keys) == 4
+        result = buf.append([envelope(m) for m in ("a", "c", "d", "e")])
+    assert (result.stored, result.duplicate_indexes) == (1, (0, 1, 2))

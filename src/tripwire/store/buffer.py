@@ -184,6 +184,13 @@ class WriterStats:
     events: int
 
 
+class _Preload:
+    """Queued by :meth:`Buffer.preload_keys`."""
+
+
+_PRELOAD = _Preload()
+
+
 @dataclass
 class _Pending:
     batch: EnvelopeBatch
@@ -400,7 +407,7 @@ class Buffer:
                 " VALUES (?, 0, 1, ?)",
                 (ARCHIVER, now_micros()),
             )
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | _Preload | None] = queue.SimpleQueue()
         self._closed = False
         self._stats_lock = threading.Lock()
         self._appends = self._commits = self._events = 0
@@ -466,6 +473,23 @@ class Buffer:
         self._queue.put(pending)
         return pending.future
 
+    def preload_keys(self) -> None:
+        """Have the writer thread load its dedupe index now rather than at the first append
+        (~0.5 CPU-s per million keys in the window): for processes that will write."""
+        if not self._closed:
+            self._queue.put(_PRELOAD)
+
+    def _preload(self, connection: sqlite3.Connection) -> None:
+        """Load the dedupe index in a read transaction (a commit catches up from there)."""
+        try:
+            connection.execute("BEGIN")
+            try:
+                self._keys.catch_up(connection, now_micros() - self.dedupe_window_us)
+            finally:
+                connection.execute("COMMIT")
+        except sqlite3.Error:
+            self._keys = dedupe.KeyIndex()  # a hint only: the first append loads it instead
+
     def _write_loop(self) -> None:
         connection = connect_sqlite(self.path)
         try:
@@ -473,6 +497,9 @@ class Buffer:
                 first = self._queue.get()
                 if first is None:
                     return
+                if isinstance(first, _Preload):
+                    self._preload(connection)
+                    continue
                 group = [first]
                 size = len(first.batch)
                 stop = False
@@ -484,6 +511,8 @@ class Buffer:
                     if item is None:
                         stop = True
                         break
+                    if isinstance(item, _Preload):  # this commit loads the index anyway
+                        continue
                     group.append(item)
                     size += len(item.batch)
                 self._commit_group(connection, group)
