@@ -95,7 +95,10 @@ from tripwire.metrics.unit_stats import (
 from tripwire.store.engine import property_types
 from tripwire.store.lake import ENVELOPE_FIELDS, _duck_type, events_dir
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Column of the stored exposures and totals: the unit's integer index, assigned once when the
+#: unit is first exposed (the current look joins totals and cohort cells on it, not on ids).
+IX = "ix"
 MANIFEST = "manifest.json"
 _DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _EPOCH = date(1970, 1, 1)
@@ -296,7 +299,8 @@ def exposure_partials(events: ir.Table, spec: IncrementalSpec) -> ir.Table:
 
 def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
     """Per (unit, day, ``t0_used``): ``a_<c>`` inside the analysis window, ``r_<c>`` raw day
-    totals for days before the exposure day (or every day while the unit is unexposed).
+    totals for days before the exposure day (or every day while the unit is unexposed), and
+    ``__ix``: the unit's index in ``exposed`` (null when unexposed; not stored).
 
     Cost is the hash aggregation (about one group per event in a daily refresh), which
     grows with the number of aggregates; so:
@@ -321,7 +325,7 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
         **{f"__v_{c.key}": contribution(scan, c) for c in aggregated},
     )
     scan = scan.filter(scan["__unit"].notnull())
-    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
+    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0, __ix=exposed[IX])
     joined = scan.left_join(known, scan["__unit"] == known["__u"])
     exclusive = all(c.window_start >= timedelta(0) for c in plan.components)
     ends = [c.window_end for c in plan.components]
@@ -341,6 +345,7 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
         __unit=joined["__unit"],
         __day=day,
         __t0=t0,
+        __ix=joined["__ix"],
         __b=before,
         **flags,
         **{f"__v_{c.key}": joined[f"__v_{c.key}"] for c in aggregated},
@@ -358,7 +363,7 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
             aggregates[f"r_{key}"] = _aggregate(ibis.ifelse(rows["__b"], value, 0), component.mode)
     grouped = rows.group_by(
         **{UNIT: rows["__unit"], "day": rows["__day"], "t0_used": rows["__t0"]}
-    ).aggregate(**aggregates)
+    ).aggregate(__ix=rows["__ix"].max(), **aggregates)
     columns: dict[str, ir.Value] = {}
     if exclusive:
         t0_used = grouped.t0_used
@@ -374,8 +379,8 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
             columns[f"{prefix}_{key}"] = ibis.ifelse(columns[f"{prefix}_{count}"] > 0, 1, 0).cast(
                 "int64"
             )
-    out = grouped.select(UNIT, "day", "t0_used", **columns)
-    return out.select(*_partial_schema(plan).names)
+    out = grouped.select(UNIT, "day", "t0_used", **columns, __ix=grouped["__ix"])
+    return out.select(*_partial_schema(plan).names, "__ix")
 
 
 def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
@@ -391,8 +396,8 @@ def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
 def _row_contributions(rows: ir.Table, t0: ir.TimestampValue, plan: StatsPlan) -> ir.Table:
     """Per partial row of a unit first exposed at ``t0``: its contribution to the unit's
     running totals, ``a_<c>`` and ``p_<c>`` (the raw day total when the row's day is in
-    the pre-period)."""
-    columns: dict[str, ir.Value] = {UNIT: rows[UNIT]}
+    the pre-period); ``rows`` carry the unit's index in ``__ix``."""
+    columns: dict[str, ir.Value] = {UNIT: rows[UNIT], IX: rows["__ix"]}
     for component in plan.components:
         columns[f"a_{component.key}"] = rows[f"a_{component.key}"]
         if plan.pre_period_days:
@@ -403,13 +408,14 @@ def _row_contributions(rows: ir.Table, t0: ir.TimestampValue, plan: StatsPlan) -
 
 def _unit_contributions(rows: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
     """:func:`_row_contributions` of the rows of exposed units (joined to their ``t0``)."""
-    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0)
-    joined = rows.inner_join(known, rows[UNIT] == known["__u"])
+    known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0, __ix=exposed[IX])
+    joined = rows.drop(*(c for c in ("__ix",) if c in rows.columns))
+    joined = joined.inner_join(known, joined[UNIT] == known["__u"])
     return _row_contributions(joined, joined["__t0"], plan)
 
 
 def _fold(rows: ir.Table, plan: StatsPlan) -> ir.Table:
-    """Per unit: the merge (sum, or max for ``any``) of contribution rows or totals."""
+    """Per unit (and its index): the merge (sum, or max for ``any``) of contribution rows."""
     aggregates: dict[str, ir.Scalar] = {}
     for component in plan.components:
         prefixes = ("a", "p") if plan.pre_period_days else ("a",)
@@ -423,7 +429,7 @@ def _fold(rows: ir.Table, plan: StatsPlan) -> ir.Table:
                 # are BIGINT (exact; an overflow is an error, not a rounding)
                 total = rows[name].sum().fill_null(0)
                 aggregates[name] = total.cast("decimal(38, 0)").cast("int64")
-    return rows.group_by(UNIT).aggregate(**aggregates)
+    return rows.group_by(UNIT, IX).aggregate(**aggregates)
 
 
 def _merge_components(partials: ir.Table, units: ir.Table, plan: StatsPlan) -> ir.Table:
@@ -432,7 +438,7 @@ def _merge_components(partials: ir.Table, units: ir.Table, plan: StatsPlan) -> i
 
 
 def _totals_schema(plan: StatsPlan) -> ibis.Schema:
-    fields: dict[str, str] = {UNIT: "string"}
+    fields: dict[str, str] = {UNIT: "string", IX: "int64"}
     fields |= {f"a_{c.key}": "int64" for c in plan.components}
     if plan.pre_period_days:
         fields |= {f"p_{c.key}": "int64" for c in plan.components}
@@ -442,7 +448,7 @@ def _totals_schema(plan: StatsPlan) -> ibis.Schema:
 def _exposed_schema(spec: IncrementalSpec) -> ibis.Schema:
     fields = {UNIT: "string", "arm": "string", "t0": "timestamp('UTC')", "n_arms": "int64"}
     fields |= {f"d{i}": "string" for i in range(len(spec.dimensions))}
-    return ibis.schema(fields)
+    return ibis.schema(fields | {IX: "int64"})
 
 
 class IncrementalStats:
@@ -521,7 +527,7 @@ class IncrementalStats:
             and str(manifest.get("totals", "")).endswith(".duckdb")
             and bool(manifest.get("exposed"))
         )
-        exposed_names = _exposed_schema(spec).names
+        exposed_names = [n for n in _exposed_schema(spec).names if n != IX]
 
         # 1. exposures: stored partials of clean days + partials of new and dirty files
         old_exp = session.parts(
@@ -545,12 +551,21 @@ class IncrementalStats:
                 session.write(fresh_exp, self.dir / exposure_parts[-1])
                 mine = old_exp.semi_join(touched, old_exp[UNIT] == touched["__tu"])
                 rows_t = ibis.union(mine, fresh_exp, distinct=False)
+                # a touched unit keeps its index; a newly exposed one gets a new one
+                firsts = first_exposures(rows_t, len(spec.dimensions)).select(*exposed_names)
+                prior = old_exposed.select(__pu=old_exposed[UNIT], __pix=old_exposed[IX])
+                base = old_exposed[IX].max().fill_null(-1) + 1
+                firsts = firsts.left_join(prior, firsts[UNIT] == prior["__pu"])
+                firsts = firsts.mutate(__rn=ibis.row_number())
                 exposed_t = session.materialize(
-                    first_exposures(rows_t, len(spec.dimensions)).select(*exposed_names)
+                    firsts.select(
+                        *exposed_names,
+                        **{IX: firsts["__pix"].fill_null(base.as_scalar() + firsts["__rn"])},
+                    )
                 )
                 others = old_exposed.anti_join(touched, old_exposed[UNIT] == touched["__tu"])
                 exposed = session.materialize(
-                    ibis.union(others.select(*exposed_names), exposed_t, distinct=False)
+                    ibis.union(others.select(*exposed_names, IX), exposed_t, distinct=False)
                 )
                 before = old_exposed.select(__ou=old_exposed[UNIT], __ot0=old_exposed.t0)
                 moved = session.materialize(
@@ -562,9 +577,8 @@ class IncrementalStats:
                 n_moved = int(moved.count().to_pyarrow().as_py())
         else:
             exp_rows = session.materialize(ibis.union(old_exp, fresh_exp, distinct=False))
-            exposed = session.materialize(
-                first_exposures(exp_rows, len(spec.dimensions)).select(*exposed_names)
-            )
+            firsts = first_exposures(exp_rows, len(spec.dimensions)).select(*exposed_names)
+            exposed = session.materialize(firsts.mutate(**{IX: ibis.row_number()}))
             exposure_parts = [f"exposures-{token}.parquet"]
             session.write(exp_rows, self.dir / exposure_parts[0])
 
@@ -626,7 +640,7 @@ class IncrementalStats:
             session.write(kept, self.dir / partial_parts[0])
             kept = session.parts([self.dir / partial_parts[0]], _partial_schema(plan))
         new_part = f"partials-{token}.parquet"
-        session.write(fresh, self.dir / new_part)
+        session.write(fresh.select(*_partial_schema(plan).names), self.dir / new_part)
         partial_parts.append(new_part)
 
         # 5. running per-unit totals (through the last day seen), exact: sums and maxima.
@@ -655,7 +669,7 @@ class IncrementalStats:
             # only the columns (and rows) the delta changes: adding 0, or max with 0 (a 0/1
             # indicator), is a no-op, and a daily delta has no pre-period part for units
             # exposed before it — the UPDATE (and its checkpoint) touches only what moved
-            values = [n for n in names if n != UNIT]
+            values = [n for n in names if n not in (UNIT, IX)]
             flags = session.query(
                 "SELECT " + ", ".join(f'bool_or("{n}" <> 0)' for n in values) + f" FROM {d_name}"
             )[0]
@@ -772,8 +786,12 @@ class IncrementalStats:
             coding = _coding_from_json(stored["coding"])
             units = analysed_units(exposed)
             units = units.mutate(**{CELL: coding.expr(units, cohort_columns(spec.dimensions))})
+            # per-unit totals with their cohort cell: joined on the integer index
+            cells = units.select(__i=units[IX], **{CELL: units[CELL]})
+            per_unit = session.totals(self.dir / totals)
+            per_unit = per_unit.inner_join(cells, per_unit[IX] == cells["__i"]).drop("__i")
             return compute_from_units(
-                session.totals(self.dir / totals),
+                per_unit,
                 units,
                 plan,
                 experiment=spec.experiment,
@@ -796,7 +814,8 @@ class IncrementalStats:
                 last_day = (until - _EPOCH).days
                 exp_rows = exp_rows.filter(exp_rows.day <= last_day)
                 partials = partials.filter(partials.day <= last_day)
-            exposed = session.materialize(first_exposures(exp_rows, len(spec.dimensions)))
+            firsts = first_exposures(exp_rows, len(spec.dimensions))
+            exposed = session.materialize(firsts.mutate(**{IX: ibis.row_number()}))
             per_unit = _merge_components(partials, analysed_units(exposed), plan)
         exposed = session.materialize(exposed)
         summary = summarize(exposed, spec.experiment)
