@@ -9,8 +9,9 @@ per-unit metrics (a :class:`~tripwire.metrics.unit_stats.StatsPlan`), the state 
   the unit's analysis window (``a_<c>``) and its raw day total for the pre-period
   (``r_<c>``, kept for days before the exposure day), where ``t0_used`` is the unit's first
   exposure as known when the events were aggregated (null: not exposed yet);
-* **first exposures** per unit (``exposed-*.parquet``) and **running totals** per exposed
-  unit (``totals-*.duckdb``): ``a_<c>``/``p_<c>`` through the last day seen, so the current
+* **first exposures** per unit (``exposed-*.parquet``, with the unit's integer index
+  :data:`IX`, assigned once) and **running totals** per exposed unit (``totals-*.duckdb``,
+  keyed by id and index): ``a_<c>``/``p_<c>`` through the last day seen, so the current
   look is one units-sized aggregation (no units × days merge);
 * **stored past looks**: the arm/cohort-level result of a look before the last day, kept
   until a refresh touches a day on or before it (late data, a moved exposure, a compaction);
