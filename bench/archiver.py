@@ -63,8 +63,11 @@ def _best_cpu_us(step: Callable[[], Any], events: int, repeats: int) -> tuple[fl
 
 def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[str, float]:
     """CPU µs per event of each archiver stage on the buffer's first chunk."""
+    from tripwire.ingest.archiver import use_retaining_memory_pool
     from tripwire.store.buffer import Buffer
     from tripwire.store.lake import PropertyTypes, envelope_batch_to_table, write_table
+
+    use_retaining_memory_pool()  # the stages on the archiver's memory pool
 
     def read() -> Any:
         with Buffer(buffer_path) as buffer:  # a fresh one: no segment or page cache of its own
@@ -150,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["stages"] = bench_stages(root / "buffer.db", root / "stages", chunk_rows=chunk_rows)
     import pyarrow as pa
 
-    # mimalloc (pyarrow's default) vs ARROW_DEFAULT_MEMORY_POOL=system changes the kernel time
+    # the pool the archiver ran on (it makes jemalloc pyarrow's default where available:
+    # mimalloc's page faults cost 20-50% of its CPU), which changes the kernel time
     results["arrow_memory_pool"] = pa.default_memory_pool().backend_name
     results["load_average_1min_before"] = load_before
     results["load_average_1min_after"] = os.getloadavg()[0]
