@@ -422,6 +422,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the writer thread loads the dedupe index now, not while the first request waits
+        the_buffer.preload_keys()
         try:
             yield
         finally:
