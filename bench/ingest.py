@@ -31,6 +31,7 @@ import base64
 import gc
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -574,14 +576,48 @@ def _world_message(i: int, day: int) -> dict[str, Any]:
     }
 
 
+def _prefilled_workspace(root: Path, keys: int) -> Path:
+    """A workspace whose buffer already holds ``keys`` random-UUID events (all inside the
+    dedupe window): what a capture buffer looks like after days of real SDK traffic."""
+    import tripwire
+    from tripwire.store.workspace import init_workspace
+
+    workspace = init_workspace(root)
+    with tripwire.open(workspace.root) as tw:
+        for start in range(0, keys, 20_000):
+            size = min(20_000, keys - start)
+            tw.track_many(
+                [
+                    {
+                        "type": "track",
+                        "event": "Prefill",
+                        "userId": "u",
+                        "messageId": str(uuid.uuid4()),
+                    }
+                    for _ in range(size)
+                ]
+            )
+        tw.flush()
+    return workspace.root
+
+
 def bench_inprocess_track(
-    *, runs: int = 3, events: int = 200_000, batch: int = 10_000
+    *,
+    runs: int = 3,
+    events: int = 200_000,
+    batch: int = 10_000,
+    random_ids: bool = False,
+    prefill: int = 0,
 ) -> dict[str, Any]:
     """Median events/s of ``tw.track_many`` (validation included) + ``tw.flush()`` (durable).
 
-    Also times the steps alone on one batch (CPU per event): column-wise validation into an
-    Arrow batch (:func:`tripwire.events.columns.normalize_batch`) and the durable append of
-    that batch (IPC + LZ4 segment, dedupe inserts, one fsync per group).
+    ``random_ids`` gives every message a random UUID messageId (what SDKs send) instead of a
+    sequential one; ``prefill`` starts each run from a buffer already holding that many
+    random-UUID keys (one event is sent and flushed before the timer starts, so the writer's
+    dedupe index load is timed apart: ``index_load_cpu_s``). Also times the steps alone on
+    one batch (CPU per event): column-wise validation into an Arrow batch
+    (:func:`tripwire.events.columns.normalize_batch`) and the durable append of that batch
+    (IPC + LZ4 segment, dedupe block, one fsync per group).
     """
     import tripwire
     from tripwire.events.columns import normalize_batch
@@ -590,24 +626,40 @@ def bench_inprocess_track(
 
     rates: list[float] = []
     cpu_rates: list[float] = []  # events per CPU-second of this process (all its threads)
-    for run in range(runs):
-        messages = [_world_message(i, run) for i in range(events)]
-        with tempfile.TemporaryDirectory() as tmp:
-            workspace = init_workspace(Path(tmp) / "ws")
-            with tripwire.open(workspace.root) as tw:
-                started, cpu = time.perf_counter(), time.process_time()
-                for start in range(0, events, batch):
-                    assert not tw.track_many(messages[start : start + batch]).rejected
-                flushed = tw.flush()
-                elapsed = time.perf_counter() - started
-                cpu_rates.append(events / (time.process_time() - cpu))
-            assert flushed.stored == events, flushed
-        rates.append(events / elapsed)
-        print(
-            f"   in-process run {run + 1}: {rates[-1]:,.0f} events/s (durable);"
-            f" {cpu_rates[-1]:,.0f} events per CPU-second",
-            flush=True,
-        )
+    index_load: list[float] = []
+    with tempfile.TemporaryDirectory() as template_dir:
+        template = _prefilled_workspace(Path(template_dir) / "ws", prefill) if prefill else None
+        for run in range(runs):
+            messages = [_world_message(i, run) for i in range(events)]
+            if random_ids:
+                for message in messages:
+                    message["messageId"] = str(uuid.uuid4())
+            with tempfile.TemporaryDirectory() as tmp:
+                if template is not None:
+                    root = Path(tmp) / "ws"
+                    shutil.copytree(template, root)
+                else:
+                    root = init_workspace(Path(tmp) / "ws").root
+                with tripwire.open(root) as tw:
+                    if template is not None:
+                        cpu = time.process_time()
+                        tw.track("Warm", user_id="u")
+                        tw.flush()
+                        index_load.append(time.process_time() - cpu)
+                    started, cpu = time.perf_counter(), time.process_time()
+                    for start in range(0, events, batch):
+                        assert not tw.track_many(messages[start : start + batch]).rejected
+                    flushed = tw.flush()
+                    elapsed = time.perf_counter() - started
+                    cpu_rates.append(events / (time.process_time() - cpu))
+                warm = 1 if template is not None else 0  # the one event that loaded the index
+                assert flushed.stored == events + warm, flushed
+            rates.append(events / elapsed)
+            print(
+                f"   in-process run {run + 1}: {rates[-1]:,.0f} events/s (durable);"
+                f" {cpu_rates[-1]:,.0f} events per CPU-second",
+                flush=True,
+            )
 
     sample = [_world_message(i, 99) for i in range(batch)]
     now = datetime.now(UTC)
@@ -623,6 +675,9 @@ def bench_inprocess_track(
         "events": events,
         "batch": batch,
         "runs": runs,
+        "random_ids": random_ids,
+        "prefilled_keys": prefill,
+        "index_load_cpu_s": statistics.median(index_load) if index_load else None,
         "events_per_s_median": statistics.median(rates),
         "events_per_cpu_s_median": statistics.median(cpu_rates),
         "load_average_1min": os.getloadavg()[0],
@@ -642,8 +697,21 @@ def main_store(quick: bool) -> dict[str, Any]:
     print(
         f"   in-process median: {results['inprocess_track']['events_per_s_median']:,.0f} events/s (target ≥ 200,000)"
     )
+    print(
+        "   the same with random UUID messageIds, 1 M random keys already in the window", flush=True
+    )
+    results["inprocess_track_uuid_1m"] = bench_inprocess_track(
+        runs=1 if quick else 3,
+        events=20_000 if quick else 200_000,
+        random_ids=True,
+        prefill=20_000 if quick else 1_000_000,
+    )
+    print(
+        f"   in-process, random UUIDs after 1 M keys: "
+        f"{results['inprocess_track_uuid_1m']['events_per_s_median']:,.0f} events/s"
+    )
     # the archiver (buffer → Parquet) has its own module: bench/archiver.py
-    for section in ("inprocess_track",):
+    for section in ("inprocess_track", "inprocess_track_uuid_1m"):
         for name, value in results[section].items():
             if name.endswith("_us_per_event"):
                 print(f"     {section}.{name}: {value:,.2f}")
