@@ -72,3 +72,20 @@ def test_area_command_help_has_one_line_per_command() -> None:
         assert entry.help.endswith("."), name
         assert "\n" not in entry.help
     assert isinstance(app, typer.Typer)
+
+
+def test_a_command_runs_with_the_cli_gc_thresholds(tmp_path) -> None:
+    """Commands run with larger cyclic-GC batches (query building allocates millions of
+    short-lived objects); the process's thresholds are restored after the check."""
+    import gc
+
+    from tripwire.cli.main import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        result = runner.invoke(app, ["init", str(tmp_path / "ws")])
+        assert result.exit_code == 0, result.output
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)

@@ -12,6 +12,7 @@ what the areas actually register.
 
 from __future__ import annotations
 
+import gc
 import importlib
 from functools import cache
 from typing import Any, NamedTuple
@@ -108,9 +109,18 @@ app = typer.Typer(
 )
 
 
+#: Cyclic-GC thresholds for a command's process (Python's default is (700, 10, 10)).
+GC_THRESHOLDS = (100_000, 20, 10)
+
+
 @app.callback()
 def main() -> None:
     """tripwire: one tool for the loop from product events to decisions."""
+    # Query building (Ibis expression graphs) allocates millions of short-lived objects; at
+    # the default thresholds the collector runs every 700 of them and walked ~12% of a
+    # `tripwire rca` run (measured 7.5 → 6.6 CPU-s). Cycles are still collected, just in
+    # larger batches. `tripwire serve` tunes its own long-running process on top of this.
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 if __name__ == "__main__":  # pragma: no cover
