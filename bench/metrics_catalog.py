@@ -14,13 +14,9 @@ group; funnels and retention each run their own query (retention groups only the
 events of its cohort window). Buckets are integer keys on DuckDB.
 
 What bounds the number: DuckDB's Parquet scan and hash aggregation on 2 cores, mostly
-the exact distinct users per hour × locale × device: on the bench lakes nearly every
-event is its own (hour, user) pair, so the hash table holds ~every event (10⁸ entries at
-100M, about half the catalog's CPU). Families with distinct counts are therefore scanned
-one UTC day at a time (tables a fourteenth the size; same rows, since an hour lies in one
-day), at a fixed cost of a larger statement to plan. Then retention (the 7-day return
-visits join every session start to its user's first) and the remaining scans; on small
-lakes the fixed cost per query (Ibis compile, DuckDB bind) dominates instead. The machine is shared: wall time
+the exact distinct users per hour × locale × device (a hash set of ~all (slice, user)
+pairs: every event is read) and the per-session funnel; on small lakes the fixed cost per
+query (Ibis compile, DuckDB bind) dominates instead. The machine is shared: wall time
 follows the load, so the process CPU time (DuckDB's threads included) is reported too.
 """
 

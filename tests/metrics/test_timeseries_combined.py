@@ -8,8 +8,7 @@ the same numerator and denominator (exactly: counts and sums of the same rows) a
 same value (≤ 1e-9 relative: the same division); slices the combined query adds (where
 only other metrics' events occur) must count nothing. The family scans must also equal
 the single scan over the whole table (``timeseries_expr`` without ``source``) row for
-row, by minute, hour and day, with and without dimensions, and so must the families with
-distinct counts scanned one UTC day at a time (the range spans three days).
+row, by minute, hour and day, with and without dimensions.
 """
 
 from __future__ import annotations
@@ -28,13 +27,7 @@ from tripwire.metrics.catalog import catalog_files
 from tripwire.metrics.compile import timeseries_expr
 from tripwire.metrics.definitions import FunnelMetric, RetentionMetric
 from tripwire.metrics.loader import load_catalog
-from tripwire.metrics.timeseries import (
-    Query,
-    _day_list,
-    _family_source,
-    _normalise,
-    timeseries,
-)
+from tripwire.metrics.timeseries import Query, _family_source, _normalise, timeseries
 from tripwire.store.engine import connect_lake, events_table
 
 
@@ -102,14 +95,11 @@ def test_catalog_together_equals_each_metric_alone(backend: Any) -> None:
     assert checked > 500  # the lake really has slices for most metrics
 
 
-@pytest.mark.parametrize("per_day", [False, True])
 @pytest.mark.parametrize(
     ("grain", "dims"),
     [("minute", ()), ("hour", ("locale", "device")), ("day", ("locale",)), (None, ())],
 )
-def test_family_scans_equal_the_single_scan(
-    backend: Any, grain: Any, dims: Any, per_day: bool
-) -> None:
+def test_family_scans_equal_the_single_scan(backend: Any, grain: Any, dims: Any) -> None:
     metrics = [
         m
         for m in load_catalog(catalog_files())
@@ -120,14 +110,8 @@ def test_family_scans_equal_the_single_scan(
         "grain": grain, "dimensions": dims, "start": query.start, "end": query.end
     }  # fmt: skip
     single = timeseries_expr(metrics, events_table(backend), **options)
-    days = _day_list(query) if per_day else []
-    assert len(days) == (3 if per_day else 0)
     split = timeseries_expr(
-        metrics,
-        events_table(backend),
-        **options,
-        source=_family_source(backend, query),
-        days=days,
+        metrics, events_table(backend), **options, source=_family_source(backend, query)
     )
     keys = (["bucket"] if grain else []) + list(dims)
     expected = _normalise(backend.to_pyarrow(single), keys)

@@ -32,11 +32,11 @@ denominator is 0, never NaN) for the others, and the quantile for quantile metri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import reduce
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -499,12 +499,6 @@ def _with_values(metrics: Sequence[MetricBase], grouped: ir.Table) -> ir.Table:
 EventSet: TypeAlias = frozenset[str] | None
 
 
-class FamilySource(Protocol):
-    """Event names (and optionally one UTC day) → a table holding at least those rows."""
-
-    def __call__(self, names: EventSet, day: date | None = None) -> ir.Table: ...
-
-
 def timeseries_expr(
     metrics: Sequence[MetricBase],
     table: ir.Table,
@@ -514,8 +508,7 @@ def timeseries_expr(
     start: datetime | None = None,
     end: datetime | None = None,
     dimension_values: dict[str, Sequence[str]] | None = None,
-    source: FamilySource | None = None,
-    days: Sequence[date] = (),
+    source: Callable[[EventSet], ir.Table] | None = None,
 ) -> ir.Table:
     """One query computing every metric's ``<name>__numerator``/``__denominator``/``__value``.
 
@@ -529,9 +522,6 @@ def timeseries_expr(
     per row; the families' slices are then stacked and merged. Each aggregate sees exactly
     the rows it saw in the single scan over ``table``, so the numbers are the same; the
     rows are the slices where any event the metrics read occurs, as in the single scan.
-
-    ``days`` (the UTC dates of ``[start, end)``, with ``source``): on DuckDB, a family
-    with distinct counts is scanned one day at a time (see :func:`_per_day`).
     """
     if any(needs_own_scan(m) for m in metrics):
         if len(metrics) != 1:
@@ -551,7 +541,7 @@ def timeseries_expr(
         grouped = _merge(_grouped_parts(base, keys, aggregates), list(keys), aggregates)
     else:
         key_names, grouped = _family_scans(
-            metrics, source, grain, dimensions, start, end, dimension_values, days
+            metrics, source, grain, dimensions, start, end, dimension_values
         )
         keys = dict.fromkeys(key_names)
     result = _with_values(metrics, grouped)
@@ -601,13 +591,12 @@ def _without_events(metric: MetricBase) -> MetricBase:
 
 def _family_scans(
     metrics: Sequence[MetricBase],
-    source: FamilySource,
+    source: Callable[[EventSet], ir.Table],
     grain: Grain | None,
     dimensions: Sequence[str],
     start: datetime | None,
     end: datetime | None,
     dimension_values: dict[str, Sequence[str]] | None,
-    days: Sequence[date] = (),
 ) -> tuple[list[str], ir.Table]:
     """Every metric's aggregates, one grouped scan per event family, merged per slice."""
     families: dict[EventSet, list[tuple[MetricBase, str]]] = {}
@@ -630,72 +619,26 @@ def _family_scans(
     parts: list[ir.Table] = []
     aggregates: dict[str, Aggregate] = {}
     key_names: list[str] = []
-
-    def scan(
-        table: ir.Table,
-        family: EventSet,
-        members: list[tuple[MetricBase, str]],
-        lo: datetime | None,
-        hi: datetime | None,
-    ) -> tuple[Any, ...]:
-        """One family's filtered rows, slice keys and aggregates on ``table``."""
+    for family, members in families.items():
+        table = source(family)
         condition = _and(
             [
-                time_filter(table, lo, hi),
+                time_filter(table, start, end),
                 table.event.isin(sorted(family)) if family is not None else None,
             ]
         )
         base = table.filter(condition) if condition is not None else table
         keys = slice_keys(base, grain, dimensions, dimension_values)
+        key_names = list(keys)
         mine: dict[str, Aggregate] = {}
         for metric, part in members:
             stripped = _without_events(metric) if family is not None else metric
             mine[f"{metric.name}__{part}"] = slice_aggregates(stripped, base)[part]
         if _on_duckdb(base):
             mine.update(_shared_quantiles(members, base, stripped=family is not None))
-        return base, keys, mine
-
-    for family, members in families.items():
-        base, keys, mine = scan(source(family), family, members, start, end)
-        key_names = list(keys)
         aggregates.update(mine)
-        if not _per_day(base, mine, grain, days):
-            parts += _grouped_parts(base, keys, mine)
-            continue
-        per_day = []
-        for day in days:
-            day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            lo = day_start if start is None else max(start, day_start)
-            hi = day_start + timedelta(days=1)
-            hi = hi if end is None else min(end, hi)
-            per_day.append(_grouped_parts(*scan(source(family, day), family, members, lo, hi)))
-        # the days' slices are disjoint: each part is the union of its days' parts
-        parts += [ibis.union(*same, distinct=False) for same in zip(*per_day, strict=True)]
+        parts += _grouped_parts(base, keys, mine)
     return key_names, _merge(parts, key_names, aggregates, fill_zero=True)
-
-
-def _per_day(
-    base: ir.Table, aggregates: dict[str, Aggregate], grain: Grain | None, days: Sequence[date]
-) -> bool:
-    """Whether a family's scan is better run one UTC day at a time (then merged).
-
-    Exact distinct counts per slice build a hash table of every (slice, unit) pair; over
-    fine buckets nearly every event is its own pair (10⁸ entries for a 14-day 100M-event
-    lake), and DuckDB spends most of the catalog's time there. A time bucket of a grain
-    (minute, hour, day) never spans two UTC days, so each slice lies in exactly one day
-    and the days' results are the same rows, from tables a fourteenth the size. Only on
-    DuckDB, where a day's table reads only that day's partitions.
-
-    Measured (catalog's scalar metrics, hourly × locale × device, 14 days, shared host):
-    100M events 141 → 119 CPU-s; 20M events 26 → ~33 CPU-s, the larger statement's Ibis
-    compile and DuckDB planning (~7 CPU-s for 15 days) outweighing the smaller tables.
-    """
-    return (
-        grain in GRAIN_SECONDS
-        and len(days) > 1
-        and any(isinstance(a, DistinctCount) for a in aggregates.values())
-        and _on_duckdb(base)
-    )
 
 
 def _grouped_parts(

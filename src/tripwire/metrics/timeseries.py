@@ -26,7 +26,7 @@ combination seen) with zero counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -39,7 +39,6 @@ from ibis.backends import BaseBackend
 from tripwire.metrics.compile import (
     OTHER,
     EventSet,
-    FamilySource,
     Grain,
     _and,
     compile_sql,
@@ -178,23 +177,14 @@ def _where(table: ir.Table, query: Query) -> ir.BooleanValue | None:
     return _and([predicate(table, p) for p in query.where])
 
 
-def _day_list(query: Query) -> list[date]:
-    """Every UTC date of ``[query.start, query.end)`` (empty when a bound is open)."""
-    days = _query_days(query)
-    if days is None:
-        return []
-    first, last = days
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def _family_source(backend: BaseBackend, query: Query) -> FamilySource:
-    """Event names → their rows (their partitions of the query's days, or of one day,
-    where the engine reads the lake directly) with the query's extra filters applied: one
-    event family's scan in :func:`~tripwire.metrics.compile.timeseries_expr`."""
+def _family_source(backend: BaseBackend, query: Query) -> Callable[[EventSet], ir.Table]:
+    """Event names → their rows (their partitions of the query's days, where the engine
+    reads the lake directly) with the query's extra filters applied: one event family's
+    scan in :func:`~tripwire.metrics.compile.timeseries_expr`."""
     days = _query_days(query)
 
-    def source(names: EventSet, day: date | None = None) -> ir.Table:
-        table = events_table(backend, names, days=days if day is None else (day, day))
+    def source(names: EventSet) -> ir.Table:
+        table = events_table(backend, names, days=days)
         extra = _where(table, query)
         return table.filter(extra) if extra is not None else table
 
@@ -265,7 +255,7 @@ def _scalar_expr(
     query: Query,
     kept: dict[str, tuple[str, ...]] | None,
     extra: ir.BooleanValue | None,
-    source: FamilySource | None = None,
+    source: Callable[[EventSet], ir.Table] | None = None,
 ) -> ir.Table:
     filtered = table.filter(extra) if extra is not None else table
     return timeseries_expr(
@@ -277,7 +267,6 @@ def _scalar_expr(
         end=query.end,
         dimension_values=kept,  # type: ignore[arg-type]
         source=source,
-        days=_day_list(query) if source is not None else (),
     )
 
 
