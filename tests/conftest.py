@@ -6,21 +6,11 @@ from typing import Any
 
 import pytest
 
-from tripwire.cli.demo import DEFAULT_USERS, DEMO_SESSIONS_PER_USER_DAY, DEMO_TURN_LATENCY_SAMPLING
+from tripwire.cli.demo import demo_world_config
 from tripwire.metrics.catalog import install_catalog
-from tripwire.sim.config import WorldConfig
 from tripwire.sim.world import World
 from tripwire.store.lake import write_events
 from tripwire.store.workspace import Workspace, init_workspace
-
-#: The world ``tripwire demo`` simulates (seed 7, 10,000 users, 14 days, ~1.1 M events).
-DEMO_WORLD = WorldConfig(
-    seed=7,
-    users=DEFAULT_USERS,
-    days=14,
-    sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
-    turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
-)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +23,7 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """
     ws = init_workspace(tmp_path_factory.mktemp("demo-world") / "ws")
     install_catalog(ws)
-    world = World(DEMO_WORLD)
+    world = World(demo_world_config())  # seed 7, 10,000 users, 14 days: ~1.1 M events
     batch: list[dict[str, Any]] = []
     for part in world.batches(100_000):
         batch += [

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tripwire.cli.demo import DEFAULT_USERS, DEMO_SESSIONS_PER_USER_DAY, DEMO_TURN_LATENCY_SAMPLING
+from tripwire.cli.demo import demo_world_config
 from tripwire.events import validate_batch
 from tripwire.experiments.analysis import analyze
 from tripwire.experiments.decision import decide_analysis
@@ -29,18 +29,13 @@ from tripwire.experiments.spec import load_spec
 from tripwire.metrics.catalog import install_catalog
 from tripwire.metrics.loader import load_metrics
 from tripwire.metrics.unit_stats import plan_metrics
-from tripwire.sim.config import WorldConfig
 from tripwire.sim.world import World
 from tripwire.store.engine import connect, events_table
 from tripwire.store.lake import write_events
 from tripwire.store.workspace import init_workspace
 
 RANKER = "ranker_v2"
-DEMO_WORLD = WorldConfig(
-    seed=7, users=DEFAULT_USERS, days=14,
-    sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
-    turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
-)  # fmt: skip
+DEMO_WORLD = demo_world_config()
 
 
 def _needed_events(specs: list[Any], catalog: Any) -> set[str]:

@@ -40,6 +40,17 @@ DEMO_SESSIONS_PER_USER_DAY = 0.35
 DEMO_TURN_LATENCY_SAMPLING = 0.25
 
 
+def demo_world_config(days: int = 14, users: int = DEFAULT_USERS, seed: int = 7) -> WorldConfig:
+    """The world ``tripwire demo`` simulates (its defaults: seed 7, 10,000 users, 14 days)."""
+    return WorldConfig(
+        days=days,
+        users=users,
+        seed=seed,
+        sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
+        turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
+    )
+
+
 @dataclass
 class DemoContext:
     """What the steps share."""
@@ -221,13 +232,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="Port for --serve.")] = 8787,
     ) -> None:
         """Create a workspace, simulate the synthetic world, ingest, archive and summarise."""
-        config = WorldConfig(
-            days=days,
-            users=users,
-            seed=seed,
-            sessions_per_user_day=DEMO_SESSIONS_PER_USER_DAY,
-            turn_latency_sampling=DEMO_TURN_LATENCY_SAMPLING,
-        )
+        config = demo_world_config(days=days, users=users, seed=seed)
         ctx = DemoContext(directory=directory, config=config)
         started = time.perf_counter()
         try:
