@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tripwire.cli.demo import demo_world_config
 from tripwire.metrics.catalog import install_catalog
+from tripwire.sim.feed import write_world_to_lake
 from tripwire.sim.world import World
-from tripwire.store.lake import write_events
 from tripwire.store.workspace import Workspace, init_workspace
 
 
@@ -24,17 +22,5 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = init_workspace(tmp_path_factory.mktemp("demo-world") / "ws")
     install_catalog(ws)
     world = World(demo_world_config())  # seed 7, 10,000 users, 14 days: ~1.1 M events
-    batch: list[dict[str, Any]] = []
-    for part in world.batches(100_000):
-        batch += [
-            {**m, "source": part.source, "receivedAt": m.get("sentAt") or m["timestamp"]}
-            for m in part.messages
-        ]
-        if len(batch) >= 250_000:
-            write_events(ws.lake_dir, batch)
-            batch = []
-    if batch:
-        write_events(ws.lake_dir, batch)
-    (ws.data_dir / "sim").mkdir(parents=True, exist_ok=True)
-    world.ground_truth().write(ws.data_dir / "sim" / "ground_truth.json")
+    write_world_to_lake(world, ws)
     return ws

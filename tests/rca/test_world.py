@@ -32,7 +32,7 @@ from tripwire.rca.demo_step import check_truth
 from tripwire.rca.incidents import IncidentStore, record_investigation
 from tripwire.rca.investigation import Investigation, investigate
 from tripwire.sim import World, WorldConfig
-from tripwire.store.lake import write_events
+from tripwire.sim.feed import write_world_to_lake
 from tripwire.store.workspace import Workspace, init_workspace
 
 # One worker builds the worlds, once: the fixture is session-scoped because xdist and the
@@ -78,20 +78,7 @@ def build_world(root: Path, seed: int) -> Workspace:
     )
     day1 = world.start.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     g_start, g_end = day1 + timedelta(hours=10), day1 + timedelta(hours=12, minutes=30)
-    batch: list[dict[str, Any]] = []
-    for part in world.batches():
-        batch += [
-            {**m, "source": part.source, "receivedAt": m.get("sentAt") or m["timestamp"]}
-            for m in part.messages
-            if not _global_failure(m, g_start, g_end)
-        ]
-        if len(batch) > 200_000:
-            write_events(ws.lake_dir, batch)
-            batch = []
-    if batch:
-        write_events(ws.lake_dir, batch)
-    (ws.data_dir / "sim").mkdir(parents=True, exist_ok=True)
-    world.ground_truth().write(ws.data_dir / "sim" / "ground_truth.json")
+    write_world_to_lake(world, ws, keep=lambda m: not _global_failure(m, g_start, g_end))
     planted = {
         "id": GLOBAL,
         "start": g_start.isoformat(),

@@ -1,4 +1,5 @@
-"""Feeding a simulated world into a workspace: in process or over HTTP.
+"""Feeding a simulated world into a workspace: in process or over HTTP (or, for tests and
+benchmarks, straight into the lake: :func:`write_world_to_lake`).
 
 Both paths send the same raw Segment messages per source, in time order, and write the
 world's ground truth to ``<data dir>/sim/ground_truth.json``.
@@ -31,6 +32,7 @@ from tripwire.api import open as open_workspace_client
 from tripwire.events.envelope import MAX_BATCH_BYTES
 from tripwire.sim.config import WorldConfig
 from tripwire.sim.world import World
+from tripwire.store.lake import write_events
 from tripwire.store.workspace import Workspace
 
 #: Where the ground truth lives inside a workspace's data folder.
@@ -237,6 +239,38 @@ def feed(
         ground_truth=truth_path,
         days=days,
     )
+
+
+def write_world_to_lake(
+    world: World,
+    workspace: Workspace,
+    *,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+    rows_per_write: int = 250_000,
+) -> int:
+    """Write every message of ``world`` straight into the workspace's lake, received when
+    sent, and its ground truth; returns the events written.
+
+    Bypasses the capture path and the archiver (tested on their own) for tests and
+    benchmarks that need a big world's lake fast. ``keep`` drops the messages it returns
+    False for (e.g. to plant a data loss the world does not have).
+    """
+    written = 0
+    pending: list[dict[str, Any]] = []
+    for part in world.batches(100_000):
+        pending += [
+            {**m, "source": part.source, "receivedAt": m.get("sentAt") or m["timestamp"]}
+            for m in part.messages
+            if keep is None or keep(m)
+        ]
+        if len(pending) >= rows_per_write:
+            write_events(workspace.lake_dir, pending)
+            written, pending = written + len(pending), []
+    if pending:
+        write_events(workspace.lake_dir, pending)
+        written += len(pending)
+    world.ground_truth().write(ground_truth_path(workspace))
+    return written
 
 
 def ground_truth_path(workspace: Workspace) -> Path:
