@@ -316,3 +316,20 @@ def test_ids_with_nul_characters_are_deduplicated_exactly(buffer):
     assert buffer.append([envelope("a"), envelope("a\x00")]).duplicates == 2
     ids = [r.message_id for r in buffer.read_after(0, 10)]
     assert ids == ["a\x00b", "a\x00c", "a", "a\x00"]
+
+
+def test_a_buffer_keeps_freed_arrow_memory_for_reuse(tmp_path):
+    """Opening a buffer switches pyarrow to the archiver's retaining pool (a fresh process:
+    the pool is process-wide and other tests may have switched it already)."""
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from tripwire.store.buffer import Buffer\n"
+        "with Buffer(__import__('pathlib').Path(sys.argv[1])):\n"
+        "    print(pa.default_memory_pool().backend_name)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "buffer.db")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    if "jemalloc" in pa.supported_memory_backends():
+        assert result.stdout.strip() == "jemalloc"
