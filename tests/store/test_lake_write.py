@@ -83,3 +83,18 @@ def test_statistics_and_dictionaries_per_column(tmp_path: Path) -> None:
         assert not chunks[name].has_dictionary_page, name
     for name in ("event", "locale", "context"):
         assert chunks[name].has_dictionary_page, name
+
+
+def test_zstd_only_on_the_columns_that_hold_the_bytes(tmp_path: Path) -> None:
+    """zstd on the plain-encoded ids and times and the raw JSON; LZ4 (a cheaper per-column
+    set-up) on the dictionary-encoded and flattened columns."""
+    (path, *_) = lake.write_table(tmp_path / "lake", _table(tmp_path), file_id="x")
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    codecs = {
+        row_group.column(i).path_in_schema: row_group.column(i).compression
+        for i in range(row_group.num_columns)
+    }
+    for name in ("message_id", "user_id", "timestamp", "properties", "context", "traits"):
+        assert codecs[name] == "ZSTD", name
+    for name in ("event", "type", "locale", "prop_n"):
+        assert codecs[name] in ("LZ4", "LZ4_RAW"), name

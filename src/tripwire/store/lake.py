@@ -669,6 +669,18 @@ _PLAIN_COLUMNS = frozenset(
 #: writing and bytes in every footer. Every other column keeps them: DuckDB skips row groups
 #: by them (``timestamp`` windows, ``event`` lists, dimension filters).
 _NO_STATISTICS_COLUMNS = frozenset({"message_id", "properties", "context", "traits"})
+#: Columns compressed with zstd: the ones that hold the bytes (written plain, and the raw
+#: JSON). Every other column (dictionary-encoded: small dictionaries, bit-packed indices, and
+#: the flattened properties) gets LZ4: zstd sets up a compression context per column chunk
+#: (~0.1 ms), which in a partition file of a few thousand rows costs more than compressing;
+#: measured on world-shaped 5,000-row files, 31 columns: 7.9 → 5.4 ms CPU per file, the files
+#: 8% larger (3.06 → 3.30 MB per 200,000 events; zstd everywhere else would save 0.2 MB).
+_ZSTD_COLUMNS = _PLAIN_COLUMNS | {"context", "traits"}
+
+
+def _codec(column: str) -> str:
+    """The Parquet compression of a lake column (see :data:`_ZSTD_COLUMNS`)."""
+    return "zstd" if column in _ZSTD_COLUMNS else "lz4"
 
 
 def write_file_atomically(
@@ -684,7 +696,7 @@ def write_file_atomically(
         pq.write_table(
             table,
             sink,
-            compression="zstd",
+            compression={c: _codec(c) for c in table.column_names},
             use_dictionary=[c for c in table.column_names if c not in _PLAIN_COLUMNS],
             write_statistics=[c for c in table.column_names if c not in _NO_STATISTICS_COLUMNS],
         )
