@@ -333,3 +333,33 @@ def test_a_buffer_keeps_freed_arrow_memory_for_reuse(tmp_path):
     )  # fmt: skip
     if "jemalloc" in pa.supported_memory_backends():
         assert result.stdout.strip() == "jemalloc"
+
+
+def test_a_group_of_large_appends_is_joined_by_arrow_with_the_same_rows(buffer):
+    """Appends of _ARROW_JOIN_MIN_ROWS events or more are joined as Arrow batches, not as
+    column lists: the stored rows, their order and the duplicates found are the same."""
+    from tripwire.events.columns import normalize_batch
+    from tripwire.store.buffer import _ARROW_JOIN_MIN_ROWS, _group_batch, _Pending
+    from tripwire.store.state import connect_sqlite
+
+    n = _ARROW_JOIN_MIN_ROWS
+    first = encode_envelopes([envelope(f"a{i}", received="2026-11-01T10:00:00Z") for i in range(n)])
+    raw = [
+        {"type": "track", "event": "E", "userId": "u", "messageId": f"b{i}", "properties": {"i": i}}
+        for i in range(n)
+    ]
+    raw[5]["messageId"] = "a7"  # a duplicate of the first append's 8th event
+    second, rejected = normalize_batch(raw, received_at=datetime.now(UTC), source="test")
+    assert not rejected
+    joined, ids = _group_batch([first, second])
+    listed = encode_envelopes([*first.envelopes(), *second.envelopes()])
+    assert joined.equals(listed.batch) and ids == listed.message_ids
+    connection = connect_sqlite(buffer.path)
+    try:
+        results = buffer._write_group(connection, [_Pending(first), _Pending(second)])
+    finally:
+        connection.close()
+    assert [(r.stored, r.duplicate_indexes) for r in results] == [(n, ()), (n - 1, (5,))]
+    stored = buffer.read_after(0, 3 * n)
+    assert [e.message_id for e in stored] == ids[: n + 5] + ids[n + 6 :]
+    assert stored[n].envelope() == second.envelopes()[0]
