@@ -207,7 +207,12 @@ def _array(field: pa.Field, values: Column) -> pa.Array:
     if isinstance(values, pa.Array):
         return values
     n = len(values)
-    if n and values.count(values[0]) == n and field.name not in _JSON_COLUMNS:
+    if (
+        n
+        and values[-1] == values[0]  # else not constant (spares the pass below)
+        and values.count(values[0]) == n
+        and field.name not in _JSON_COLUMNS
+    ):
         first = values[0]
         if first is None:
             return pa.nulls(n, field.type)
@@ -260,6 +265,9 @@ def _json_array(
     if len(values) <= _DUMP_CHUNK:
         return _dumped(values, dump, memo if shared else None)
     n = len(values)
+    if dump is None and values[0] is None and values.count(None) == n:
+        # absent from every message (a track call's traits): {} each, no pass per value
+        return _string_array(np.full(n, len(_EMPTY_OBJECT), np.int64), _EMPTY_OBJECT * n)
     lengths = np.empty(n, np.int64)
     chunks = []
     for start in range(0, n, _DUMP_CHUNK):
@@ -637,6 +645,8 @@ _NONE = type(None)
 def _ids_ok(values: list[Any], *, required: bool, max_chars: int) -> bool:
     """Every value is a non-blank string of at most ``max_chars`` (or None if not required),
     checked in C-level passes over the column."""
+    if not required and values and values[0] is None and values.count(None) == len(values):
+        return True  # the field is absent from every message (count: identity, fast)
     kinds = set(map(type, values))
     if not kinds <= ({str} if required else {str, _NONE}):
         return False
@@ -901,13 +911,48 @@ def _canonical_micros(client: list[Any]) -> tuple[pa.Array, np.ndarray] | None:
     if len(client) < _ARROW_TIMES_MIN_ROWS or set(map(type, client)) != {str}:
         return None
     texts = pa.array(client, pa.string())
-    if not pc.all(pc.match_substring_regex(texts, _CANONICAL_RE)).as_py():
+    if not _all_canonical(texts):
         return None
     try:
         moments = texts.cast(TS)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return texts, moments.cast(pa.int64()).to_numpy()
+
+
+#: The bytes of canonical times (:data:`_CANONICAL_RE`) of each length: ``0`` stands for a
+#: digit, any other byte for itself.
+_CANONICAL_SHAPES = {
+    len(shape): np.frombuffer(shape.encode(), np.uint8)
+    for shape in ("0000-00-00T00:00:00Z", "0000-00-00T00:00:00.000Z", "0000-00-00T00:00:00.000000Z")
+}
+_DIGIT = ord("0")
+
+
+def _all_canonical(texts: pa.StringArray) -> bool:
+    """Whether every text matches :data:`_CANONICAL_RE`.
+
+    When all texts have the same length (an SDK formats every time alike) their bytes are
+    compared with the shape of that length as one byte matrix (~0.01 µs per text), else
+    the regular expression decides (~0.2 µs per text). The same answer: a text matching the
+    expression is ASCII, so its byte length is one of the shapes' and its bytes match it;
+    conversely bytes matching a shape are a text the expression matches.
+    """
+    n = len(texts)
+    _validity, offsets_buffer, data_buffer = texts.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int32, count=n + 1, offset=4 * texts.offset)
+    lengths = np.diff(offsets)
+    width = int(lengths[0]) if n else 0
+    shape = _CANONICAL_SHAPES.get(width)
+    if shape is None or texts.null_count or not (lengths == width).all():
+        return bool(pc.all(pc.match_substring_regex(texts, _CANONICAL_RE)).as_py())
+    start = int(offsets[0])
+    matrix = np.frombuffer(data_buffer, np.uint8, count=n * width, offset=start).reshape(n, width)
+    digits = shape == _DIGIT
+    return bool(
+        (matrix[:, ~digits] == shape[~digits]).all()
+        and ((matrix[:, digits] - np.uint8(_DIGIT)) <= 9).all()
+    )
 
 
 def _canonical(value: str) -> bool:
