@@ -527,31 +527,38 @@ def _is_id(value: Any) -> bool:
 _PLAIN_FIELDS = _FAST_FIELDS - {"integrations"}
 
 
-def _all_plain(messages: Sequence[Any]) -> bool:
+def _all_plain(messages: Sequence[Any]) -> dict[str, list[Any]] | None:
     """Every message is a dict with only :data:`_PLAIN_FIELDS`, a fast-path ``type`` and, if a
     track call, a string ``event``: the per-row checks of :func:`_fast_rows` in a few C-level
-    passes over the batch (the usual case)."""
+    passes over the batch (the usual case). Returns the ``type`` and ``event`` columns it
+    read (for :func:`_fast_batch`), or None when some message is not plain."""
     if not messages or set(map(type, messages)) != {dict}:
-        return False
+        return None
     if not all(map(_PLAIN_FIELDS.issuperset, messages)):
-        return False
-    kinds = [m.get("type") for m in messages]
+        return None
+    kinds = _field(messages, "type")  # type: ignore[arg-type]
     if set(map(type, kinds)) != {str} or not _FAST_KINDS.issuperset(kinds):
-        return False
-    events = [m.get("event") for m in messages]
-    return set(map(type, events)) == {str} or all(
+        return None
+    events = _field(messages, "event")  # type: ignore[arg-type]
+    if set(map(type, events)) == {str} or all(
         type(e) is str or k != "track" for e, k in zip(events, kinds, strict=True)
-    )
+    ):
+        return {"type": kinds, "event": events}
+    return None
 
 
-def _fast_rows(messages: Sequence[Any], batch_sent: Any) -> tuple[list[int], list[int]]:
-    """Indices of messages the column-wise path can take, and of those it cannot.
+def _fast_rows(
+    messages: Sequence[Any], batch_sent: Any
+) -> tuple[list[int], list[int], dict[str, list[Any]] | None]:
+    """Indices of messages the column-wise path can take, and of those it cannot, and (when
+    it takes them all) the columns already read (see :func:`_all_plain`).
 
     A message's own ``sentAt`` replaces the batch's; the fast path takes it only when it is
     null and the batch has none either (historical imports send ``"sentAt": null``).
     """
-    if _all_plain(messages):
-        return list(range(len(messages))), []
+    read = _all_plain(messages)
+    if read is not None:
+        return list(range(len(messages))), [], read
     known = (_FAST_FIELDS if batch_sent is not None else _FAST_FIELDS | {"sentAt"}).issuperset
     kinds = _FAST_KINDS
     fast = []
@@ -569,7 +576,7 @@ def _fast_rows(messages: Sequence[Any], batch_sent: Any) -> tuple[list[int], lis
             fast.append(index)
         else:
             slow.append(index)
-    return fast, slow
+    return fast, slow, None
 
 
 def normalize_batch(
@@ -589,17 +596,18 @@ def normalize_batch(
     """
     batch_sent = _timestamp(sent_at, "sentAt")
     received_moment, received_text = _received(received_at)
-    fast, slow = _fast_rows(messages, batch_sent)
+    fast, slow, plain = _fast_rows(messages, batch_sent)
     pieces: list[tuple[list[int], EnvelopeBatch]] = []
     if fast:
         demoted, piece = _fast_batch(
-            [messages[i] for i in fast],
+            list(messages) if plain is not None else [messages[i] for i in fast],
             received_moment=received_moment,
             received_text=received_text,
             source=source,
             sent=batch_sent,
             base_context=context,
             max_event_bytes=max_event_bytes,
+            plain=plain,
         )
         if demoted:
             slow = sorted({*slow, *(fast[i] for i in demoted)})
@@ -684,20 +692,22 @@ def _fast_batch(
     sent: datetime | None,
     base_context: Mapping[str, Any] | None,
     max_event_bytes: int | None,
+    plain: Mapping[str, list[Any]] | None = None,
 ) -> tuple[list[int], EnvelopeBatch]:
     """The column-wise normalization of messages :func:`_fast_rows` accepted. Returns the
     positions (in ``ms``) it could not settle, for :func:`normalize_event` to decide.
+    ``plain``: the ``type`` and ``event`` columns of ``ms`` if already read.
 
     Each check is a C-level pass over one column (``map``/``set``/``min``/``max``); only
     when one fails is the column searched row by row for the culprits.
     """
     n = len(ms)
     demote: set[int] = set()
-    kinds = _field(ms, "type")
+    kinds = plain["type"] if plain is not None else _field(ms, "type")
     all_track = kinds.count("track") == n
 
     # event names: each distinct name checked once; conventions checked per event below
-    raw_events: list[Any] = _field(ms, "event")
+    raw_events: list[Any] = plain["event"] if plain is not None else _field(ms, "event")
     if all_track:
         events: list[Any] = raw_events
         names = set(events)
