@@ -40,6 +40,14 @@ def test_hashes_are_stable_values():
     ]
 
 
+def test_ids_of_one_length_hash_to_the_stable_values():
+    """Ids of one length (UUIDs) are read as a byte matrix without gathering: same values."""
+    uuid = "6f1c2a4e-0d3b-4c55-9a8e-3f1d2b7c9e01"
+    assert hex(int(key_hashes([uuid, uuid[::-1], uuid])[2])) == "0xb366a050d6b134d5"
+    assert hex(int(key_hashes(["a"])[0])) == "0x6b80a427cd562ab5"
+    assert hex(int(key_hashes(["é" * 40] * 3)[2])) == "0xdb1dceda821768ac"  # long ids
+
+
 @given(st.lists(st.text(max_size=90), max_size=40))
 @settings(max_examples=200, deadline=None)
 def test_a_batch_hashes_each_id_as_it_would_alone(ids):

@@ -96,10 +96,16 @@ def _hash_rows(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     words = (lengths + 7) // 8
     width = 8 * int(words.max())
     if width:
-        padded = np.concatenate([data, np.zeros(width, np.uint8)])
-        columns = np.arange(width)
-        matrix = padded[starts[:, None] + columns]
-        matrix[columns >= lengths[:, None]] = 0
+        length, first = int(lengths[0]), int(starts[0])
+        if int(starts[-1]) - first == (n - 1) * length and bool((lengths == length).all()):
+            # ids of one length, consecutive in ``data`` (UUIDs): already a byte matrix
+            matrix = np.zeros((n, width), np.uint8)
+            matrix[:, :length] = data[first : first + n * length].reshape(n, length)
+        else:
+            padded = np.concatenate([data, np.zeros(width, np.uint8)])
+            columns = np.arange(width)
+            matrix = padded[starts[:, None] + columns]
+            matrix[columns >= lengths[:, None]] = 0
         as_words = matrix.view("<u8")
         uniform = bool((words == words[0]).all())
         for j in range(as_words.shape[1]):
