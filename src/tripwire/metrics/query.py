@@ -132,8 +132,13 @@ class Metrics:
         values: dict[str, Sequence[str]] | None = None,
         fill: bool = False,
         relative_to: Anchor = "now",
+        approximate: bool = False,
     ) -> Query:
-        """A :class:`Query`; relative times count back from now or from the data's end."""
+        """A :class:`Query`; relative times count back from now or from the data's end.
+
+        ``approximate=True`` opts in to sketches for distinct counts and quantiles (see
+        :mod:`tripwire.metrics.timeseries`); the default is exact.
+        """
         end = parse_time(until)
         anchor = end
         if anchor is None and relative_to == "data":
@@ -147,6 +152,7 @@ class Metrics:
             top_n=top_n,
             dimension_values={k: tuple(v) for k, v in values.items()} if values else None,
             fill=fill,
+            approximate=approximate,
         )
 
     def series(self, names: Sequence[str], **query: Any) -> dict[str, SeriesResult]:
