@@ -617,7 +617,9 @@ def bench_inprocess_track(
     dedupe index load is timed apart: ``index_load_cpu_s``). Also times the steps alone on
     one batch (CPU per event): column-wise validation into an Arrow batch
     (:func:`tripwire.events.columns.normalize_batch`) and the durable append of that batch
-    (IPC + LZ4 segment, dedupe block, one fsync per group).
+    (IPC + LZ4 segment, dedupe block, one fsync per group). The calling thread's CPU per
+    event (validation: Python under the GIL, which the buffer's writer thread shares) and the
+    wall from the last ``track_many`` to durable (the writer's backlog) say what bounds it.
     """
     import tripwire
     from tripwire.events.columns import normalize_batch
@@ -627,6 +629,8 @@ def bench_inprocess_track(
     rates: list[float] = []
     cpu_rates: list[float] = []  # events per CPU-second of this process (all its threads)
     index_load: list[float] = []
+    caller_us: list[float] = []  # CPU of the calling thread (validation, under the GIL)
+    flush_tail: list[float] = []  # wall from the last track_many's return to durable
     with tempfile.TemporaryDirectory() as template_dir:
         template = _prefilled_workspace(Path(template_dir) / "ws", prefill) if prefill else None
         for run in range(runs):
@@ -647,17 +651,23 @@ def bench_inprocess_track(
                         tw.flush()
                         index_load.append(time.process_time() - cpu)
                     started, cpu = time.perf_counter(), time.process_time()
+                    caller = time.thread_time()
                     for start in range(0, events, batch):
                         assert not tw.track_many(messages[start : start + batch]).rejected
+                    caller_us.append(1e6 * (time.thread_time() - caller) / events)
+                    validated = time.perf_counter() - started
                     flushed = tw.flush()
                     elapsed = time.perf_counter() - started
+                    flush_tail.append(elapsed - validated)
                     cpu_rates.append(events / (time.process_time() - cpu))
                 warm = 1 if template is not None else 0  # the one event that loaded the index
                 assert flushed.stored == events + warm, flushed
             rates.append(events / elapsed)
             print(
                 f"   in-process run {run + 1}: {rates[-1]:,.0f} events/s (durable);"
-                f" {cpu_rates[-1]:,.0f} events per CPU-second",
+                f" {cpu_rates[-1]:,.0f} events per CPU-second; calling thread"
+                f" {caller_us[-1]:.2f} CPU-µs per event; flush after the last call"
+                f" {1000 * flush_tail[-1]:.0f} ms",
                 flush=True,
             )
 
@@ -680,6 +690,8 @@ def bench_inprocess_track(
         "index_load_cpu_s": statistics.median(index_load) if index_load else None,
         "events_per_s_median": statistics.median(rates),
         "events_per_cpu_s_median": statistics.median(cpu_rates),
+        "caller_thread_cpu_us_per_event": statistics.median(caller_us),
+        "flush_tail_ms_median": 1000 * statistics.median(flush_tail),
         "load_average_1min": os.getloadavg()[0],
         "validate_to_columns_us_per_event": validate_us,
         "durable_append_us_per_event": append_us,
