@@ -93,7 +93,9 @@ def apply(
     if mode == "any":
         np.maximum.at(out, ix, add)
         return out
-    if len(np.unique(ix)) < len(ix):  # repeated indexes: fold them first (exact)
+    seen = np.zeros(rows, dtype=np.bool_)
+    seen[ix] = True
+    if int(np.count_nonzero(seen)) < len(ix):  # repeated indexes: fold them first (exact)
         ix, inverse = np.unique(ix, return_inverse=True)
         folded = np.zeros(len(ix), dtype=np.int64)
         np.add.at(folded, inverse, add)

@@ -98,7 +98,7 @@ from tripwire.metrics.unit_stats import (
 from tripwire.store.engine import property_types
 from tripwire.store.lake import ENVELOPE_FIELDS, _duck_type, events_dir
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 #: Column of the stored exposures and totals: the unit's integer index, assigned once when the
 #: unit is first exposed (the current look joins totals and cohort cells on it, not on ids).
 IX = "ix"
@@ -239,11 +239,24 @@ class _Session:
         name = self._name()
         return self.con.create_table(name, expr, temp=True)  # type: ignore[attr-defined,no-any-return]
 
-    def write(self, expr: ir.Table, path: Path) -> None:
-        """Write ``expr`` to ``path`` (atomically). Snappy, not zstd: a daily refresh writes
-        the new day's partials, and zstd cost ~1.5× the CPU for ~1.4× smaller files."""
+    def write(self, expr: ir.Table, path: Path, schema: ibis.Schema | None = None) -> None:
+        """Write ``expr`` to ``path`` (atomically), its columns cast to ``schema`` when given
+        (DuckDB sums BIGINT into HUGEINT, which Parquet would store as DOUBLE; the cast is
+        exact or an error). Snappy, not zstd: a daily refresh writes the new day's partials,
+        and zstd cost ~1.5× the CPU for ~1.4× smaller files."""
         tmp = path.with_suffix(".tmp")
-        self.con.to_parquet(expr, tmp, compression="snappy")  # type: ignore[attr-defined]
+        if schema is None:
+            self.con.to_parquet(expr, tmp, compression="snappy")  # type: ignore[attr-defined]
+        else:
+            select = ", ".join(
+                f'CAST("{c}" AS {_ibis_duck(t)}) AS "{c}"' for c, t in schema.items()
+            )
+            query = ibis.to_sql(expr, dialect="duckdb")
+            target = str(tmp).replace("'", "''")
+            self.sql(
+                f"COPY (SELECT {select} FROM ({query})) TO '{target}' "
+                "(FORMAT parquet, COMPRESSION snappy)"
+            )
         os.replace(tmp, path)
 
 
@@ -265,7 +278,9 @@ def _partial_schema(plan: StatsPlan) -> ibis.Schema:
     fields: dict[str, str] = {UNIT: "string", "day": "int64", "t0_used": "timestamp('UTC')"}
     fields |= {f"a_{c.key}": "int64" for c in plan.components}
     fields |= {f"r_{c.key}": "int64" for c in plan.components}
-    return ibis.schema(fields)
+    # the unit's index when the row was aggregated (null: not exposed then; an exposed
+    # unit's index never changes, so a fresh row's is current)
+    return ibis.schema(fields | {IX: "int64"})
 
 
 def exposure_partials(events: ir.Table, spec: IncrementalSpec) -> ir.Table:
@@ -293,7 +308,7 @@ def exposure_partials(events: ir.Table, spec: IncrementalSpec) -> ir.Table:
 def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
     """Per (unit, day, ``t0_used``): ``a_<c>`` inside the analysis window, ``r_<c>`` raw day
     totals for days before the exposure day (or every day while the unit is unexposed), and
-    ``__ix``: the unit's index in ``exposed`` (null when unexposed; not stored).
+    :data:`IX`: the unit's index in ``exposed`` (null when unexposed).
 
     Cost is the hash aggregation (about one group per event in a daily refresh), which
     grows with the number of aggregates; so:
@@ -372,8 +387,8 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
             columns[f"{prefix}_{key}"] = ibis.ifelse(columns[f"{prefix}_{count}"] > 0, 1, 0).cast(
                 "int64"
             )
-    out = grouped.select(UNIT, "day", "t0_used", **columns, __ix=grouped["__ix"])
-    return out.select(*_partial_schema(plan).names, "__ix")
+    out = grouped.select(UNIT, "day", "t0_used", **columns, **{IX: grouped["__ix"]})
+    return out.select(*_partial_schema(plan).names)
 
 
 def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
@@ -386,11 +401,13 @@ def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
     return joined.mutate(__valid=(same | unexposed_before).fill_null(False))
 
 
-def _row_contributions(rows: ir.Table, t0: ir.TimestampValue, plan: StatsPlan) -> ir.Table:
-    """Per partial row of a unit first exposed at ``t0``: its contribution to the unit's
-    running totals, ``a_<c>`` and ``p_<c>`` (the raw day total when the row's day is in
-    the pre-period); ``rows`` carry the unit's index in ``__ix``."""
-    columns: dict[str, ir.Value] = {UNIT: rows[UNIT], IX: rows["__ix"]}
+def _row_contributions(
+    rows: ir.Table, t0: ir.TimestampValue, ix: ir.IntegerValue, plan: StatsPlan
+) -> ir.Table:
+    """Per partial row of a unit first exposed at ``t0`` with index ``ix``: its
+    contribution to the unit's running totals, ``a_<c>`` and ``p_<c>`` (the raw day total
+    when the row's day is in the pre-period)."""
+    columns: dict[str, ir.Value] = {UNIT: rows[UNIT], IX: ix}
     for component in plan.components:
         columns[f"a_{component.key}"] = rows[f"a_{component.key}"]
         if plan.pre_period_days:
@@ -402,9 +419,9 @@ def _row_contributions(rows: ir.Table, t0: ir.TimestampValue, plan: StatsPlan) -
 def _unit_contributions(rows: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir.Table:
     """:func:`_row_contributions` of the rows of exposed units (joined to their ``t0``)."""
     known = exposed.select(__u=exposed[UNIT], __t0=exposed.t0, __ix=exposed[IX])
-    joined = rows.drop(*(c for c in ("__ix",) if c in rows.columns))
+    joined = rows.drop(*(c for c in (IX,) if c in rows.columns))
     joined = joined.inner_join(known, joined[UNIT] == known["__u"])
-    return _row_contributions(joined, joined["__t0"], plan)
+    return _row_contributions(joined, joined["__t0"], joined["__ix"], plan)
 
 
 def _fold(rows: ir.Table, plan: StatsPlan) -> ir.Table:
@@ -626,9 +643,12 @@ class IncrementalStats:
                 pairs, [keyed["__k"] == pairs["__iu"], keyed["__d"] == pairs["__iday"]]
             ).drop("__k", "__d")
             fresh = ibis.union(fresh, outcome_partials(redo, exposed, plan), distinct=False)
-        fresh = session.materialize(fresh)
 
-        # 4. write: new parts, a compacted copy of kept rows when some were dropped
+        # 4. write: new parts (written from the query, then read back: cheaper than a
+        # temporary table), a compacted copy of kept rows when some were dropped
+        new_part = f"partials-{token}.parquet"
+        session.write(fresh, self.dir / new_part, _partial_schema(plan))
+        fresh = session.parts([self.dir / new_part], _partial_schema(plan))
         partial_parts = list(manifest["partial_parts"])
         kept = old
         if dirty or n_invalid:
@@ -638,8 +658,6 @@ class IncrementalStats:
             partial_parts = [f"partials-{token}-kept.parquet"]
             session.write(kept, self.dir / partial_parts[0])
             kept = session.parts([self.dir / partial_parts[0]], _partial_schema(plan))
-        new_part = f"partials-{token}.parquet"
-        session.write(fresh.select(*_partial_schema(plan).names), self.dir / new_part)
         partial_parts.append(new_part)
 
         # 5. running per-unit totals (through the last day seen), exact: sums and maxima.
@@ -652,7 +670,11 @@ class IncrementalStats:
             # fresh rows are valid for the current exposures: an exposed unit's rows carry
             # its first exposure in t0_used (no join with the exposures needed)
             exposed_rows = fresh.filter(fresh.t0_used.notnull())
-            pieces = [_row_contributions(exposed_rows, exposed_rows.t0_used, plan).select(*names)]
+            pieces = [
+                _row_contributions(
+                    exposed_rows, exposed_rows.t0_used, exposed_rows[IX], plan
+                ).select(*names)
+            ]
             if n_moved:
                 assert moved is not None
                 # moved units: every valid partial of theirs (kept old rows + fresh rows)
