@@ -9,7 +9,12 @@
   Events per wall second and per CPU-second of this process (all its threads), files, bytes.
 - *stages*: one chunk's steps alone, each the best of a few repeats, CPU µs per event:
   reading the segments (SQLite + Arrow IPC), converting to lake rows (Arrow's JSON reader),
-  writing the partitions (zstd Parquet, fsynced) on one thread.
+  writing the partitions (Parquet: zstd on the byte-heavy columns, LZ4 on the others;
+  fsynced) on one thread.
+- *read*: what the written lake costs its readers: DuckDB scans of the last run's lake
+  through the ``events`` view, catalog style (hourly counts, distinct users and sums per
+  event × locale × device over a week) and per-unit style (per-user aggregates of two
+  events), CPU seconds (DuckDB's threads included) and wall, the best of a few repeats.
 
 The archiver overlaps the three stages (reader thread, converter, two writer threads), so
 on an idle 2-core machine its rate is bounded by ``1 / max(sum of stages / 2, slowest
@@ -102,8 +107,41 @@ def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[s
     }
 
 
+#: The reader-side scans of *read* (see the module docstring).
+READ_QUERIES = {
+    "catalog": "SELECT event, date_trunc('hour', timestamp) AS hour, locale, device, count(*),"
+    " count(DISTINCT user_id), sum(prop_latency_ms), avg(CAST(prop_resolved AS INTEGER))"
+    " FROM events WHERE timestamp >= '2026-11-03' AND timestamp < '2026-11-10' GROUP BY ALL",
+    "per_unit": "SELECT user_id, count(*), sum(prop_latency_ms), max(prop_turn_index),"
+    " count(DISTINCT prop_session_id) FROM events"
+    " WHERE event IN ('Turn Completed', 'Cart Updated') GROUP BY user_id",
+}
+
+
+def bench_read(lake_dir: Path, *, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """CPU and wall seconds (best of ``repeats``) of :data:`READ_QUERIES` on the lake."""
+    import duckdb
+
+    from tripwire.store.lake import create_events_view
+
+    connection = duckdb.connect()
+    create_events_view(connection, lake_dir)
+    results = {}
+    for name, sql in READ_QUERIES.items():
+        cpu = wall = float("inf")
+        for _ in range(repeats):
+            started_cpu, started = time.process_time(), time.perf_counter()
+            connection.execute(sql).fetchall()
+            cpu = min(cpu, time.process_time() - started_cpu)
+            wall = min(wall, time.perf_counter() - started)
+        results[name] = {"cpu_s": cpu, "wall_s": wall}
+    connection.close()
+    return results
+
+
 def bench_run(buffer_path: Path, scratch: Path, *, runs: int, chunk_rows: int) -> dict[str, Any]:
-    """Median events/s (wall and CPU) of ``Archiver.run`` on copies of the prefilled buffer."""
+    """Median events/s (wall and CPU) of ``Archiver.run`` on copies of the prefilled buffer;
+    the last run's lake is kept (``scratch/lake``) for :func:`bench_read`."""
     from tripwire.ingest.archiver import Archiver
     from tripwire.store.buffer import Buffer
 
@@ -128,6 +166,8 @@ def bench_run(buffer_path: Path, scratch: Path, *, runs: int, chunk_rows: int) -
             f" {size / 1e6:.1f} MB); load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
+        if run == runs - 1:
+            shutil.move(workdir / "lake", scratch / "lake")
         shutil.rmtree(workdir)
     return {
         "runs": runs,
@@ -149,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"   archiver buffer → Parquet, {events:,} events, chunks of {chunk_rows:,}")
         results: dict[str, Any] = {"events": events, "chunk_rows": chunk_rows}
         results.update(bench_run(root / "buffer.db", root, runs=runs, chunk_rows=chunk_rows))
+        results["read"] = bench_read(root / "lake")
         (root / "stages").mkdir()
         results["stages"] = bench_stages(root / "buffer.db", root / "stages", chunk_rows=chunk_rows)
     import pyarrow as pa
@@ -165,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     for name, value in results["stages"].items():
         print(f"     {name}: {value:,.2f}")
+    for name, times in results["read"].items():
+        print(f"     read {name}: {times['cpu_s']:.3f} CPU-s, {times['wall_s']:.3f} s wall")
     if not quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         results["cores"] = os.cpu_count()

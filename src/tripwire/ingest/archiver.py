@@ -237,7 +237,7 @@ class Archiver:
         Three stages overlap on the 2 cores, each mostly outside the GIL: a reader thread
         fetches and decodes chunk k+2 (SQLite, Arrow IPC), this thread converts chunk k+1 to
         lake rows (Arrow's JSON reader), and a writer thread writes chunk k's partitions
-        (Parquet encoding, zstd, fsync; itself on :data:`WRITE_THREADS` threads). Offsets
+        (Parquet encoding and compression, fsync; itself on :data:`WRITE_THREADS` threads). Offsets
         are still committed one chunk at a time, in order, each only once all of its files
         are durable: a crash leaves at most uncommitted files, which :meth:`recover`
         deletes. The property types registry is saved before a chunk's files are written
