@@ -10,18 +10,21 @@ per-unit metrics (a :class:`~tripwire.metrics.unit_stats.StatsPlan`), the state 
   (``r_<c>``, kept for days before the exposure day), where ``t0_used`` is the unit's first
   exposure as known when the events were aggregated (null: not exposed yet);
 * **first exposures** per unit (``exposed-*.parquet``, with the unit's integer index
-  :data:`IX`, assigned once) and **running totals** per exposed unit (``totals-*.duckdb``,
-  keyed by id and index): ``a_<c>``/``p_<c>`` through the last day seen, so the current
-  look is one units-sized aggregation (no units × days merge);
+  :data:`IX`, assigned once) and **running totals** per exposed unit: ``a_<c>``/``p_<c>``
+  through the last day seen, one dense ``int64`` column per file, row ``i`` = unit index
+  ``i`` (``totals-*-<column>.npy``, :mod:`tripwire.metrics.dense_totals`), with each
+  index's cohort cell (``cells-*.npy``), so the current look is one scan of units-sized
+  columns (no units × days merge, no join);
 * **stored past looks**: the arm/cohort-level result of a look before the last day, kept
   until a refresh touches a day on or before it (late data, a moved exposure, a compaction);
 * a manifest: the lake files already aggregated (path, size, mtime), the plan fingerprint
   and the part files.
 
 A daily refresh (only new files) scans the new files, updates the first exposures of the
-units they touch, re-aggregates what a moved exposure invalidates, and updates the totals
-of the touched units in place (UPDATE/INSERT on a copy of the totals file); a changed or
-removed file recomputes the totals from all per-day partials.
+units they touch, re-aggregates what a moved exposure invalidates, and adds the touched
+units' delta into the totals: only the columns the delta changes are rewritten (a NumPy
+scatter by index); a changed or removed file recomputes the totals from all per-day
+partials.
 
 :func:`refresh` aggregates only lake files it has not seen. The merged result equals a
 full recomputation (:func:`tripwire.metrics.unit_stats.unit_stats`) **exactly** because
