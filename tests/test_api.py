@@ -73,6 +73,39 @@ def test_track_many_reports_rejections_and_dedupes_retries(workspace):
     assert [e["properties"]["field"] for e in stored if e["event"] == "$rejected"] == ["event"] * 2
 
 
+def test_a_large_track_many_batch_is_built_by_the_caller_and_stored_as_sent(workspace):
+    """Batches of _BUILD_ARROW_MIN_ROWS events or more are Arrow batches before they are
+    queued (the buffer's writer only joins them); what is stored is the same."""
+    from tripwire.api import _BUILD_ARROW_MIN_ROWS
+
+    n = _BUILD_ARROW_MIN_ROWS
+    messages = [
+        {
+            "type": "track",
+            "event": "E",
+            "userId": f"u{i}",
+            "messageId": f"m{i}",
+            "properties": {"i": i},
+        }
+        for i in range(n)
+    ]
+    with tripwire.open(workspace.root) as tw:
+        enqueue, queued = tw._enqueue, []
+
+        def recording(item, events, **kwargs):
+            queued.append(item._batch is not None)
+            enqueue(item, events, **kwargs)
+
+        tw._enqueue = recording
+        assert tw.track_many(messages).queued == n
+        assert queued == [True]
+        assert tw.flush() == FlushResult(stored=n, duplicates=0)
+    stored = stored_envelopes(workspace)
+    assert [(e["messageId"], e["properties"]) for e in stored] == [
+        (f"m{i}", {"i": i}) for i in range(n)
+    ]
+
+
 def test_background_flush_makes_events_durable_without_flush(workspace):
     tw = tripwire.open(workspace.root)
     try:

@@ -56,6 +56,14 @@ from tripwire.store.workspace import Workspace
 #: The ``source`` stamped on events sent through this API (unless told otherwise).
 IN_PROCESS_SOURCE = "in-process"
 
+#: ``track_many`` batches of this many events are made Arrow record batches by the caller,
+#: right after validation, rather than by the buffer's writer thread at its commit: the
+#: values are still in the CPU's caches (measured in-process at 10,000-event batches: the
+#: writer's CPU ~1.5 -> ~0.8 µs per event, the caller's unchanged within noise), and the
+#: writer, which waits for the GIL after each of its disk and Arrow calls while callers
+#: validate, then only joins built batches (see ``tripwire.store.buffer._group_batch``).
+_BUILD_ARROW_MIN_ROWS = 1_000
+
 #: What waits in the client's queue: a batch from ``track_many`` or one envelope dict from
 #: ``track``/``identify``/``page`` (converted to a batch together, at the next flush).
 _Queued = EnvelopeBatch | dict[str, Any]
@@ -208,6 +216,8 @@ class Tripwire:
             source=self.source,
             max_event_bytes=self.max_event_bytes,
         )
+        if len(batch) >= _BUILD_ARROW_MIN_ROWS:
+            batch.batch  # noqa: B018  (built now, see _BUILD_ARROW_MIN_ROWS)
         self._enqueue(batch, len(batch))
         if rejected:
             records = rejection_batch(
