@@ -60,6 +60,7 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from ibis.backends import BaseBackend
 
@@ -684,34 +685,30 @@ class IncrementalStats:
                 theirs = kept.semi_join(moved, kept[UNIT] == moved[UNIT])
                 pieces.append(_unit_contributions(theirs, exposed, plan).select(*names))
             if len(pieces) == 1 and len({_day_of(r) for r in new}) == 1 and not rescan:
-                # one new day, nothing rescanned: one fresh row per unit already
-                delta = session.materialize(pieces[0])
+                delta = pieces[0]  # one new day, nothing rescanned: one fresh row per unit
             else:
-                delta = session.materialize(_fold(ibis.union(*pieces, distinct=False), plan))
+                delta = _fold(ibis.union(*pieces, distinct=False), plan)
+            d = delta.select(IX, *values).to_pyarrow()
             modes = {f"{p}_{c.key}": c.mode for c in plan.components for p in ("a", "p")}
             old = manifest["totals"]
             columns: dict[str, str] = dict(old["columns"])
             # only the columns the delta changes: adding 0, or max with 0 (a 0/1 indicator),
             # is a no-op, and a daily delta has no pre-period part for units exposed before
             # it; a moved unit's totals are recomputed whole (zeroed, then its delta added)
-            flags = session.query(
-                "SELECT " + ", ".join(f'bool_or("{n}" <> 0)' for n in values)
-                + f" FROM {delta.get_name()}"
-            )[0]  # fmt: skip
-            changed = values if n_moved else [n for n, f in zip(values, flags, strict=True) if f]
+            changed = (
+                values if n_moved else [n for n in values if pc.any(pc.not_equal(d[n], 0)).as_py()]
+            )
             reset = None
             if n_moved:
                 assert moved is not None
                 mine = exposed.semi_join(moved, exposed[UNIT] == moved[UNIT]).select(IX)
                 reset = np.asarray(mine.to_pyarrow()[IX].to_numpy(), dtype=np.int64)
-            if changed:
-                d = delta.select(IX, *changed).to_pyarrow()
-                for n in changed:
-                    column = dense.apply(
-                        dense.load(self.dir, old["columns"][n]), rows, d[IX], d[n], modes[n],
-                        reset=reset,
-                    )  # fmt: skip
-                    columns[n] = dense.save(self.dir, f"totals-{token}-{n}.npy", column)
+            for n in changed:
+                column = dense.apply(
+                    dense.load(self.dir, old["columns"][n]), rows, d[IX], d[n], modes[n],
+                    reset=reset,
+                )  # fmt: skip
+                columns[n] = dense.save(self.dir, f"totals-{token}-{n}.npy", column)
             totals_entry = dense.entry(rows, columns)
         else:
             everything = ibis.union(kept, fresh.select(*kept.columns), distinct=False)
