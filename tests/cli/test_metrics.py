@@ -198,3 +198,49 @@ def test_validate_reports_every_error(workspace: Path) -> None:
     assert "metrics/bad.yaml:5: x.events[0]: unknown event 'Nope'" in bad.output
     listed = runner.invoke(app, ["metrics", "list", "-w", str(workspace)])
     assert listed.exit_code == 1 and "2 error(s)" in listed.output
+
+
+def test_query_approximate_opts_in_to_sketches(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--approximate` reaches the query; counts stay exact and, at a handful of units, the
+    HyperLogLog distinct count equals the exact one."""
+    from tripwire.metrics.query import Metrics
+
+    extra = "\n  - name: users\n    type: distinct\n    events: [Turn Completed, Order Completed]\n"
+    core = workspace / "metrics" / "core.yaml"
+    core.write_text(core.read_text() + extra)
+    seen: list[bool] = []
+    build_query = Metrics.build_query
+
+    def recording(self: Metrics, **query: object) -> object:
+        seen.append(bool(query.get("approximate")))
+        return build_query(self, **query)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Metrics, "build_query", recording)
+    outputs = []
+    for flags in ([], ["--approximate"]):
+        result = runner.invoke(
+            app,
+            ["metrics", "query", "orders,users", "--grain", "day", "--format", "json"]
+            + flags
+            + ["-w", str(workspace)],
+        )
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stdout)
+    assert seen == [False, True]
+    exact, approximate = (_json_documents(o) for o in outputs)
+    assert approximate == exact
+    users = [row["value"] for row in exact[1]]
+    assert [row["metric"] for row in exact[1]] == ["users", "users"] and users == [2.0, 2.0]
+
+
+def _json_documents(text: str) -> list[list[dict]]:
+    """The JSON documents printed one after another (one per metric)."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while at < len(text.rstrip()):
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return documents

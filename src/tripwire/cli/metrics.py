@@ -152,6 +152,13 @@ def query(
     fill: Annotated[
         bool, typer.Option(help="Add empty buckets of the range with zero counts.")
     ] = False,
+    approximate: Annotated[
+        bool,
+        typer.Option(
+            help="Estimate distinct counts (HyperLogLog) and quantiles (t-digest) instead of "
+            "computing them exactly: for very large lakes; counts and sums stay exact."
+        ),
+    ] = False,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Output format.")
     ] = OutputFormat.table,
@@ -188,6 +195,7 @@ def query(
             values=explicit or None,
             fill=fill,
             relative_to=relative_to,  # type: ignore[arg-type]
+            approximate=approximate,
         )
     except ValueError as error:
         err_console.print(f"[red]error:[/red] {error}")
