@@ -13,7 +13,8 @@ Usage: ``python -m bench.experiments [--quick] [--runs N] [--no-ref] [--no-looks
   (locale, device, tenure), 4 calendar looks, 2 guardrails (one per locale cohort).
 * Measured (median of ``--runs``), each from a cold Ibis/DuckDB connection, wall and CPU
   seconds (CPU: this process's, DuckDB's threads included; the references report their own
-  process's CPU the same way, so ratios are comparable on a loaded machine):
+  process's CPU the same way, so ratios are comparable on a loaded machine; library
+  imports are outside the timed region on both sides):
 
   - ``final_look``: the current look from the lake: sufficient statistics, every test,
     cohorts, guardrails, sequential status, the verdict and both readout files
