@@ -175,6 +175,12 @@ class EnvelopeBatch:
                 else:
                     columns[field.name] = pa.concat_arrays([_array(field, p) for p in parts])
             return cls(columns)
+        return cls.concat_built(batches)
+
+    @classmethod
+    def concat_built(cls, batches: Sequence[EnvelopeBatch]) -> EnvelopeBatch:
+        """One batch of several, joined as Arrow record batches (each built if not yet):
+        Arrow joins the buffers without touching a Python object."""
         table = pa.Table.from_batches([b.batch for b in batches], schema=ENVELOPE_BATCH_SCHEMA)
         combined = table.combine_chunks().to_batches()
         batch = combined[0] if combined else _EMPTY

@@ -47,7 +47,6 @@ Tables (``.tripwire/buffer.db``)::
 
 from __future__ import annotations
 
-import itertools
 import queue
 import sqlite3
 import struct
@@ -385,10 +384,9 @@ def _group_batch(batches: list[EnvelopeBatch]) -> tuple[pa.RecordBatch, list[str
     """
     if len(batches) == 1 or min(map(len, batches)) < _ARROW_JOIN_MIN_ROWS:
         combined = EnvelopeBatch.concat(batches)
-        return combined.batch, combined.message_ids
-    table = pa.Table.from_batches([b.batch for b in batches], schema=ENVELOPE_BATCH_SCHEMA)
-    (joined,) = table.combine_chunks().to_batches()
-    return joined, list(itertools.chain.from_iterable(b.message_ids for b in batches))
+    else:
+        combined = EnvelopeBatch.concat_built(batches)
+    return combined.batch, combined.message_ids
 
 
 def _retain_arrow_memory() -> None:
