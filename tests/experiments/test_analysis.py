@@ -3,12 +3,9 @@ sequential status; checked against scipy on the unit-level arrays and against th
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from dataclasses import replace
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -26,20 +23,8 @@ from tripwire.metrics.exposures import ExposureSummary
 from tripwire.stats import MeanStats, RatioStats, Status
 from tripwire.store.engine import connect_lake, events_table
 
+from . import planted as P
 
-def _planted():  # type: ignore[no-untyped-def]
-    """The planted-effects helper next to this file (tests are not a package)."""
-    name = "tripwire_tests_experiments_planted"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("planted.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-P = _planted()
 LOOK = date(2026, 3, 20)
 
 

@@ -3,12 +3,9 @@ through the real CLI app, including the failure paths."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from typer.testing import CliRunner
@@ -17,21 +14,8 @@ from tripwire.cli import common
 from tripwire.cli.main import app
 from tripwire.store.workspace import Workspace
 
+from . import live_world as LW
 
-def _world() -> ModuleType:
-    name = "tripwire_tests_live_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("live_world.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-LW = _world()
 runner = CliRunner()
 
 

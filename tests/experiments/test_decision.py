@@ -3,8 +3,6 @@ and overrides need a reason and land in the decision log."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,19 +21,8 @@ from tripwire.experiments.decision import (
 from tripwire.experiments.registry import Registry
 from tripwire.store.workspace import init_workspace
 
+from . import planted as P
 
-def _planted() -> Any:
-    name = "tripwire_tests_experiments_planted"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("planted.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-P = _planted()
 FINAL = date(2026, 3, 20)
 CALENDAR = {
     "start": "2026-03-09T00:00:00Z",

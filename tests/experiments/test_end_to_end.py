@@ -11,8 +11,6 @@ scenario also goes through a real lake, the query engine and the analysis (marke
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,19 +23,8 @@ from tripwire.experiments.analysis import LookAnalysis, analyze, analyze_stats
 from tripwire.experiments.decision import ExperimentDecision, Verdict, decide, decide_analysis
 from tripwire.store.engine import connect_lake, events_table
 
+from . import planted as P
 
-def _planted() -> Any:
-    name = "tripwire_tests_experiments_planted"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("planted.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-P = _planted()
 N = 12_000
 GUARDRAILS = [
     {"metric": "errored", "harm": "increase", "threshold": "25%"},

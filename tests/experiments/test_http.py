@@ -93,9 +93,9 @@ def test_bad_requests(setup: Any, query: str, auth: str | None, status: int, cod
 
 
 def _live_world() -> Any:
-    from tests.experiments.test_rollout import LW  # the live-lake helpers, loaded once
+    from . import live_world
 
-    return LW
+    return live_world
 
 
 def test_experiments_server_serves_assign_and_runs_the_guard(tmp_path: Path) -> None:

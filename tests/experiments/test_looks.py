@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,21 +24,8 @@ from tripwire.metrics.unit_stats import unit_stats
 from tripwire.store.engine import connect_lake, events_table
 from tripwire.store.lake import write_events
 
+from ..metrics import unit_world as UW
 
-def _unit_world() -> Any:
-    name = "tripwire_tests_unit_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parents[1] / "metrics" / "unit_world.py"
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-UW = _unit_world()
 METRICS = {
     m["name"]: parse_metric(m)
     for m in [

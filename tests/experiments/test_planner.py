@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import duckdb
 import numpy as np
@@ -24,21 +21,7 @@ from tripwire.experiments.spec import parse_spec
 from tripwire.stats.power import sample_size_means
 from tripwire.store.lake import create_events_view
 
-
-def _world() -> ModuleType:
-    name = "tripwire_tests_live_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("live_world.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-LW = _world()
+from . import live_world as LW
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ exposures, SRM)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -22,19 +20,8 @@ from tripwire.experiments.spec import load_spec
 from tripwire.report.experiment_readout import render_readout, write_readout
 from tripwire.store.workspace import Workspace, init_workspace
 
+from . import planted as P
 
-def _planted() -> Any:
-    name = "tripwire_tests_experiments_planted"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("planted.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-P = _planted()
 SECTIONS = (
     "## 1. Summary and verdict",
     "## 2. Hypothesis and pre-registration",
@@ -47,6 +34,7 @@ SECTIONS = (
     "## 9. Risk register",
     "## 10. Decision log",
 )
+
 HYPOTHESIS = {
     "h0": "Nothing changes.",
     "h1": "Adds per user rise by 5%.",

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,21 +27,8 @@ from tripwire.metrics.loader import load_metrics
 from tripwire.store.engine import connect
 from tripwire.store.workspace import Workspace, init_workspace
 
+from . import live_world as LW
 
-def _world() -> ModuleType:
-    name = "tripwire_tests_live_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("live_world.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-LW = _world()
 SPEC = parse_spec({
     "name": "exp",
     "arms": [{"name": "control", "weight": 1}, {"name": "treatment", "weight": 3}],
