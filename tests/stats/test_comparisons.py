@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -19,38 +16,22 @@ from tripwire.stats import (
     welch_t_test,
 )
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference-results" / "stats" / "reference.json"
+from .reference_results import arms_of, assert_close
+
 ALPHA = 0.05
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.skip(
-            f"reference results not found at {REFERENCE} (shared/ must sit beside the repo)"
-        )
-    return json.loads(REFERENCE.read_text())
-
-
-def _arms(reference: dict, fixture: str) -> dict[str, dict]:
-    return {row["arm"]: row for row in reference["fixtures"][fixture]["sufficient_stats"]}
 
 
 def _proportion(row: dict) -> MeanStats:
     return MeanStats.from_proportion(row["n"], row["sum_converted"])
 
 
-def _close(actual, expected, rtol=1e-10, atol=1e-13):
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
-
-
 def _check(effect, ref: dict, *, se=True, p=True) -> None:
-    _close(effect.estimate, ref["estimate"])
-    _close(effect.ci, ref["ci"])
+    assert_close(effect.estimate, ref["estimate"])
+    assert_close(effect.ci, ref["ci"])
     if se:
-        _close(effect.se, ref["se"])
+        assert_close(effect.se, ref["se"])
     if p:
-        _close(effect.p_value, ref["p_value"])
+        assert_close(effect.p_value, ref["p_value"])
 
 
 # ----------------------------------------------------------------- reference parity
@@ -58,20 +39,20 @@ def _check(effect, ref: dict, *, se=True, p=True) -> None:
 
 @pytest.mark.parametrize("fixture", ["binary", "aa_binary"])
 def test_z_test_matches_statsmodels_reference(reference, fixture):
-    arms = _arms(reference, fixture)
+    arms = arms_of(reference, fixture)
     result = two_proportion_z_test(_proportion(arms["control"]), _proportion(arms["treatment"]))
     ref = reference["results"][fixture]["scipy_statsmodels"]
     absolute = ref["ztest_pooled_p_wald_ci"]["absolute"]
     _check(result.absolute, absolute, se=False)
-    _close(result.absolute.se, absolute["se_unpooled"])
-    _close(result.statistic, absolute["z"])
+    assert_close(result.absolute.se, absolute["se_unpooled"])
+    assert_close(result.statistic, absolute["z"])
     _check(result.relative, ref["relative_intervals"]["relative"]["delta_z"])
     assert result.status == Status.OK
 
 
 @pytest.mark.parametrize("fixture", ["binary", "aa_binary", "cohort"])
 def test_fieller_relative_interval_matches_reference(reference, fixture):
-    arms = _arms(reference, fixture)
+    arms = arms_of(reference, fixture)
     if fixture == "cohort":
         arms = {
             arm: {"n": sum(r["n"] for r in reference["fixtures"]["cohort"]["sufficient_stats"] if r["arm"] == arm),
@@ -85,15 +66,15 @@ def test_fieller_relative_interval_matches_reference(reference, fixture):
         _proportion(arms["control"]), _proportion(arms["treatment"]), relative_ci="fieller"
     )
     fieller = ref["relative_intervals"]["relative"]["fieller_z"]
-    _close(result.relative.ci, fieller["ci"])
-    _close(result.relative.estimate, fieller["estimate"], rtol=1e-12)
+    assert_close(result.relative.ci, fieller["ci"])
+    assert_close(result.relative.estimate, fieller["estimate"], rtol=1e-12)
     # Fieller's test of ratio = 1 is the unpooled z test of the difference.
-    _close(result.relative.p_value, ref["ztest_unpooled"]["absolute"]["p_value"])
+    assert_close(result.relative.p_value, ref["ztest_unpooled"]["absolute"]["p_value"])
 
 
 @pytest.mark.parametrize("fixture", ["revenue", "aa_revenue"])
 def test_welch_matches_scipy_and_gbstats_reference(reference, fixture):
-    arms = _arms(reference, fixture)
+    arms = arms_of(reference, fixture)
     control, treatment = (
         MeanStats(a["n"], a["sum_revenue"], a["sumsq_revenue"])
         for a in (arms["control"], arms["treatment"])
@@ -101,15 +82,17 @@ def test_welch_matches_scipy_and_gbstats_reference(reference, fixture):
     result = welch_t_test(control, treatment)
     ref = reference["results"][fixture]["scipy_statsmodels"]["welch_t"]
     _check(result.absolute, ref["absolute"])
-    _close(result.df, ref["absolute"]["dof"])
+    assert_close(result.df, ref["absolute"]["dof"])
     _check(result.relative, ref["relative"]["delta_t_welch_df"])
     fieller = welch_t_test(control, treatment, relative_ci="fieller")
-    _close(fieller.relative.ci, ref["relative"]["fieller_z"]["ci"], rtol=2e-4)  # z vs t quantile
+    assert_close(
+        fieller.relative.ci, ref["relative"]["fieller_z"]["ci"], rtol=2e-4
+    )  # z vs t quantile
 
 
 @pytest.mark.parametrize("fixture", ["revenue", "aa_revenue"])
 def test_welch_matches_gbstats_engine(reference, fixture):
-    arms = _arms(reference, fixture)
+    arms = arms_of(reference, fixture)
     engine = reference["results"][fixture]["gbstats"]["ttest_mean"]
     result = welch_t_test(
         *(
@@ -124,7 +107,7 @@ def test_welch_matches_gbstats_engine(reference, fixture):
 
 
 def test_delta_ratio_matches_gbstats_and_tea_tasting(reference):
-    arms = _arms(reference, "ratio")
+    arms = arms_of(reference, "ratio")
 
     def ratio(a: dict) -> RatioStats:
         return RatioStats(a["n"], a["sum_clicks"], a["sumsq_clicks"], a["sum_sessions"], a["sumsq_sessions"],
@@ -133,7 +116,7 @@ def test_delta_ratio_matches_gbstats_and_tea_tasting(reference):
     result = delta_method_ratio_test(ratio(arms["control"]), ratio(arms["treatment"]))
     gb = reference["results"]["ratio"]["gbstats"]["ttest_ratio_delta"]
     _check(result.absolute, gb["absolute"])
-    _close(result.df, gb["absolute"]["dof"])
+    assert_close(result.df, gb["absolute"]["dof"])
     _check(result.relative, gb["relative"])
     tea = reference["results"]["ratio"]["tea-tasting"]["ratio_of_means_delta"]
     _check(result.absolute, tea["absolute"], se=False)
@@ -154,10 +137,10 @@ def test_per_cohort_vectorised_z_matches_reference(reference):
                                           [by["treatment", loc]["sum_converted"] for loc in locales])  # fmt: skip
     result = two_proportion_z_test(control, treatment, pooled=False)
     ref = reference["results"]["cohort"]["per_locale_scipy"]
-    _close(result.absolute.estimate, [ref[loc]["estimate"] for loc in locales])
-    _close(result.absolute.se, [ref[loc]["se"] for loc in locales])
-    _close(result.absolute.p_value, [ref[loc]["p_value"] for loc in locales])
-    _close(result.relative.estimate, [ref[loc]["rel"] for loc in locales])
+    assert_close(result.absolute.estimate, [ref[loc]["estimate"] for loc in locales])
+    assert_close(result.absolute.se, [ref[loc]["se"] for loc in locales])
+    assert_close(result.absolute.p_value, [ref[loc]["p_value"] for loc in locales])
+    assert_close(result.relative.estimate, [ref[loc]["rel"] for loc in locales])
 
 
 # ----------------------------------------------------------------- scipy / statsmodels parity
@@ -233,14 +216,14 @@ def test_vectorised_equals_scalar_loop():
 N_SIM = 6000
 
 
-def _binary_arms(rng, n_c, n_t, p_c, p_t, sims=N_SIM):
+def _binaryarms(rng, n_c, n_t, p_c, p_t, sims=N_SIM):
     return (
         MeanStats.from_proportion(np.full(sims, n_c), rng.binomial(n_c, p_c, sims)),
         MeanStats.from_proportion(np.full(sims, n_t), rng.binomial(n_t, p_t, sims)),
     )
 
 
-def _mean_arms(rng, draw, n, sims=N_SIM):
+def _meanarms(rng, draw, n, sims=N_SIM):
     arms = []
     for arm in (0, 1):
         x = draw(rng, arm, (sims, n))
@@ -248,7 +231,7 @@ def _mean_arms(rng, draw, n, sims=N_SIM):
     return arms
 
 
-def _ratio_arms(rng, n, lift, sims=N_SIM):
+def _ratioarms(rng, n, lift, sims=N_SIM):
     arms = []
     for multiplier in (1.0, 1.0 + lift):
         lam = rng.gamma(2.0, 2.5, (sims, n))
@@ -269,20 +252,20 @@ def _lognormal(scale_t):
 
 
 def test_aa_false_positive_rate_z():
-    control, treatment = _binary_arms(np.random.default_rng(100), 4000, 4000, 0.1, 0.1)
+    control, treatment = _binaryarms(np.random.default_rng(100), 4000, 4000, 0.1, 0.1)
     rate = np.mean(two_proportion_z_test(control, treatment).absolute.p_value < ALPHA)
     assert 0.04 <= rate <= 0.06
 
 
 def test_aa_false_positive_rate_welch():
-    control, treatment = _mean_arms(np.random.default_rng(101), _lognormal(1.0), 400)
+    control, treatment = _meanarms(np.random.default_rng(101), _lognormal(1.0), 400)
     result = welch_t_test(control, treatment)
     assert 0.04 <= np.mean(result.absolute.p_value < ALPHA) <= 0.06
     assert 0.04 <= np.mean(result.relative.p_value < ALPHA) <= 0.06
 
 
 def test_aa_false_positive_rate_delta_ratio():
-    control, treatment = _ratio_arms(np.random.default_rng(102), 300, 0.0)
+    control, treatment = _ratioarms(np.random.default_rng(102), 300, 0.0)
     result = delta_method_ratio_test(control, treatment)
     assert 0.04 <= np.mean(result.absolute.p_value < ALPHA) <= 0.06
 
@@ -292,7 +275,7 @@ def _covers(effect, truth):
 
 
 def test_ci_coverage_z_absolute_and_relative():
-    control, treatment = _binary_arms(np.random.default_rng(103), 5000, 5000, 0.10, 0.11)
+    control, treatment = _binaryarms(np.random.default_rng(103), 5000, 5000, 0.10, 0.11)
     result = two_proportion_z_test(control, treatment)
     assert 0.94 <= _covers(result.absolute, 0.01) <= 0.96
     assert 0.94 <= _covers(result.relative, 0.1) <= 0.96
@@ -302,7 +285,7 @@ def test_ci_coverage_z_absolute_and_relative():
 
 def test_ci_coverage_welch_absolute_and_relative():
     mean = np.exp(1.5)  # lognormal(1, 1) mean
-    control, treatment = _mean_arms(np.random.default_rng(104), _lognormal(1.05), 400)
+    control, treatment = _meanarms(np.random.default_rng(104), _lognormal(1.05), 400)
     result = welch_t_test(control, treatment)
     assert 0.94 <= _covers(result.absolute, 0.05 * mean) <= 0.96
     assert 0.94 <= _covers(result.relative, 0.05) <= 0.96
@@ -310,7 +293,7 @@ def test_ci_coverage_welch_absolute_and_relative():
 
 def test_ci_coverage_delta_ratio():
     rng = np.random.default_rng(105)
-    control, treatment = _ratio_arms(rng, 300, 0.1)
+    control, treatment = _ratioarms(rng, 300, 0.1)
     # True ratios: E[clicks]/E[sessions] = E[q]·mult (q independent of sessions).
     truth_abs, truth_rel = 0.3 * 0.1, 0.1
     result = delta_method_ratio_test(control, treatment)
@@ -355,7 +338,7 @@ def test_power_at_planned_n_is_80_percent():
                 / (p_t - p_c) ** 2
             )
         )
-    control, treatment = _binary_arms(np.random.default_rng(107), n, n, p_c, p_t)
+    control, treatment = _binaryarms(np.random.default_rng(107), n, n, p_c, p_t)
     power = np.mean(two_proportion_z_test(control, treatment).absolute.p_value < ALPHA)
     assert 0.77 <= power <= 0.83
 

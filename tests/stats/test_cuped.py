@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import statsmodels.api as sm
@@ -18,25 +15,9 @@ from tripwire.stats import (
     welch_t_test,
 )
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference-results" / "stats" / "reference.json"
+from .reference_results import arms_of, assert_close
+
 ALPHA = 0.05
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.skip(
-            f"reference results not found at {REFERENCE} (shared/ must sit beside the repo)"
-        )
-    return json.loads(REFERENCE.read_text())
-
-
-def _arms(reference: dict, fixture: str) -> dict[str, dict]:
-    return {row["arm"]: row for row in reference["fixtures"][fixture]["sufficient_stats"]}
-
-
-def _close(actual, expected, rtol=1e-10):
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-13)
 
 
 def _revenue(a: dict) -> CupedMeanStats:
@@ -46,31 +27,33 @@ def _revenue(a: dict) -> CupedMeanStats:
 
 @pytest.mark.parametrize("fixture", ["revenue", "aa_revenue"])
 def test_cuped_mean_matches_gbstats_and_tea_tasting(reference, fixture):
-    arms = _arms(reference, fixture)
+    arms = arms_of(reference, fixture)
     result = cuped_mean_test(_revenue(arms["control"]), _revenue(arms["treatment"]))
     gb = reference["results"][fixture]["gbstats"]["cuped_regression_adjusted"]
     for ours, theirs in ((result.absolute, gb["absolute"]), (result.relative, gb["relative"])):
-        _close(ours.estimate, theirs["estimate"])
-        _close(ours.se, theirs["se"])
-        _close(ours.ci, theirs["ci"])
-        _close(ours.p_value, theirs["p_value"])
-    _close(result.df, gb["absolute"]["dof"])
+        assert_close(ours.estimate, theirs["estimate"])
+        assert_close(ours.se, theirs["se"])
+        assert_close(ours.ci, theirs["ci"])
+        assert_close(ours.p_value, theirs["p_value"])
+    assert_close(result.df, gb["absolute"]["dof"])
     own = reference["results"][fixture]["scipy_statsmodels"]["cuped_theta_total"]["absolute"]
-    _close(result.theta, own["theta"])
+    assert_close(result.theta, own["theta"])
     tea = reference["results"][fixture]["tea-tasting"]["mean_cuped"]["absolute"]
-    _close(result.absolute.p_value, tea["p_value"])
+    assert_close(result.absolute.p_value, tea["p_value"])
 
 
 @pytest.mark.parametrize("fixture", ["revenue", "aa_revenue"])
 def test_within_theta_equals_ols_estimate(reference, fixture):
-    arms = _arms(reference, fixture)
+    arms = arms_of(reference, fixture)
     result = cuped_mean_test(
         _revenue(arms["control"]), _revenue(arms["treatment"]), theta_estimator="within"
     )
     ref = reference["results"][fixture]["scipy_statsmodels"]
-    _close(result.absolute.estimate, ref["ols_y_T_x_nonrobust"]["absolute"]["estimate"], rtol=1e-9)
-    _close(result.theta, ref["cuped_theta_within"]["absolute"]["theta"])
-    _close(result.absolute.se, ref["cuped_theta_within"]["absolute"]["se"])
+    assert_close(
+        result.absolute.estimate, ref["ols_y_T_x_nonrobust"]["absolute"]["estimate"], rtol=1e-9
+    )
+    assert_close(result.theta, ref["cuped_theta_within"]["absolute"]["theta"])
+    assert_close(result.absolute.se, ref["cuped_theta_within"]["absolute"]["se"])
 
 
 def test_regression_adjustment_matches_statsmodels_ols_on_random_inputs():
@@ -100,17 +83,17 @@ def _ratio(a: dict) -> CupedRatioStats:
 
 
 def test_cuped_ratio_matches_tea_tasting(reference):
-    arms = _arms(reference, "ratio")
+    arms = arms_of(reference, "ratio")
     result = cuped_ratio_test(_ratio(arms["control"]), _ratio(arms["treatment"]))
     tea = reference["results"]["ratio"]["tea-tasting"]["ratio_of_means_cuped"]["absolute"]
     own = reference["results"]["ratio"]["scipy_statsmodels"]["ratio_cuped_delta"]["absolute"]
     for ref in (tea, own):
-        _close(result.absolute.estimate, ref["estimate"])
-        _close(result.absolute.ci, ref["ci"])
-        _close(result.absolute.p_value, ref["p_value"])
-    _close(result.absolute.se, own["se"])
-    _close(result.df, own["dof"])
-    _close(result.theta, own["theta"])
+        assert_close(result.absolute.estimate, ref["estimate"])
+        assert_close(result.absolute.ci, ref["ci"])
+        assert_close(result.absolute.p_value, ref["p_value"])
+    assert_close(result.absolute.se, own["se"])
+    assert_close(result.df, own["dof"])
+    assert_close(result.theta, own["theta"])
     assert 0 < result.variance_reduction < 1
 
 
@@ -120,7 +103,7 @@ N_SIM = 5000
 RHO = 0.6
 
 
-def _cuped_arms(rng, n, lift, sims=N_SIM):
+def _cupedarms(rng, n, lift, sims=N_SIM):
     """y = c + e with Corr(y, c) = RHO; treatment adds ``lift``."""
     arms = []
     for effect in (0.0, lift):
@@ -140,13 +123,13 @@ def _cuped_arms(rng, n, lift, sims=N_SIM):
 
 
 def test_aa_false_positive_rate_cuped():
-    control, treatment = _cuped_arms(np.random.default_rng(200), 200, 0.0)
+    control, treatment = _cupedarms(np.random.default_rng(200), 200, 0.0)
     result = cuped_mean_test(control, treatment)
     assert 0.04 <= np.mean(result.absolute.p_value < ALPHA) <= 0.06
 
 
 def test_cuped_coverage_and_variance_reduction_is_rho_squared():
-    control, treatment = _cuped_arms(np.random.default_rng(201), 200, 0.2)
+    control, treatment = _cupedarms(np.random.default_rng(201), 200, 0.2)
     result = cuped_mean_test(control, treatment)
     assert (
         0.94 <= np.mean((result.absolute.ci_low <= 0.2) & (result.absolute.ci_high >= 0.2)) <= 0.96

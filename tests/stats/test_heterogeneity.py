@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -18,8 +15,6 @@ from tripwire.stats import (
     simpson_paradox,
     two_proportion_z_test,
 )
-
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference-results" / "stats" / "reference.json"
 
 
 def test_cochran_q_and_tau2_match_statsmodels():
@@ -102,17 +97,8 @@ def test_classic_simpson_reversal_from_counts():
     assert analyze_cohorts(["small", "big"], per, agg, relative=False).simpson.flag
 
 
-@pytest.fixture(scope="module")
-def cohort_reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.skip(
-            f"reference results not found at {REFERENCE} (shared/ must sit beside the repo)"
-        )
-    return json.loads(REFERENCE.read_text())
-
-
-def test_cohort_analysis_on_reference_fixture(cohort_reference):
-    rows = cohort_reference["fixtures"]["cohort"]["sufficient_stats"]
+def test_cohort_analysis_on_reference_fixture(reference):
+    rows = reference["fixtures"]["cohort"]["sufficient_stats"]
     locales = ["EN", "JP", "mixed"]
     by = {(r["arm"], r["locale"]): r for r in rows}
 
@@ -134,7 +120,7 @@ def test_cohort_analysis_on_reference_fixture(cohort_reference):
     assert analysis.heterogeneity.p_value < 0.01
     assert analysis.heterogeneity.i_squared > 0.5
     np.testing.assert_allclose(analysis.raw, [
-        cohort_reference["results"]["cohort"]["per_locale_scipy"][loc]["rel"] for loc in locales
+        reference["results"]["cohort"]["per_locale_scipy"][loc]["rel"] for loc in locales
     ], rtol=1e-10)  # fmt: skip
     # Pooled effects lie between the raw effect and the aggregate.
     lo = np.minimum(analysis.raw, analysis.pooling.overall)

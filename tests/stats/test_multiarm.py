@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tripwire.stats import MeanStats, compare_to_control, two_proportion_z_test, welch_t_test
 
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference-results" / "stats" / "reference.json"
-
 
 @pytest.fixture(scope="module")
-def three_arm() -> tuple[dict, dict]:
-    if not REFERENCE.exists():
-        pytest.skip(
-            f"reference results not found at {REFERENCE} (shared/ must sit beside the repo)"
-        )
-    data = json.loads(REFERENCE.read_text())
+def three_arm(reference: dict) -> tuple[dict, dict]:
+    data = reference
     stats_ = {
         r["arm"]: MeanStats.from_proportion(r["n"], r["sum_converted"])
         for r in data["fixtures"]["three_arm"]["sufficient_stats"]
