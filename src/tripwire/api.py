@@ -48,6 +48,7 @@ from tripwire.events.columns import (
     normalize_batch,
     rejection_batch,
 )
+from tripwire.events.plain_batch import normalize_plain_batch
 from tripwire.ingest.archiver import Archiver, ArchiverBusy, ArchiveResult
 from tripwire.store.buffer import AppendResult, Buffer
 from tripwire.store.lake import create_events_view
@@ -203,13 +204,25 @@ class Tripwire:
         """Validate and queue many raw Segment messages (any type); invalid ones are returned
         with their index, field and reason, the valid ones are queued.
 
-        The batch path: validation is column-wise over the whole batch
-        (:func:`tripwire.events.columns.normalize_batch`) and the batch is queued as one
-        Arrow record batch, so a message costs a few microseconds. Rejected messages are
+        The batch path: a batch of plain, valid messages (the usual case) is checked and
+        built into one Arrow record batch at once
+        (:func:`tripwire.events.plain_batch.normalize_plain_batch`); any other batch is
+        validated column-wise with every doubtful message decided on its own
+        (:func:`tripwire.events.columns.normalize_batch`), so a message costs a few
+        microseconds either way and errors are as precise as ``track``'s. Rejected messages are
         also recorded as ``$rejected`` events (reason, field, index), which the
         ``rejected_event_share`` metric counts.
         """
         received_at = datetime.now(UTC)
+        plain = normalize_plain_batch(
+            messages,
+            received_at=received_at,
+            source=self.source,
+            max_event_bytes=self.max_event_bytes,
+        )
+        if plain is not None:  # the usual case: plain messages, all valid
+            self._enqueue(plain, len(plain))
+            return TrackManyResult(queued=len(plain), rejected=())
         batch, rejected = normalize_batch(
             messages,
             received_at=received_at,

@@ -1,0 +1,186 @@
+"""The whole-batch path (normalize_plain_batch) accepts only what normalize_batch accepts in
+full, and then gives exactly its rows; well-formed batches do take it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tripwire.events import plain_batch
+from tripwire.events.columns import ENVELOPE_BATCH_SCHEMA, batch_envelopes, normalize_batch
+from tripwire.events.plain_batch import normalize_plain_batch
+
+from .test_adversarial import messages as adversarial_messages
+from .test_columns import plausible
+
+RECEIVED = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+plain_ids = st.sampled_from(["u1", "user-2", "a", "anon-7f3c", "日本"])
+ids = st.one_of(
+    plain_ids,
+    plain_ids,
+    st.text(st.sampled_from(list("ab9-_ .é日\u3000\t\x1f")), min_size=0, max_size=4),
+    st.sampled_from(["x" * 255, "x" * 256, "x" * 257, "日" * 90, "日" * 257]),
+)
+texts = st.text(st.sampled_from(list('az "\\\x7f\x00é日/')), max_size=5)
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    texts,
+    st.lists(st.integers(0, 3), max_size=2),
+)
+objects = st.dictionaries(
+    st.sampled_from(["session_id", "$session_id", "revenue", "intent", "experiment", "variant"]),
+    values | st.dictionaries(texts, values, max_size=2),
+    max_size=4,
+)
+canonical_times = st.sampled_from(
+    [
+        "2026-03-01T11:00:00Z",
+        "2026-03-01T11:00:00.250Z",
+        "2026-02-28T23:59:59.999999Z",
+        "2099-12-31T23:59:59Z",
+        "1999-01-01T00:00:00Z",
+    ]
+)
+well_formed = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["track", "track", "track", "identify", "page", "screen"]),
+        "event": st.sampled_from(["Order Completed", "Turn Completed", "é 日", "E", "$exposure"]),
+        "userId": ids,
+        "timestamp": canonical_times,
+    },
+    optional={
+        "anonymousId": ids,
+        "messageId": ids,
+        "name": st.none() | ids,
+        "properties": objects | st.none(),
+        "context": objects | st.none(),
+        "traits": objects | st.none(),
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def small_batches():
+    """Let the whole-batch path (and Arrow's time parsing) take batches of any size."""
+    from tripwire.events import columns
+
+    saved = plain_batch.MIN_ROWS, columns._ARROW_TIMES_MIN_ROWS
+    plain_batch.MIN_ROWS = columns._ARROW_TIMES_MIN_ROWS = 1
+    yield
+    plain_batch.MIN_ROWS, columns._ARROW_TIMES_MIN_ROWS = saved
+
+
+def assert_plain_agrees(batch: list[Any], max_event_bytes: int | None = 32 * 1024) -> bool:
+    """If the whole-batch path takes ``batch``, normalize_batch accepts every message and
+    stores the same rows. Returns whether it took it."""
+    kwargs: dict[str, Any] = dict(received_at=RECEIVED, source="app")
+    plain = normalize_plain_batch(batch, max_event_bytes=max_event_bytes, **kwargs)
+    reference, rejected = normalize_batch(batch, max_event_bytes=max_event_bytes, **kwargs)
+    if plain is None:
+        return False
+    assert rejected == []
+    assert plain.batch.schema == ENVELOPE_BATCH_SCHEMA
+    assert len(plain) == len(reference) == len(batch)
+    generated = [m.get("messageId") is None for m in batch]
+    for name in ENVELOPE_BATCH_SCHEMA.names:
+        got, want = plain.batch.column(name), reference.batch.column(name)
+        if name == "message_id" and any(generated):
+            keep = pa.array([not g for g in generated])
+            got, want = got.filter(keep), want.filter(keep)
+        assert got.equals(want), (name, got, want)
+    assert plain.message_ids == plain.batch.column("message_id").to_pylist()
+    assert len(set(plain.message_ids[i] for i, g in enumerate(generated) if g)) == sum(generated)
+    assert len(batch_envelopes(plain.batch)) == len(batch)
+    return True
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(well_formed, min_size=1, max_size=8))
+def test_well_formed_batches_agree_with_normalize_batch(small_batches, batch):
+    taken = assert_plain_agrees(batch)
+    # a batch normalize_batch accepts whole, of ids it trusts at a glance, must be taken
+    _, rejected = normalize_batch(batch, received_at=RECEIVED, source="app")
+    ids = [
+        value
+        for message in batch
+        for key in ("userId", "anonymousId", "messageId", "name")
+        if (value := message.get(key)) is not None
+    ]
+    plain_ids = all(
+        value.isascii() and value.isprintable() and value.strip() == value and len(value) <= 255
+        for value in ids
+    )
+    no_del = "\x7f" not in repr(batch)  # (a DEL byte: the objects are dumped one by one)
+    assert taken == (not rejected) or not (plain_ids and no_del), batch
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(well_formed, min_size=1, max_size=6),
+    st.lists(plausible | adversarial_messages, min_size=1, max_size=2),
+    st.data(),
+)
+def test_a_doubtful_message_anywhere_is_left_to_normalize_batch(small_batches, good, bad, data):
+    """Malformed or unusual messages mixed into well-formed ones: whenever the whole-batch
+    path takes the batch, normalize_batch accepted all of it, with the same rows."""
+    batch = list(good)
+    for message in bad:
+        batch.insert(data.draw(st.integers(0, len(batch))), message)
+    assert_plain_agrees(batch)
+
+
+def _large_batch(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "track",
+            "event": ("Turn Completed", "Cart Updated")[i % 2],
+            "userId": f"user-{i % 97}",
+            "messageId": f"m-{i}",
+            "timestamp": f"2026-11-0{1 + i % 9}T10:{i % 60:02d}:00.{i % 1000:03d}Z",
+            "properties": {"session_id": f"s-{i // 12}", "latency_ms": 180.0 + i, "ok": i % 3 == 0},
+            "context": {"locale": "de-DE", "device": {"model": "Echo Show"}},
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_large_well_formed_batch_takes_the_whole_batch_path():
+    batch = _large_batch(3000)  # past the chunk and Arrow thresholds
+    assert assert_plain_agrees(batch)
+
+
+@pytest.mark.parametrize(
+    ("change", "taken"),
+    [
+        ({"userId": "   "}, False),
+        ({"userId": "\u3000x"}, True),  # not all whitespace: checked by str.isspace
+        ({"userId": 7}, False),  # valid (made "7"), but only normalize_event converts it
+        ({"messageId": ""}, False),
+        ({"messageId": "x" * 256}, False),
+        ({"event": "$identify"}, False),
+        ({"timestamp": "2026-02-30T10:00:00Z"}, False),
+        ({"timestamp": "2026-03-01T11:00:00+01:00"}, False),
+        ({"properties": [1]}, False),
+        ({"properties": {"blob": "x" * 40_000}}, False),
+        ({"properties": {"bad": {1, 2}}}, False),
+        ({"properties": {"when": datetime(2026, 1, 1)}}, True),  # orjson writes it alike
+        ({"context": {"note": "\x7f"}}, True),  # a DEL byte: dumped one by one
+        ({"sentAt": "2026-03-01T12:00:00Z"}, False),
+        ({"writeKey": "k"}, False),
+    ],
+)
+def test_one_doubtful_message_in_a_large_batch(change, taken):
+    """One message changed in a large batch: the path declines it (normalize_batch decides),
+    or takes it with exactly normalize_batch's rows."""
+    batch = _large_batch(600)
+    batch[317] = {**batch[317], **change}
+    assert assert_plain_agrees(batch) == taken
