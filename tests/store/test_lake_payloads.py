@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tripwire.events.columns import envelopes_to_batch
+from tripwire.store import lake
 from tripwire.store.lake import (
     PropertyTypes,
     envelope_batch_to_table,
@@ -218,3 +219,35 @@ def test_large_chunk_with_conflicting_and_time_like_values_matches_reference(tmp
     assert_same(reference, columnar)
     assert reference_types.types == batch_types.types
     assert columnar["prop_when"].to_pylist()[:2] == ["2026-11-01", "2026-11-01T10:00:00Z"]
+
+
+def test_a_chunked_and_sliced_segment_table_matches_reference(tmp_path, monkeypatch):
+    """The archiver's input: several segments (record batches) and a chunk that starts and
+    ends inside one; the JSON texts of every piece are parsed back to back, in order, on the
+    columnar path (not by falling back to the reference conversion)."""
+    envelopes = [
+        {
+            "messageId": str(i),
+            "type": "track",
+            "event": "E",
+            "timestamp": "2026-11-01T10:00:00Z",
+            "receivedAt": "2026-11-01T10:00:01Z",
+            "properties": {"n": i, "text": f"line\n{i} {{}}", "ok": i % 2 == 0},
+            "context": {"locale": "en-GB" if i % 3 else "ja-JP"},
+        }
+        for i in range(40)
+    ]
+    segments = [
+        envelopes_to_batch(envelopes[start : start + 10]).batch for start in (0, 10, 20, 30)
+    ]
+    table = pa.Table.from_batches(segments).slice(7, 26)  # rows 7..32: inside the 1st and 4th
+    assert table["properties"].num_chunks == 4
+    reference = envelopes_to_table(envelopes[7:33], PropertyTypes(tmp_path / "a.json"))
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the columnar path fell back to the reference conversion")
+
+    monkeypatch.setattr(lake, "envelopes_to_table", no_fallback)
+    columnar = envelope_batch_to_table(table, PropertyTypes(tmp_path / "b.json"))
+    assert_same(reference, columnar)
+    assert columnar["prop_n"].to_pylist() == [float(i) for i in range(7, 33)]
