@@ -184,3 +184,31 @@ def test_one_doubtful_message_in_a_large_batch(change, taken):
     batch = _large_batch(600)
     batch[317] = {**batch[317], **change}
     assert assert_plain_agrees(batch) == taken
+
+
+def test_plain_means_only_known_keys_counted_exactly():
+    """The key count stops reading early only when it proves every message plain."""
+    from tripwire.events.plain_batch import _read_plain
+
+    batch = _large_batch(300)
+    read = _read_plain(batch)
+    assert read is not None
+    assert read[0]["traits"] == [None] * 300 and read[1]["traits"] == {type(None)}
+    assert read[0]["userId"] == [m["userId"] for m in batch]
+    for extra in ({"writeKey": "k"}, {"sentAt": None}, {"integrations": {}}):
+        odd = [*batch[:150], {**batch[150], **extra}, *batch[151:]]
+        assert _read_plain(odd) is None, extra
+    # a null or absent plain field is still plain (its column holds None there)
+    for change in ({"traits": None}, {"name": "Home"}, {"anonymousId": "a"}):
+        mixed = [*batch[:150], {**batch[150], **change}, *batch[151:]]
+        result = _read_plain(mixed)
+        assert result is not None, change
+        ((key, value),) = change.items()
+        assert result[0][key][150] == value
+        assert result[0][key].count(value) == (300 if value is None else 1)
+    without = [dict(batch[0]) for _ in range(300)]
+    for message in without[::2]:
+        del message["userId"]
+        message["anonymousId"] = "a"
+    result = _read_plain(without)
+    assert result is not None and result[0]["anonymousId"].count("a") == 150

@@ -21,9 +21,8 @@ with hypothesis over well-formed and malformed batches).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -66,8 +65,13 @@ MIN_ROWS = 256
 
 _NONE = type(None)
 _FIELD = {field.name: field for field in ENVELOPE_BATCH_SCHEMA}
-#: The fields a plain message may have (:data:`tripwire.events.columns._PLAIN_FIELDS`).
-_PLAIN_ORDER = tuple(sorted(_PLAIN_FIELDS))
+#: The fields a plain message may have (:data:`tripwire.events.columns._PLAIN_FIELDS`),
+#: those SDKs send with every message first.
+_PLAIN_ORDER = (
+    "type", "messageId", "timestamp", "event", "userId", "properties", "context",
+    "anonymousId", "traits", "name",
+)  # fmt: skip
+assert frozenset(_PLAIN_ORDER) == _PLAIN_FIELDS
 
 
 def normalize_plain_batch(
@@ -86,10 +90,10 @@ def normalize_plain_batch(
     n = len(messages)
     if n < MIN_ROWS or set(map(type, messages)) != {dict}:
         return None
-    read = {key: _field(messages, key) for key in _PLAIN_ORDER}  # type: ignore[arg-type]
-    types = {key: set(map(type, column)) for key, column in read.items()}
-    if not _only_plain_keys(messages, types):
+    plain = _read_plain(messages)  # type: ignore[arg-type]
+    if plain is None:
         return None
+    read, types = plain
     kinds, raw_events = read["type"], read["event"]
     if types["type"] != {str} or not _FAST_KINDS.issuperset(kinds):
         return None
@@ -230,20 +234,34 @@ def _checked_ids(values: list[Any], types: set[type], max_chars: int) -> pa.Arra
     return array
 
 
-def _only_plain_keys(messages: Sequence[dict[str, Any]], types: dict[str, set[type]]) -> bool:
-    """Whether every message's keys are among :data:`_PLAIN_ORDER`, given the types of the
-    values of those keys (``dict.get`` of each message: None where absent).
+def _read_plain(
+    messages: Sequence[dict[str, Any]],
+) -> tuple[dict[str, list[Any]], dict[str, set[type]]] | None:
+    """The columns of :data:`_PLAIN_ORDER` (``dict.get`` of each message: None where
+    absent) and the types of their values, when every message's keys are among them
+    (else None: the batch is not plain).
 
     Counting instead of a set comparison per message: a field whose column holds no None is
-    a key of every message, so if the messages hold no more keys in total than ``n`` times
-    the number of such fields, each holds exactly those. Otherwise (a field absent from
-    some messages, or null) each message is compared with the set.
+    a key of every message; once the fields read so far that are everywhere account for
+    every key of every message, no message has any other key, so the fields not yet read
+    are absent from all (an identify call's event, a track call's traits: not read).
+    Otherwise, after the last field, each message is compared with the set.
     """
     n = len(messages)
-    everywhere = sum(_NONE not in column_types for column_types in types.values())
-    if sum(map(len, messages)) == everywhere * n:
-        return True
-    return all(map(_PLAIN_FIELDS.issuperset, messages))
+    keys = sum(map(len, messages))
+    read: dict[str, list[Any]] = {}
+    types: dict[str, set[type]] = {}
+    everywhere = 0
+    for key in _PLAIN_ORDER:
+        if everywhere * n == keys:
+            read[key], types[key] = [None] * n, {_NONE}
+            continue
+        column = read[key] = _field(messages, key)  # type: ignore[arg-type]
+        types[key] = set(map(type, column))
+        everywhere += _NONE not in types[key]
+    if everywhere * n != keys and not all(map(_PLAIN_FIELDS.issuperset, messages)):
+        return None
+    return read, types
 
 
 #: Marks the end of each object in :func:`_json_columns`' single dump. The DEL character
@@ -291,10 +309,11 @@ def _json_columns(columns: list[list[dict[str, Any] | None]]) -> list[pa.Array] 
 
 def _interleaved(columns: list[list[Any]]) -> list[Any]:
     """Row by row, each column's value followed by the mark: ``[a0, M, b0, M, a1, M, ...]``."""
-    arguments: list[Iterable[Any]] = []
-    for column in columns:
-        arguments += (column, repeat(_MARK))
-    return list(chain.from_iterable(zip(*arguments, strict=False)))  # (marks: endless)
+    step = 2 * len(columns)
+    result = [_MARK] * (step * len(columns[0]))
+    for j, column in enumerate(columns):
+        result[2 * j :: step] = column
+    return result
 
 
 def _split_marked(data: bytes, m: int) -> pa.StringArray | None:
