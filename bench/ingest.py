@@ -615,14 +615,18 @@ def bench_inprocess_track(
     sequential one; ``prefill`` starts each run from a buffer already holding that many
     random-UUID keys (one event is sent and flushed before the timer starts, so the writer's
     dedupe index load is timed apart: ``index_load_cpu_s``). Also times the steps alone on
-    one batch (CPU per event): column-wise validation into an Arrow batch
-    (:func:`tripwire.events.columns.normalize_batch`) and the durable append of that batch
+    one batch (CPU per event): what ``track_many`` runs on these plain, valid batches
+    (:func:`tripwire.events.plain_batch.normalize_plain_batch`, Arrow batch built:
+    ``plain_batch_us_per_event``), the column-wise validation it falls back to for any
+    other batch (:func:`tripwire.events.columns.normalize_batch`, columns not yet built:
+    ``validate_to_columns_us_per_event``) and the durable append of that batch
     (IPC + LZ4 segment, dedupe block, one fsync per group). The calling thread's CPU per
     event (validation: Python under the GIL, which the buffer's writer thread shares) and the
     wall from the last ``track_many`` to durable (the writer's backlog) say what bounds it.
     """
     import tripwire
     from tripwire.events.columns import normalize_batch
+    from tripwire.events.plain_batch import normalize_plain_batch
     from tripwire.store.buffer import Buffer
     from tripwire.store.workspace import init_workspace
 
@@ -676,6 +680,10 @@ def bench_inprocess_track(
     started = time.process_time()
     columns, _ = normalize_batch(sample, received_at=now, source="bench")
     validate_us = 1e6 * (time.process_time() - started) / batch
+    started = time.process_time()
+    plain = normalize_plain_batch(sample, received_at=now, source="bench", max_event_bytes=32_768)
+    plain_us = 1e6 * (time.process_time() - started) / batch
+    assert plain is not None  # track_many's path for these messages
     with tempfile.TemporaryDirectory() as tmp, Buffer(Path(tmp) / "buffer.db") as buffer:
         started, cpu = time.perf_counter(), time.process_time()
         buffer.append_batch(columns)
@@ -694,6 +702,7 @@ def bench_inprocess_track(
         "flush_tail_ms_median": 1000 * statistics.median(flush_tail),
         "load_average_1min": os.getloadavg()[0],
         "validate_to_columns_us_per_event": validate_us,
+        "plain_batch_us_per_event": plain_us,
         "durable_append_us_per_event": append_us,
         "durable_append_cpu_us_per_event": append_cpu_us,
     }
