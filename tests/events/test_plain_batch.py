@@ -70,13 +70,15 @@ well_formed = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def small_batches():
-    """Let the whole-batch path (and Arrow's time parsing) take batches of any size."""
+    """Let the whole-batch path (and Arrow's time parsing) take batches of any size, and
+    dump their objects in chunks of 3 rows (so that chunk boundaries are crossed)."""
     from tripwire.events import columns
 
-    saved = plain_batch.MIN_ROWS, columns._ARROW_TIMES_MIN_ROWS
+    saved = plain_batch.MIN_ROWS, columns._ARROW_TIMES_MIN_ROWS, plain_batch._JSON_CHUNK
     plain_batch.MIN_ROWS = columns._ARROW_TIMES_MIN_ROWS = 1
+    plain_batch._JSON_CHUNK = 3
     yield
-    plain_batch.MIN_ROWS, columns._ARROW_TIMES_MIN_ROWS = saved
+    plain_batch.MIN_ROWS, columns._ARROW_TIMES_MIN_ROWS, plain_batch._JSON_CHUNK = saved
 
 
 def assert_plain_agrees(batch: list[Any], max_event_bytes: int | None = 32 * 1024) -> bool:
@@ -154,7 +156,7 @@ def _large_batch(n: int) -> list[dict[str, Any]]:
 
 
 def test_a_large_well_formed_batch_takes_the_whole_batch_path():
-    batch = _large_batch(3000)  # past the chunk and Arrow thresholds
+    batch = _large_batch(9000)  # past the dump chunks and the Arrow thresholds
     assert assert_plain_agrees(batch)
 
 

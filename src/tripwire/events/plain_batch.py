@@ -65,6 +65,7 @@ MIN_ROWS = 256
 
 _NONE = type(None)
 _FIELD = {field.name: field for field in ENVELOPE_BATCH_SCHEMA}
+_JSON_FIELD = _FIELD["properties"]  # (the three JSON columns have one type)
 #: The fields a plain message may have (:data:`tripwire.events.columns._PLAIN_FIELDS`),
 #: those SDKs send with every message first.
 _PLAIN_ORDER = (
@@ -264,11 +265,17 @@ def _read_plain(
     return read, types
 
 
-#: Marks the end of each object in :func:`_json_columns`' single dump. The DEL character
-#: (which JSON text carries unescaped) is the only one in the dump unless a value holds one.
+#: Marks the end of each object in :func:`_dumped_together`'s single dump. The DEL
+#: character (which JSON text carries unescaped) is the only one in the dump unless a value
+#: holds one.
 _MARK = "\x7f" + os.urandom(6).hex()
 _MARK_BYTE = 0x7F
 _MARK_GAP = len(_MARK) + 2  # from the DEL to the next value: the mark's rest, '"' and ','
+
+
+#: Objects dumped together by :func:`_json_columns` (per column): a few MB of text, so that
+#: a huge batch does not hold its whole dump, and the mark search's array, twice.
+_JSON_CHUNK = 4096
 
 
 def _json_columns(columns: list[list[dict[str, Any] | None]]) -> list[pa.Array] | None:
@@ -276,10 +283,9 @@ def _json_columns(columns: list[list[dict[str, Any] | None]]) -> list[pa.Array] 
     equal to what :func:`tripwire.events.columns._json_array` gives; None when a value
     does not serialize.
 
-    One ``orjson.dumps`` of all the objects, each followed by a mark string, instead of a
-    call per object (~0.4 µs per call): the text of an object inside a list is the text it
-    has alone. The marks are found as DEL bytes with NumPy; if the dump holds more DEL
-    bytes than marks (a value contains one) the objects are dumped one by one instead. A
+    One ``orjson.dumps`` of the objects of all the columns (per :data:`_JSON_CHUNK` rows),
+    each followed by a mark string, instead of a call per object (~0.4 µs per call): the
+    text of an object inside a list is the text it has alone (:func:`_split_marked`). A
     column absent from every message (a track call's traits) is ``{}`` without a dump.
     """
     n = len(columns[0])
@@ -287,24 +293,36 @@ def _json_columns(columns: list[list[dict[str, Any] | None]]) -> list[pa.Array] 
     dumped = []
     for index, column in enumerate(columns):
         if column[0] is None and column.count(None) == n:
-            result[index] = _array(_FIELD["traits"], _json_array(column))
+            result[index] = _array(_JSON_FIELD, _json_array(column))
         else:
             dumped.append(index)
             if None in column:
                 columns[index] = [{} if v is None else v for v in column]
-    if dumped:
-        k = len(dumped)
-        try:
-            data = orjson.dumps(_interleaved([columns[i] for i in dumped]))
-        except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+    parts: list[list[pa.Array]] = [[] for _ in dumped]
+    for start in range(0, n, _JSON_CHUNK):
+        texts = _dumped_together([columns[i][start : start + _JSON_CHUNK] for i in dumped])
+        if texts is None:
             return None
-        texts = _split_marked(data, k * n) if len(data) < 2**31 else None
-        for j, index in enumerate(dumped):
-            if texts is None:
-                result[index] = _array(_FIELD["traits"], _json_array(columns[index]))
-            else:
-                result[index] = texts.take(pa.array(np.arange(2 * j, 2 * k * n, 2 * k)))
+        for part, array in zip(parts, texts, strict=True):
+            part.append(array)
+    for index, part in zip(dumped, parts, strict=True):
+        result[index] = part[0] if len(part) == 1 else pa.concat_arrays(part)
     return result  # type: ignore[return-value]
+
+
+def _dumped_together(columns: list[list[Any]]) -> list[pa.Array] | None:
+    """Each column's objects as JSON texts, from one dump of them all (see
+    :func:`_json_columns`); one by one when a value holds a DEL byte. None when a value
+    does not serialize."""
+    k, m = len(columns), len(columns[0])
+    try:
+        data = orjson.dumps(_interleaved(columns))
+        texts = _split_marked(data, k * m) if len(data) < 2**31 else None
+        if texts is None:
+            return [_array(_JSON_FIELD, _json_array(column)) for column in columns]
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        return None
+    return [texts.take(pa.array(np.arange(2 * j, 2 * k * m, 2 * k))) for j in range(k)]
 
 
 def _interleaved(columns: list[list[Any]]) -> list[Any]:
