@@ -260,6 +260,7 @@ async def _latency(
     return {
         "rate_events_per_s": rate_events,
         "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p90_ms": 1000 * latencies[min(len(latencies) - 1, int(0.90 * len(latencies)))],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "max_ms": 1000 * latencies[-1],
         "non_200": sum(1 for s in statuses if s != 200),
@@ -325,7 +326,8 @@ def bench_http_capture(
                 f" {throughputs[-1]['server_cores_busy']:.2f} cores busy; load generator"
                 f" {throughputs[-1]['client_cpu_ms_per_request']:.2f} ms/request);"
                 f" at {latency_rate:,.0f}/s p50 {latencies[-1]['p50_ms']:.1f} ms"
-                f" p99 {latencies[-1]['p99_ms']:.1f} ms;"
+                f" p90 {latencies[-1]['p90_ms']:.1f} ms p99 {latencies[-1]['p99_ms']:.1f} ms"
+                f" max {latencies[-1]['max_ms']:.1f} ms;"
                 f" at {latencies[-1]['half_measured_rate']:,.0f}/s (half the measured maximum)"
                 f" p99 {latencies[-1]['p99_ms_at_half_measured']:.1f} ms",
                 flush=True,
@@ -340,7 +342,9 @@ def bench_http_capture(
         "failed_requests": sum(t["failed_requests"] for t in throughputs),
         "latency_rate_events_per_s": latency_rate,
         "p50_ms_median": statistics.median(x["p50_ms"] for x in latencies),
+        "p90_ms_median": statistics.median(x["p90_ms"] for x in latencies),
         "p99_ms_median": statistics.median(x["p99_ms"] for x in latencies),
+        "max_ms_median": statistics.median(x["max_ms"] for x in latencies),
         "p99_ms_at_half_measured_median": statistics.median(
             x["p99_ms_at_half_measured"] for x in latencies
         ),
