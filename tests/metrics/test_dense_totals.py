@@ -48,3 +48,46 @@ def test_columns_round_trip_and_entries_name_their_files(tmp_path: Path) -> None
     assert not dense.is_entry("totals-old.duckdb") and dense.files(None) == set()
     with pytest.raises(UnitStatsError, match="null"):
         dense.scatter(2, pa.array([0]), pa.array([None], pa.int64()))
+
+
+def _python_sums(rows: int, index: list[int], values: list[int]) -> list[int]:
+    out = [0] * rows
+    for i, v in zip(index, values, strict=True):
+        out[i] += v
+    return out
+
+
+def test_grouped_sum_is_exact_beyond_float_precision() -> None:
+    """Values whose float64 sums would round: runs short enough to stay exact (many runs),
+    and values too large for float runs (added one by one)."""
+    rng = np.random.default_rng(7)
+    # one float run; three runs of 2047 values; values added one by one (twice)
+    for peak, size in ((10**6, 5000), (2**42 + 5, 5000), (2**45 + 3, 3000), (2**59 + 7, 15)):
+        index = rng.integers(0, 5, size=size)
+        values = rng.integers(-peak, peak, size=size, dtype=np.int64)
+        values[:3] = [peak, peak - 1, -peak]
+        got = dense.grouped_sum(5, index, values)
+        assert got.tolist() == _python_sums(5, index.tolist(), values.tolist()), peak
+    empty = np.array([], dtype=np.int64)
+    assert dense.grouped_sum(3, empty, empty).tolist() == [0, 0, 0]
+
+
+def test_float_bincount_alone_would_round_these_sums() -> None:
+    """Guards the test above: the naive float64 bincount is wrong on such values."""
+    values = np.array([2**53 - 1, 2**53 - 1, 1], dtype=np.int64)
+    naive = np.bincount([0, 0, 0], weights=values).astype(np.int64)
+    assert naive.tolist() != [2**54 - 1]
+    assert dense.grouped_sum(1, np.array([0, 0, 0]), values).tolist() == [2**54 - 1]
+    # runs: 4999 odd values near 2**42 in one unit sum beyond 2**54 (runs of 2047 each)
+    many = np.full(4999, 2**42 + 5, dtype=np.int64) - 2 * np.arange(4999, dtype=np.int64)
+    index = np.zeros(4999, dtype=np.int64)  # odd total above 2**54: no float64 holds it
+    assert int(np.bincount(index, weights=many)[0]) != int(many.sum())
+    assert dense.grouped_sum(1, index, many).tolist() == [sum(many.tolist())]
+
+
+def test_grouped_sum_overflow_raises_and_counts_are_exact() -> None:
+    top = np.iinfo(np.int64).max
+    with pytest.raises(UnitStatsError, match="overflow"):
+        dense.grouped_sum(1, np.array([0, 0]), np.array([top, 1], dtype=np.int64))
+    assert dense.grouped_count(4, np.array([3, 0, 3, 3])).tolist() == [1, 0, 0, 3]
+    assert dense.checked_add(np.array([top - 1]), np.array([1])).tolist() == [top]

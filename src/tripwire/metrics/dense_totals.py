@@ -100,13 +100,57 @@ def apply(
         folded = np.zeros(len(ix), dtype=np.int64)
         np.add.at(folded, inverse, add)
         add = folded
-    before = out[ix]
-    after = before + add  # wraps on overflow: detected below
-    # overflow iff both operands have the same sign and the result the other one
-    if np.any(((before ^ after) & (add ^ after)) < 0):
-        raise UnitStatsError("a running per-unit total overflows int64")
-    out[ix] = after
+    out[ix] = checked_add(out[ix], add)
     return out
+
+
+def checked_add(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``left + right`` in ``int64``; raises instead of wrapping on overflow."""
+    total = left + right  # wraps on overflow: detected below
+    # overflow iff both operands have the same sign and the result the other one
+    if np.any(((left ^ total) & (right ^ total)) < 0):
+        raise UnitStatsError("a running per-unit total overflows int64")
+    return total  # type: ignore[no-any-return]
+
+
+#: Integers of magnitude below this are exact in float64, and so are their partial sums.
+FLOAT_EXACT = 2**53
+
+
+def grouped_sum(rows: int, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Exact ``int64`` sums of ``values`` per ``index`` (``0 .. rows-1``), dense.
+
+    ``np.bincount`` with weights (~10x faster than ``np.add.at``) sums in float64, which is
+    exact when every partial sum is an integer below 2**53: guaranteed for a run of ``k``
+    values of magnitude at most ``peak`` when ``k * peak < 2**53``. The values are summed in
+    runs that short (one run for realistic fixed-point values: a peak of 10⁹ allows runs of
+    9·10⁶), each run's sums are converted to ``int64`` exactly and added with an overflow
+    check. Values too large for any useful run length (beyond 2**43) are added one by one,
+    exactly, with the same check.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    index = np.asarray(index)
+    out = np.zeros(rows, dtype=np.int64)
+    if len(values) == 0:
+        return out
+    peak = max(abs(int(values.max())), abs(int(values.min())), 1)
+    run = (FLOAT_EXACT - 1) // peak
+    if run < 1024:
+        for position in range(len(values)):  # astronomically large values: exact, slow
+            at = index[position]
+            out[at : at + 1] = checked_add(out[at : at + 1], values[position : position + 1])
+        return out
+    for start in range(0, len(values), run):
+        part = np.bincount(
+            index[start : start + run], weights=values[start : start + run], minlength=rows
+        )
+        out = checked_add(out, part.astype(np.int64))
+    return out
+
+
+def grouped_count(rows: int, index: np.ndarray) -> np.ndarray:
+    """How many times each of ``0 .. rows-1`` occurs in ``index`` (exact ``int64``)."""
+    return np.bincount(np.asarray(index), minlength=rows).astype(np.int64, copy=False)
 
 
 def entry(rows: int, columns: dict[str, str]) -> dict[str, Any]:

@@ -416,7 +416,12 @@ def _derived_indicators(plan: StatsPlan) -> dict[str, str]:
 
 
 def per_unit_components(
-    events: ir.Table, units: ir.Table, plan: StatsPlan, *, scan: ir.Table | None = None
+    events: ir.Table,
+    units: ir.Table,
+    plan: StatsPlan,
+    *,
+    scan: ir.Table | None = None,
+    strategy: Literal["auto", "engine"] = "auto",
 ) -> ir.Table:
     """Per analysed unit: ``a_<c>`` (analysis window) and ``p_<c>`` (pre-period) for every
     component, from raw events. Units without events are absent (callers count them as 0).
@@ -431,7 +436,14 @@ def per_unit_components(
     (:data:`INDEX`, :func:`coded_units`) rows are grouped by it and keyed by it instead of
     ``unit_id``. ``scan``: the events the plan reads when the caller has them already
     (:func:`tripwire.store.engine.narrow_events`), else ``events`` filtered by name.
+
+    ``strategy``: ``auto`` lets the embedded engine (DuckDB) with coded units aggregate
+    per unit index in NumPy (:mod:`tripwire.metrics.dense_aggregate`, same exact sums,
+    ~2x less CPU); ``engine`` always uses the engine's ``GROUP BY`` (as Ibis/Spark do).
     """
+    # imported here: dense_aggregate's helpers import this module's error type
+    from tripwire.metrics import dense_aggregate
+
     if scan is None:
         scan = event_scan(events, plan)
     # per-event columns (filter matches, scaled values) are computed in the scan, before
@@ -481,20 +493,37 @@ def per_unit_components(
     columns |= {name: joined[name] for name in event_columns if name not in ("__unit", "__ts")}
     in_some_window = functools.reduce(operator.or_, flags.values())
     rows = joined.filter(in_some_window).select(joined[group_key], **columns)
-    aggregates: dict[str, ir.Scalar] = {}
-    if CELL in rows.columns:
-        aggregates[CELL] = rows[CELL].min()
     prefixes = [("a", None)] + ([("p", "__pre")] if plan.pre_period_days else [])
+    # per aggregate: its component and the columns of its condition (match and window)
+    conditions: dict[str, tuple[Component, str, str]] = {}
     for component in plan.components:
         if component.key in derived:
             continue
-        matches = rows[matched[component.key]]
         for prefix, flag in prefixes:
-            window = rows[flag or f"__a_{window_key(component)}"]
-            aggregates[f"{prefix}_{component.key}"] = _component_aggregate(
-                rows, component, matches & window
-            )
-    per_unit = rows.group_by(group_key).aggregate(**aggregates)
+            window = flag or f"__a_{window_key(component)}"
+            conditions[f"{prefix}_{component.key}"] = (component, matched[component.key], window)
+    modes = {name: component.mode for name, (component, _, _) in conditions.items()}
+    per_unit: ir.Table
+    if strategy != "engine" and dense_aggregate.applicable(rows, modes, INDEX, CELL):
+        per_unit = dense_aggregate.aggregate(
+            rows,
+            units,
+            {
+                name: dense_aggregate.Column(
+                    c.mode, match, window, f"__v_{c.key}" if c.mode == "sum" else None
+                )
+                for name, (c, match, window) in conditions.items()
+            },
+            index=INDEX,
+            cell=CELL,
+        )
+    else:
+        aggregates: dict[str, ir.Scalar] = {}
+        if CELL in rows.columns:
+            aggregates[CELL] = rows[CELL].min()
+        for name, (component, match, window) in conditions.items():
+            aggregates[name] = _component_aggregate(rows, component, rows[match] & rows[window])
+        per_unit = rows.group_by(group_key).aggregate(**aggregates)
     if not derived:
         return per_unit
     return per_unit.mutate(

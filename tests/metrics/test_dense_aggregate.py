@@ -1,0 +1,158 @@
+"""The embedded engine's NumPy per-unit aggregation equals the engine's GROUP BY exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tripwire.metrics import dense_aggregate
+from tripwire.metrics.definitions import parse_metric
+from tripwire.metrics.exposures import exposure_sources, resolve_exposures, summarize
+from tripwire.metrics.unit_stats import (
+    CELL,
+    INDEX,
+    analysed_units,
+    coded_units,
+    component_columns,
+    compute_from_units,
+    per_unit_components,
+    plan_metrics,
+)
+from tripwire.store.engine import connect_lake, events_table
+from tripwire.store.lake import write_events
+
+
+def _load_world() -> Any:
+    name = "tripwire_tests_unit_world"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("unit_world.py")
+        )
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+uw = _load_world()
+
+METRICS = [
+    {"name": "ordered", "type": "proportion", "events": ["Order Completed"]},
+    {"name": "any_click", "type": "distinct", "events": ["Recommendation Clicked"]},
+    {"name": "revenue", "type": "mean", "per": "unit", "events": ["Order Completed"],
+     "value": "properties.revenue"},
+    {"name": "ctr", "type": "ratio", "numerator": {"events": ["Recommendation Clicked"]},
+     "denominator": {"events": ["Session Started"]}},
+    {"name": "aov", "type": "ratio",
+     "numerator": {"events": ["Order Completed"], "agg": "sum", "value": "properties.revenue"},
+     "denominator": {"events": ["Order Completed"]}},
+    {"name": "latency", "type": "mean", "per": "event", "events": ["Turn Completed"],
+     "value": "properties.latency_ms"},
+    {"name": "first_day_clicks", "type": "count", "events": ["Recommendation Clicked"],
+     "window": {"start": "0d", "end": "1d"}},
+    {"name": "slow_turns", "type": "count", "events": ["Turn Completed"],
+     "where": [{"field": "properties.latency_ms", "op": ">", "value": 900}]},
+]  # fmt: skip
+DIMENSIONS = ["locale", "device"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    lake = tmp_path_factory.mktemp("lake")
+    write_events(lake, uw.build().envelopes)
+    events = events_table(connect_lake(lake))
+    plan = plan_metrics(
+        [parse_metric(m) for m in METRICS],
+        analysis_window=timedelta(days=7),
+        pre_period_days=3,
+    )
+    exposed = resolve_exposures(
+        events, "exp", sources=exposure_sources(uw.MAPPING), dimensions=DIMENSIONS
+    ).cache()
+    units, coding = coded_units(analysed_units(exposed), DIMENSIONS, 20)
+    return events, plan, units.cache(), coding, summarize(exposed, "exp")
+
+
+def _by_index(table: Any, columns: list[str]) -> dict[int, tuple[int, ...]]:
+    """Per unit index: its cell and component values, units that are all zeros left out."""
+    rows = table.to_pyarrow().to_pylist()
+    out = {}
+    for row in rows:
+        values = tuple(int(row[c]) for c in columns)
+        if any(values):
+            out[int(row[INDEX])] = (int(row[CELL]), *values)
+    return out
+
+
+def test_dense_strategy_equals_the_engine_unit_by_unit(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events, plan, units, _, _ = setup
+    calls: list[int] = []
+    original = dense_aggregate.aggregate
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dense_aggregate, "aggregate", spy)
+    modes = {c.key: c.mode for c in plan.components}
+    assert "sum" in modes.values() and "any" in modes.values() and "count" in modes.values()
+    columns = component_columns(plan)
+    engine = per_unit_components(events, units, plan, strategy="engine")
+    assert not calls
+    dense = per_unit_components(events, units, plan)
+    assert calls  # the NumPy strategy ran
+    expected = _by_index(engine, columns)
+    assert len(expected) > 20
+    assert _by_index(dense, columns) == expected
+
+
+def test_dense_strategy_gives_identical_statistics(setup: Any) -> None:
+    events, plan, units, coding, summary = setup
+    tables = [
+        compute_from_units(
+            per_unit_components(events, units, plan, strategy=strategy),
+            units,
+            plan,
+            experiment="exp",
+            summary=summary,
+            dimensions=DIMENSIONS,
+            max_cohort_values=20,
+            coding=coding,
+        ).table
+        for strategy in ("engine", "auto")
+    ]
+    assert tables[0].num_rows > 0
+    assert tables[1].equals(tables[0])  # bit-identical floats and counts
+
+
+def test_only_count_any_and_sum_components_on_duckdb_with_an_index(setup: Any) -> None:
+    events, _, units, _, _ = setup
+    assert dense_aggregate.applicable(units, {"a": "sum", "b": "any"}, INDEX, CELL)
+    assert not dense_aggregate.applicable(units, {"a": "distinct"}, INDEX, CELL)
+    assert not dense_aggregate.applicable(events, {"a": "count"}, INDEX, CELL)
+
+
+def test_the_totals_view_is_dropped_with_its_last_expression(setup: Any) -> None:
+    import gc
+
+    events, plan, units, _, _ = setup
+    con = events._find_backend().con
+
+    def views() -> set[str]:
+        rows = con.sql("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()
+        return {r[0] for r in rows if r[0].startswith("__tw_per_unit_")}
+
+    before = views()
+    per_unit = per_unit_components(events, units, plan)
+    assert len(views() - before) == 1
+    del per_unit
+    gc.collect()
+    assert views() == before
