@@ -118,7 +118,7 @@ def test_well_formed_batches_agree_with_normalize_batch(small_batches, batch):
         if (value := message.get(key)) is not None
     ]
     plain_ids = all(
-        value.isascii() and value.isprintable() and value.strip() == value and len(value) <= 255
+        value.isascii() and value.isprintable() and value.strip() == value and 0 < len(value) <= 255
         for value in ids
     )
     no_del = "\x7f" not in repr(batch)  # (a DEL byte: the objects are dumped one by one)
