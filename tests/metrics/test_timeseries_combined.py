@@ -8,7 +8,8 @@ the same numerator and denominator (exactly: counts and sums of the same rows) a
 same value (≤ 1e-9 relative: the same division); slices the combined query adds (where
 only other metrics' events occur) must count nothing. The family scans must also equal
 the single scan over the whole table (``timeseries_expr`` without ``source``) row for
-row, by minute, hour and day, with and without dimensions.
+row, by minute, hour and day, with and without dimensions; so must the family scans whose
+exact distinct counts run day by day (``day_source``, a range over three UTC days).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import ibis
 import pyarrow as pa
 import pytest
 
@@ -27,7 +29,13 @@ from tripwire.metrics.catalog import catalog_files
 from tripwire.metrics.compile import timeseries_expr
 from tripwire.metrics.definitions import FunnelMetric, RetentionMetric
 from tripwire.metrics.loader import load_catalog
-from tripwire.metrics.timeseries import Query, _family_source, _normalise, timeseries
+from tripwire.metrics.timeseries import (
+    Query,
+    _day_source,
+    _family_source,
+    _normalise,
+    timeseries,
+)
 from tripwire.store.engine import connect_lake, events_table
 
 
@@ -113,13 +121,37 @@ def test_family_scans_equal_the_single_scan(backend: Any, grain: Any, dims: Any)
     split = timeseries_expr(
         metrics, events_table(backend), **options, source=_family_source(backend, query)
     )
+    days = _day_source(backend, query)
+    assert (days is None) == (grain is None)  # a grain over three days: split by day
+    by_day = timeseries_expr(
+        metrics,
+        events_table(backend),
+        **options,
+        source=_family_source(backend, query),
+        day_source=days,
+    )
     keys = (["bucket"] if grain else []) + list(dims)
     expected = _normalise(backend.to_pyarrow(single), keys)
-    actual = _normalise(backend.to_pyarrow(split), keys)
-    assert actual.num_rows == expected.num_rows > 0
-    assert actual.select(keys).equals(expected.select(keys))
-    for name in expected.column_names:
-        if name in keys:
-            continue
-        for a, b in zip(actual[name].to_pylist(), expected[name].to_pylist(), strict=True):
-            assert _close(a, b, 0 if not name.endswith("__value") else 1e-12), name
+    for variant in (split, by_day):
+        actual = _normalise(backend.to_pyarrow(variant), keys)
+        assert actual.num_rows == expected.num_rows > 0
+        assert actual.select(keys).equals(expected.select(keys))
+        for name in expected.column_names:
+            if name in keys:
+                continue
+            for a, b in zip(actual[name].to_pylist(), expected[name].to_pylist(), strict=True):
+                assert _close(a, b, 0 if not name.endswith("__value") else 1e-12), name
+
+
+def test_day_split_only_for_a_grain_over_several_days_of_a_lake(backend: Any) -> None:
+    """One day, no grain or no lake (an in-memory ``events`` table): no per-day source."""
+    query = _query()
+    assert query.start is not None and query.end is not None
+    assert _day_source(backend, query) is not None
+    one_day = Query(grain="hour", start=query.start, end=query.start + timedelta(hours=2))
+    assert _day_source(backend, one_day) is None
+    assert _day_source(backend, Query(grain=None, start=query.start, end=query.end)) is None
+    assert _day_source(backend, Query(grain="hour")) is None  # open range
+    memory = ibis.duckdb.connect()
+    memory.create_table("events", backend.to_pyarrow(events_table(backend).limit(5)))
+    assert _day_source(memory, query) is None

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -408,21 +408,27 @@ def _on_duckdb(table: ir.Table) -> bool:
         return False
 
 
-def bucket_key(table: ir.Table, grain: Grain | None) -> ir.Value | None:
+def bucket_key(
+    table: ir.Table, grain: Grain | None, ts: ir.TimestampValue | None = None
+) -> ir.Value | None:
     """A group key equivalent to :func:`bucket` that is cheaper to compute per row.
 
     On DuckDB, ``floor(epoch µs / grain µs)`` (an integer; truncating a ``TIMESTAMPTZ``
     goes through the calendar and costs ~4× more per row), turned back into the bucket's
     start by :func:`bucket_from_key` once per group. UTC grains of a minute, an hour or a
     day are whole multiples of the epoch, so both give the same buckets. Elsewhere the
-    truncated timestamp itself.
+    truncated timestamp itself. ``ts`` (default ``table.timestamp``) is the UTC timestamp
+    column of ``table`` to bucket, e.g. a per-unit first time.
     """
-    if grain is None or not _on_duckdb(table):
-        return bucket(table, grain)
+    if grain is None:
+        return None
     if grain not in GRAIN_SECONDS:
         raise ValueError(f"grain must be one of {', '.join(GRAIN_UNITS)}, got {grain!r}")
+    column = table.timestamp if ts is None else ts
+    if not _on_duckdb(table):
+        return column.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type, no-any-return]
     micros = GRAIN_SECONDS[grain] * 1_000_000
-    return (_epoch_us(table.timestamp) / micros).floor().cast("int64")
+    return (_epoch_us(column) / micros).floor().cast("int64")
 
 
 def bucket_from_key(key: ir.Value, grain: Grain | None) -> ir.Value:
@@ -524,6 +530,7 @@ def timeseries_expr(
     dimension_values: dict[str, Sequence[str]] | None = None,
     source: Callable[[EventSet], ir.Table] | None = None,
     approximate: bool = False,
+    day_source: Callable[[EventSet], Sequence[ir.Table]] | None = None,
 ) -> ir.Table:
     """One query computing every metric's ``<name>__numerator``/``__denominator``/``__value``.
 
@@ -541,6 +548,13 @@ def timeseries_expr(
     ``approximate`` estimates distinct counts and quantiles with sketches (see
     :func:`slice_aggregates`); a proportion with a population stays exact (its per-unit
     pass needs each unit's "did X and in population", which no sketch gives).
+
+    ``day_source`` (with ``source`` and a grain: event names → the same rows as
+    ``source`` gives, one table per UTC day, e.g. each day's lake partitions) splits the
+    exact distinct counts' first level by day: a time bucket never spans two UTC days,
+    so each (bucket, slice, unit) pair is found in one day's rows only, and the per-day
+    pairs are simply stacked before they are counted per slice. Same counts; each day's
+    hash table is a fourteenth of a fortnight's (see :func:`_grouped_parts`).
     """
     if any(needs_own_scan(m) for m in metrics):
         if len(metrics) != 1:
@@ -560,7 +574,15 @@ def timeseries_expr(
         grouped = _merge(_grouped_parts(base, keys, aggregates), list(keys), aggregates)
     else:
         key_names, grouped = _family_scans(
-            metrics, source, grain, dimensions, start, end, dimension_values, approximate
+            metrics,
+            source,
+            grain,
+            dimensions,
+            start,
+            end,
+            dimension_values,
+            approximate,
+            day_source if grain is not None else None,
         )
         keys = dict.fromkeys(key_names)
     result = _with_values(metrics, grouped)
@@ -617,8 +639,10 @@ def _family_scans(
     end: datetime | None,
     dimension_values: dict[str, Sequence[str]] | None,
     approximate: bool = False,
+    day_source: Callable[[EventSet], Sequence[ir.Table]] | None = None,
 ) -> tuple[list[str], ir.Table]:
-    """Every metric's aggregates, one grouped scan per event family, merged per slice."""
+    """Every metric's aggregates, one grouped scan per event family, merged per slice
+    (exact distinct counts by day with ``day_source``: see :func:`timeseries_expr`)."""
     families: dict[EventSet, list[tuple[MetricBase, str]]] = {}
     covered: set[str] | None = set()
     for metric in metrics:
@@ -662,16 +686,24 @@ def _family_scans(
                 )
             )
         aggregates.update(mine)
-        parts += _grouped_parts(base, keys, mine)
+        days = day_source(family) if day_source is not None else None
+        parts += _grouped_parts(base, keys, mine, (table, days) if days else None)
     return key_names, _merge(parts, key_names, aggregates, fill_zero=True)
 
 
 def _grouped_parts(
-    base: ir.Table, keys: dict[str, ir.Value], aggregates: dict[str, Aggregate]
+    base: ir.Table,
+    keys: dict[str, ir.Value],
+    aggregates: dict[str, Aggregate],
+    by_day: tuple[ir.Table, Sequence[ir.Table]] | None = None,
 ) -> list[ir.Table]:
     """Plain aggregates in one grouped scan; exact distinct counts of a subject under
     several conditions in two levels (per slice × subject, then per slice). Approximate
-    distinct counts are plain aggregates (one sketch per slice)."""
+    distinct counts are plain aggregates (one sketch per slice).
+
+    ``by_day`` (the table ``base`` filters, and the same rows split by UTC day) computes
+    every exact distinct count in two levels with the first level run per day (the
+    slices' buckets must not span days): see :func:`timeseries_expr`."""
     plain: dict[str, Any] = {
         k: v for k, v in aggregates.items() if not isinstance(v, DistinctCount | SharedQuantile)
     }
@@ -689,6 +721,8 @@ def _grouped_parts(
     for name, count in distinct.items():
         by_subject.setdefault(count.subject.op(), {})[name] = count
     for subject_op, counts in list(by_subject.items()):
+        if by_day is not None:
+            break  # every subject in two levels, the first one per day
         if len({None if c.where is None else c.where.op() for c in counts.values()}) == 1:
             # one condition: a plain COUNT(DISTINCT), cheaper than two levels
             plain.update({name: c.scalar() for name, c in counts.items()})
@@ -714,19 +748,36 @@ def _grouped_parts(
     for counts in by_subject.values():
         subject = next(iter(counts.values())).subject
         conditions = [c.where for c in counts.values()]
-        flags = {name: _count(base, c.where) > 0 for name, c in counts.items()}
+        # A count without a condition counts every (slice, subject) pair: no flag needed
+        flags = {
+            name: _count(base, c.where) > 0 for name, c in counts.items() if c.where is not None
+        }
         level1_keys = {**keys, "__subject": subject}
         rows = base
         if all(c is not None for c in conditions):  # rows matching none count for nothing
             rows = base.filter(reduce(lambda a, b: a | b, conditions))  # type: ignore[operator, arg-type]
             flags = {k: _rebase(v, base, rows) for k, v in flags.items()}
             level1_keys = {k: _rebase(v, base, rows) for k, v in level1_keys.items()}
-        level1 = rows.group_by(**level1_keys).aggregate(**flags)
+        level1 = (
+            rows.group_by(**level1_keys).aggregate(**flags)
+            if flags
+            else rows.select(**level1_keys).distinct()
+        )
         level1 = level1.filter(level1["__subject"].notnull())
-        sums = {name: level1[name].cast("int64").sum().cast("float64") for name in counts}
-        parts.append(
+        sums = {
+            name: level1[name].cast("int64").sum().cast("float64")
+            if name in flags
+            else level1.count().cast("float64")
+            for name in counts
+        }
+        counted = (
             level1.group_by(list(keys)).aggregate(**sums) if keys else level1.aggregate(**sums)
         )
+        if by_day is not None:  # each day's slices are its own: the days' counts are stacked
+            whole, days = by_day
+            daily = [_rebase(counted, whole, day) for day in days]
+            counted = daily[0] if len(daily) == 1 else ibis.union(*daily, distinct=False)
+        parts.append(counted)
     return parts
 
 
@@ -769,8 +820,12 @@ def _shared_quantiles(
     return shared
 
 
-def _rebase(expr: ir.Value, old: ir.Table, new: ir.Table) -> ir.Value:
-    """``expr`` (built on ``old``) reading the same columns of ``new`` (a filter of it)."""
+_E = TypeVar("_E", bound=ir.Expr)
+
+
+def _rebase(expr: _E, old: ir.Table, new: ir.Table) -> _E:
+    """``expr`` (built on ``old``) reading the same columns of ``new`` (a filter of it, or
+    a table of the same schema)."""
     return expr.op().replace({old.op(): new.op()}).to_expr()  # type: ignore[no-any-return]
 
 

