@@ -64,6 +64,7 @@ well_formed = st.fixed_dictionaries(
         "properties": objects | st.none(),
         "context": objects | st.none(),
         "traits": objects | st.none(),
+        "sentAt": st.none(),
     },
 )
 
@@ -177,6 +178,7 @@ def test_a_large_well_formed_batch_takes_the_whole_batch_path():
         ({"properties": {"when": datetime(2026, 1, 1)}}, True),  # orjson writes it alike
         ({"context": {"note": "\x7f"}}, True),  # a DEL byte: dumped one by one
         ({"sentAt": "2026-03-01T12:00:00Z"}, False),
+        ({"sentAt": None}, True),  # a historical import's null sentAt: none
         ({"writeKey": "k"}, False),
     ],
 )
@@ -197,11 +199,11 @@ def test_plain_means_only_known_keys_counted_exactly():
     assert read is not None
     assert read[0]["traits"] == [None] * 300 and read[1]["traits"] == {type(None)}
     assert read[0]["userId"] == [m["userId"] for m in batch]
-    for extra in ({"writeKey": "k"}, {"sentAt": None}, {"integrations": {}}):
+    for extra in ({"writeKey": "k"}, {"integrations": {}}, {"$session_id": "s"}):
         odd = [*batch[:150], {**batch[150], **extra}, *batch[151:]]
         assert _read_plain(odd) is None, extra
     # a null or absent plain field is still plain (its column holds None there)
-    for change in ({"traits": None}, {"name": "Home"}, {"anonymousId": "a"}):
+    for change in ({"traits": None}, {"name": "Home"}, {"anonymousId": "a"}, {"sentAt": None}):
         mixed = [*batch[:150], {**batch[150], **change}, *batch[151:]]
         result = _read_plain(mixed)
         assert result is not None, change
@@ -214,3 +216,40 @@ def test_plain_means_only_known_keys_counted_exactly():
         message["anonymousId"] = "a"
     result = _read_plain(without)
     assert result is not None and result[0]["anonymousId"].count("a") == 150
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(well_formed, min_size=2, max_size=10),
+    st.lists(objects | st.none(), min_size=1, max_size=3),
+    st.data(),
+)
+def test_shared_context_objects_are_dumped_once_with_the_same_texts(
+    small_batches, batch, pool, data
+):
+    """Messages sharing a few context (and traits) objects, as a user's events do: each
+    object is dumped once and its text taken per row; the rows are normalize_batch's."""
+    shared = []
+    for message in batch:
+        message = dict(message)
+        pick = data.draw(st.integers(0, len(pool) - 1))
+        message["context"] = pool[pick]
+        if data.draw(st.booleans()):
+            message["traits"] = pool[-1 - pick]
+        shared.append(message)
+    assert_plain_agrees(shared)
+
+
+def test_a_large_batch_of_per_user_contexts_takes_the_shared_dump():
+    """Per-user context objects, a user's events adjacent (what the simulator sends); one
+    context holds a DEL byte (its objects dumped one by one)."""
+    from tripwire.events.plain_batch import _few_objects
+
+    contexts = [{"locale": "de-DE", "user": u, "note": "\x7f" if u == 3 else ""} for u in range(40)]
+    batch = _large_batch(2000)
+    for i, message in enumerate(batch):
+        message["context"] = contexts[i // 50]
+    column = [m["context"] for m in batch]
+    assert _few_objects(column) is not None
+    assert _few_objects([dict(c) for c in column]) is None  # one object per row
+    assert assert_plain_agrees(batch)

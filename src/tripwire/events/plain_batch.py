@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from tripwire.events.columns import (
     _canonical_micros,
     _field,
     _json_array,
+    _mostly_shared,
     _oversized,
 )
 from tripwire.events.conventions import CONVENTIONS
@@ -66,13 +68,16 @@ MIN_ROWS = 256
 _NONE = type(None)
 _FIELD = {field.name: field for field in ENVELOPE_BATCH_SCHEMA}
 _JSON_FIELD = _FIELD["properties"]  # (the three JSON columns have one type)
-#: The fields a plain message may have (:data:`tripwire.events.columns._PLAIN_FIELDS`),
-#: those SDKs send with every message first.
+#: The fields a plain message may have, those SDKs send with every message first: the
+#: fields of :data:`tripwire.events.columns._PLAIN_FIELDS` and a null ``sentAt`` (what
+#: historical imports, such as the simulator's feed, send; with no batch ``sentAt`` it is
+#: the same as none).
 _PLAIN_ORDER = (
     "type", "messageId", "timestamp", "event", "userId", "properties", "context",
-    "anonymousId", "traits", "name",
+    "anonymousId", "sentAt", "traits", "name",
 )  # fmt: skip
-assert frozenset(_PLAIN_ORDER) == _PLAIN_FIELDS
+_PLAIN_KEYS = frozenset(_PLAIN_ORDER)
+assert _PLAIN_FIELDS | {"sentAt"} == _PLAIN_KEYS
 
 
 def normalize_plain_batch(
@@ -92,7 +97,7 @@ def normalize_plain_batch(
     if n < MIN_ROWS or set(map(type, messages)) != {dict}:
         return None
     plain = _read_plain(messages)  # type: ignore[arg-type]
-    if plain is None:
+    if plain is None or plain[1]["sentAt"] != {_NONE}:
         return None
     read, types = plain
     kinds, raw_events = read["type"], read["event"]
@@ -242,27 +247,29 @@ def _read_plain(
     absent) and the types of their values, when every message's keys are among them
     (else None: the batch is not plain).
 
-    Counting instead of a set comparison per message: a field whose column holds no None is
-    a key of every message; once the fields read so far that are everywhere account for
-    every key of every message, no message has any other key, so the fields not yet read
-    are absent from all (an identify call's event, a track call's traits: not read).
-    Otherwise, after the last field, each message is compared with the set.
+    Counting instead of a set comparison per message: each field's column says in how many
+    messages it is a key (all of them if the column holds no None, else counted); once the
+    fields read so far account for every key of every message, no message has any other
+    key, and the fields not yet read are absent from all (a track call's traits and name:
+    not read). A batch whose keys are not all accounted for after the last field is not
+    plain.
     """
     n = len(messages)
     keys = sum(map(len, messages))
     read: dict[str, list[Any]] = {}
     types: dict[str, set[type]] = {}
-    everywhere = 0
+    accounted = 0
     for key in _PLAIN_ORDER:
-        if everywhere * n == keys:
+        if accounted == keys:
             read[key], types[key] = [None] * n, {_NONE}
             continue
         column = read[key] = _field(messages, key)  # type: ignore[arg-type]
         types[key] = set(map(type, column))
-        everywhere += _NONE not in types[key]
-    if everywhere * n != keys and not all(map(_PLAIN_FIELDS.issuperset, messages)):
-        return None
-    return read, types
+        if _NONE not in types[key]:
+            accounted += n
+        else:
+            accounted += sum(map(dict.__contains__, messages, repeat(key)))  # type: ignore[arg-type]
+    return (read, types) if accounted == keys else None
 
 
 #: Marks the end of each object in :func:`_dumped_together`'s single dump. The DEL
@@ -286,28 +293,78 @@ def _json_columns(columns: list[list[dict[str, Any] | None]]) -> list[pa.Array] 
     One ``orjson.dumps`` of the objects of all the columns (per :data:`_JSON_CHUNK` rows),
     each followed by a mark string, instead of a call per object (~0.4 µs per call): the
     text of an object inside a list is the text it has alone (:func:`_split_marked`). A
-    column absent from every message (a track call's traits) is ``{}`` without a dump.
+    column absent from every message (a track call's traits) is ``{}`` without a dump; a
+    column of a few objects repeated (one context object per user, :func:`_few_objects`)
+    has each distinct object dumped once and its texts taken per row.
     """
     n = len(columns[0])
     result: list[pa.Array | None] = [None] * len(columns)
-    dumped = []
+    together = []
     for index, column in enumerate(columns):
         if column[0] is None and column.count(None) == n:
             result[index] = _array(_JSON_FIELD, _json_array(column))
+            continue
+        if None in column:
+            column = columns[index] = [_EMPTY if v is None else v for v in column]
+        objects = _few_objects(column)
+        if objects is not None:
+            result[index] = _shared_texts(column, objects)
+            if result[index] is None:
+                return None
         else:
-            dumped.append(index)
-            if None in column:
-                columns[index] = [{} if v is None else v for v in column]
-    parts: list[list[pa.Array]] = [[] for _ in dumped]
-    for start in range(0, n, _JSON_CHUNK):
-        texts = _dumped_together([columns[i][start : start + _JSON_CHUNK] for i in dumped])
+            together.append(index)
+    if together:
+        texts = _dumped_in_chunks([columns[i] for i in together])
+        if texts is None:
+            return None
+        for index, array in zip(together, texts, strict=True):
+            result[index] = array
+    return result  # type: ignore[return-value]
+
+
+#: What an absent object is dumped as (one shared ``{}``: never modified, only dumped).
+_EMPTY: dict[str, Any] = {}
+
+
+#: Rows whose objects :func:`_few_objects` looks at first.
+_SHARED_WINDOW = 512
+
+
+def _few_objects(column: list[Any]) -> dict[int, Any] | None:
+    """The distinct objects of ``column`` by identity, when they are at most half as many as
+    its rows (a user's context object on each of its events), else None.
+
+    Counted only if a first look says so (cheap when every row has its own object): the
+    first :data:`_SHARED_WINDOW` rows (a user's events close together), or 64 rows spread
+    over the column (:func:`tripwire.events.columns._mostly_shared`). Only chooses how
+    the texts are made, never what they are.
+    """
+    window = column[:_SHARED_WINDOW]
+    if len(set(map(id, window))) * 2 >= len(window) and not _mostly_shared(column):
+        return None
+    objects = dict(zip(map(id, column), column, strict=True))
+    return objects if len(objects) * 2 < len(column) else None
+
+
+def _shared_texts(column: list[Any], objects: dict[int, Any]) -> pa.Array | None:
+    """The texts of a column of a few ``objects`` (by identity) repeated: each dumped once,
+    then taken for every row. None when one does not serialize."""
+    position = {key: i for i, key in enumerate(objects)}
+    codes = pa.array(list(map(position.__getitem__, map(id, column))), pa.int32())
+    texts = _dumped_in_chunks([list(objects.values())])
+    return None if texts is None else texts[0].take(codes)
+
+
+def _dumped_in_chunks(columns: list[list[Any]]) -> list[pa.Array] | None:
+    """:func:`_dumped_together` per :data:`_JSON_CHUNK` rows, joined."""
+    parts: list[list[pa.Array]] = [[] for _ in columns]
+    for start in range(0, len(columns[0]), _JSON_CHUNK):
+        texts = _dumped_together([column[start : start + _JSON_CHUNK] for column in columns])
         if texts is None:
             return None
         for part, array in zip(parts, texts, strict=True):
             part.append(array)
-    for index, part in zip(dumped, parts, strict=True):
-        result[index] = part[0] if len(part) == 1 else pa.concat_arrays(part)
-    return result  # type: ignore[return-value]
+    return [part[0] if len(part) == 1 else pa.concat_arrays(part) for part in parts]
 
 
 def _dumped_together(columns: list[list[Any]]) -> list[pa.Array] | None:
