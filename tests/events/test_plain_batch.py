@@ -253,3 +253,24 @@ def test_a_large_batch_of_per_user_contexts_takes_the_shared_dump():
     assert _few_objects(column) is not None
     assert _few_objects([dict(c) for c in column]) is None  # one object per row
     assert assert_plain_agrees(batch)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"event": "E\ud800"},
+        {"userId": "u\ud800"},
+        {"messageId": "m\ud800"},
+        {"properties": {"session_id": "s\ud800"}},
+        {"context": {"note": "\ud800"}},
+    ],
+)
+def test_a_lone_surrogate_makes_the_path_decline(change):
+    """Text Arrow (and JSON) cannot hold: declined without an exception, so normalize_batch
+    decides exactly as before."""
+    batch = _large_batch(300)
+    batch[7] = {**batch[7], **change}
+    assert (
+        normalize_plain_batch(batch, received_at=RECEIVED, source="app", max_event_bytes=None)
+        is None
+    )

@@ -91,12 +91,27 @@ def normalize_plain_batch(
     when the batch is not one this path settles (then ``normalize_batch`` decides).
 
     The arguments are ``normalize_batch``'s for a batch without ``sentAt`` or ``context``
-    of its own (what ``track_many`` sends); the result equals its envelope batch.
+    of its own (what ``track_many`` sends); the result equals its envelope batch. A text
+    Arrow cannot hold (a lone surrogate) also makes it decline.
     """
-    n = len(messages)
-    if n < MIN_ROWS or set(map(type, messages)) != {dict}:
+    if len(messages) < MIN_ROWS or set(map(type, messages)) != {dict}:
         return None
-    plain = _read_plain(messages)  # type: ignore[arg-type]
+    try:
+        return _normalized(messages, received_at=received_at, source=source, limit=max_event_bytes)
+    except (pa.ArrowException, UnicodeError):
+        return None
+
+
+def _normalized(
+    messages: Sequence[dict[str, Any]],
+    *,
+    received_at: datetime,
+    source: str | None,
+    limit: int | None,
+) -> EnvelopeBatch | None:
+    """:func:`normalize_plain_batch` of a batch of dicts of at least :data:`MIN_ROWS`."""
+    n = len(messages)
+    plain = _read_plain(messages)
     if plain is None or plain[1]["sentAt"] != {_NONE}:
         return None
     read, types = plain
@@ -159,7 +174,7 @@ def normalize_plain_batch(
     json_columns = _json_columns([properties, contexts, traits])
     if json_columns is None:
         return None
-    if max_event_bytes is not None and _oversized(json_columns, max_event_bytes - _SIZE_SLACK):
+    if limit is not None and _oversized(json_columns, limit - _SIZE_SLACK):
         return None
 
     parsed = _canonical_micros(read["timestamp"])
