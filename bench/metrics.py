@@ -24,8 +24,9 @@ imports, and the peak RSS is the child's ``ru_maxrss`` (``getrusage(RUSAGE_CHILD
 Medians of several runs are printed and written to ``bench/results/metrics.json``.
 On the reference machine (2 cores shared with other work) the numbers are noisy, so the
 process CPU seconds are reported too; what bounds tripwire's time is the scan of the outcome
-events' unit ids and timestamps, the hash join of ~95M outcome events with 5M units and the
-per-unit aggregation (DuckDB, CPU-bound on 2 threads); the moments over the per-unit rows
+events' unit ids and timestamps and the hash join of ~95M outcome events with 5M units
+(DuckDB, CPU-bound on 2 threads), then the per-unit aggregation of the streamed in-window
+rows (NumPy, :mod:`tripwire.metrics.dense_aggregate`); the moments over the per-unit rows
 and the exposure resolution are a small share (see docs/metrics.md, "Experiment
 statistics"). pandas is bound by reading the same columns into frames, the merge and the
 groupbys, single-threaded.

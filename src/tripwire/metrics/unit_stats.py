@@ -41,6 +41,17 @@ dense unit index. The per-unit query at 100M measured ~78 CPU-s, of which the jo
 without aggregation ~23. The coded units are materialized once (the per-unit and the
 cell-count queries read them).
 
+On DuckDB the per-unit aggregation itself is done by :mod:`tripwire.metrics.dense_aggregate`
+(the engine streams the unit index and each match/window/value column once; NumPy sums each
+aggregate over the rows it selects, exactly; Ibis/Spark keep the ``GROUP BY``). Measured
+A/B alternated on a loaded machine (load 6-8 on 2 cores), whole ``unit_stats``: 20M events
+19.8 → 13.7 CPU-s (median of 3), 100M 96.5 → 71.2 CPU-s and peak RSS 4.7 → 3.7 GB;
+bit-identical tables. What remains is the scan + string-keyed join (~5.5 of ~10 CPU-s of
+the per-unit part at 20M), the engine's projection of the streamed columns (~2.5) and the
+exposures (~3.3 of 13.7). ``sum_no_overflow`` (int64 instead of 128-bit ``SUM`` states)
+saved ~12% of the engine aggregation at 20M: smaller than the NumPy strategy and unsafe
+without a separate bound query, not used.
+
 Per-unit variables by metric type (units with no matching event count as 0):
 
 ============================  ===============================  ==========================
@@ -438,8 +449,8 @@ def per_unit_components(
     (:func:`tripwire.store.engine.narrow_events`), else ``events`` filtered by name.
 
     ``strategy``: ``auto`` lets the embedded engine (DuckDB) with coded units aggregate
-    per unit index in NumPy (:mod:`tripwire.metrics.dense_aggregate`, same exact sums,
-    ~2x less CPU); ``engine`` always uses the engine's ``GROUP BY`` (as Ibis/Spark do).
+    per unit index in NumPy (:mod:`tripwire.metrics.dense_aggregate`, the same exact sums,
+    ~30% less CPU for the whole statistics); ``engine`` always uses the engine's ``GROUP BY`` (as Ibis/Spark do).
     """
     # imported here: dense_aggregate's helpers import this module's error type
     from tripwire.metrics import dense_aggregate
