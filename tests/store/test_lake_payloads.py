@@ -251,3 +251,58 @@ def test_a_chunked_and_sliced_segment_table_matches_reference(tmp_path, monkeypa
     columnar = envelope_batch_to_table(table, PropertyTypes(tmp_path / "b.json"))
     assert_same(reference, columnar)
     assert columnar["prop_n"].to_pylist() == [float(i) for i in range(7, 33)]
+
+
+def test_the_previous_chunks_properties_schema_is_tried_first_and_exact(tmp_path, monkeypatch):
+    """Chunk after chunk, properties are parsed with the previous chunk's schema when it fits
+    (one parse, time-like strings kept as text) and by inference when a key is new, a kind
+    changes, or an integer column meets a fraction; the rows always equal the reference's."""
+
+    def chunk(first: int, properties) -> list[dict[str, object]]:
+        return [
+            {
+                "messageId": f"{first}-{i}",
+                "type": "track",
+                "event": "E",
+                "timestamp": "2026-11-01T10:00:00Z",
+                "receivedAt": "2026-11-01T10:00:01Z",
+                "properties": properties(i),
+                "context": {"locale": "en-GB"},
+            }
+            for i in range(600)
+        ]
+
+    chunks = [
+        chunk(0, lambda i: {"n": i, "at": "2026-11-01T10:00:00Z", "ok": True}),
+        chunk(1, lambda i: {"n": i + 1, "at": "2026-11-02T10:00:00Z", "ok": False}),  # fits
+        chunk(2, lambda i: {"n": i / 2, "at": "x", "ok": True}),  # n: int64 meets 0.5
+        chunk(3, lambda i: {"n": 2**60 + i, "at": "y", "ok": False}),  # fits (n: double)
+        chunk(4, lambda i: {"n": i, "at": "2026-11-03", "new": "key"}),  # a new key
+        chunk(5, lambda i: {"n": "text", "at": 1, "new": "key"}),  # kinds change
+    ]
+    reads = []
+    real_read = lake.pa_json.read_json
+
+    def counting(*args, **kwargs):
+        reads.append(kwargs.get("parse_options"))
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(lake.pa_json, "read_json", counting)
+    reference_types = PropertyTypes(tmp_path / "a.json")
+    batch_types = PropertyTypes(tmp_path / "b.json")
+    parses = []
+    for envelopes in chunks:
+        reads.clear()
+        reference = envelopes_to_table(envelopes, reference_types)
+        columnar = envelope_batch_to_table(envelopes_to_batch(envelopes).batch, batch_types)
+        assert_same(reference, columnar)
+        assert reference_types.types == batch_types.types
+        parses.append(len(reads))
+        if envelopes is chunks[3]:
+            assert columnar["prop_n"].to_pylist() == [float(2**60 + i) for i in range(600)]
+    # context and traits (distinct objects) are one read each per chunk; properties one
+    # read when the previous chunk's schema fits (chunks 1 and 3), else a refused read (none
+    # for the first chunk) and inference, plus a read as text when inference met time-like
+    # strings (chunks 0 and 4)
+    assert parses == [4, 3, 4, 3, 5, 4]
+    assert batch_types.types["prop_at"] == "string"

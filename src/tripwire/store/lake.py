@@ -131,6 +131,10 @@ class PropertyTypes:
         self.types: dict[str, str] = {}
         if path.exists():
             self.types = json.loads(path.read_text())
+        #: The Arrow schema the previous chunk's ``properties`` parsed to (times kept as
+        #: text), which the next chunk is parsed with first: see :func:`_parse_distinct`.
+        #: A hint only (never saved): any key or kind it does not foresee means inference.
+        self.properties_schema: pa.Schema | None = None
 
     def observe(self, column: str, value: Any) -> bool:
         """Record ``column``'s type if new; True when ``value`` fits the column."""
@@ -255,7 +259,11 @@ def _without_timestamps(kind: pa.DataType) -> tuple[pa.DataType, bool]:
 
 
 def _parse_objects(
-    column: pa.ChunkedArray | pa.Array, rows: int, *, repeated: bool = True
+    column: pa.ChunkedArray | pa.Array,
+    rows: int,
+    *,
+    repeated: bool = True,
+    schema: pa.Schema | None = None,
 ) -> tuple[pa.Table, pa.Array | None]:
     """Parse a column of JSON objects (Arrow's JSON reader). Strings that look like times
     stay strings (the reader would make them timestamps).
@@ -265,9 +273,9 @@ def _parse_objects(
     object ``indices`` (the caller takes rows of the few columns it needs with
     :func:`_rows_of`, not of every nested field); else ``(table, None)``, one row per row.
     ``repeated=False`` (properties: nearly one text per row) skips the hashing that would
-    only find that out."""
+    only find that out; ``schema`` is then tried first (see :func:`_parse_distinct`)."""
     if not repeated:
-        return _parse_distinct(column, rows), None
+        return _parse_distinct(column, rows, schema), None
     encoded = pc.dictionary_encode(column)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
@@ -308,7 +316,20 @@ def _json_read_options(size: int) -> pa_json.ReadOptions:
     return pa_json.ReadOptions(use_threads=_JSON_THREADS, block_size=max(size, 1))
 
 
-def _parse_distinct(column: pa.ChunkedArray | pa.Array, rows: int) -> pa.Table:
+def _parse_distinct(
+    column: pa.ChunkedArray | pa.Array, rows: int, schema: pa.Schema | None = None
+) -> pa.Table:
+    """The objects of a column of JSON texts as a table, times kept as text.
+
+    With ``schema`` (the previous chunk's, :attr:`PropertyTypes.properties_schema`) the
+    texts are parsed with it as an explicit schema that refuses anything else (a key it
+    lacks, a value of another kind: Arrow raises), so a success is the table inference
+    would give, up to integers read as the doubles they become in the lake anyway and
+    keys absent from this chunk as all-null columns (dropped downstream). Any refusal means
+    inference, which reads time-like strings as timestamps: those columns are then parsed
+    a second time as strings. Measured on world-shaped properties with one time-like
+    string: 2.2 -> 1.1 CPU-µs per event.
+    """
     data = _json_texts(column)
     if data.size > _MAX_BLOCK:  # pragma: no cover - multi-GB chunks only
         joined = pc.binary_join_element_wise(column, "\n", "")
@@ -316,6 +337,20 @@ def _parse_distinct(column: pa.ChunkedArray | pa.Array, rows: int) -> pa.Table:
         options = pa_json.ReadOptions(use_threads=_JSON_THREADS, block_size=16 << 20)
     else:
         options = _json_read_options(data.size)
+    if schema is not None:
+        try:
+            table = pa_json.read_json(
+                pa.BufferReader(data),
+                read_options=options,
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="error"
+                ),
+            )
+        except pa.ArrowException:
+            pass  # not what the hint foresaw: infer
+        else:
+            if table.num_rows == rows:
+                return table
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=options)
         schema, changed = _without_timestamps(pa.struct(list(table.schema)))
@@ -411,7 +446,10 @@ def _flatten(
 
 def _envelope_batch_rows(table: pa.Table, types: PropertyTypes) -> pa.Table:
     rows = table.num_rows
-    properties, _ = _parse_objects(table["properties"], rows, repeated=False)
+    properties, _ = _parse_objects(
+        table["properties"], rows, repeated=False, schema=types.properties_schema
+    )
+    types.properties_schema = properties.schema
     context, at = _parse_objects(table["context"], rows)
     call_traits, own_at = _parse_objects(table["traits"], rows)
     # context columns are derived on the distinct objects, then taken per row
