@@ -186,3 +186,43 @@ def monkeypatch_times():
     columns._ARROW_TIMES_MIN_ROWS = 1
     yield
     columns._ARROW_TIMES_MIN_ROWS = saved
+
+
+_LONE_SURROGATE = "x\ud800y"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(
+        ["userId", "anonymousId", "messageId", "event", "name", "timestamp", "sentAt"]
+        + ["properties", "context", "traits"]
+    ),
+    st.integers(0, 299),
+)
+def test_a_lone_surrogate_in_a_large_batch_rejects_that_event_only(field, position):
+    """Large batches take the column-wise path; a text UTF-8 cannot encode (which a Python
+    caller can pass, JSON cannot) is rejected with its index like the per-event path does,
+    and the other events land (it used to pass the column checks and fail Arrow's build)."""
+    batch: list[Any] = [
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "userId": f"u{i}",
+            "messageId": f"m{i}",
+            "timestamp": "2026-03-01T11:00:00Z",
+            "properties": {"revenue": i},
+            "context": {"locale": "en-GB"},
+        }
+        for i in range(300)
+    ]
+    bad = batch[position]
+    if field in ("properties", "context", "traits"):
+        bad[field] = {"key": _LONE_SURROGATE}
+    elif field == "name":
+        bad |= {"type": "page", "name": _LONE_SURROGATE}
+    else:
+        bad[field] = _LONE_SURROGATE
+    assert_same_decisions(batch)
+    columns, rejected = normalize_batch(batch, received_at=RECEIVED, source="app")
+    assert [r.index for r in rejected] == [position]
+    assert len(columns) == 299

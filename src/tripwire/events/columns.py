@@ -657,8 +657,9 @@ _NONE = type(None)
 
 
 def _ids_ok(values: list[Any], *, required: bool, max_chars: int) -> bool:
-    """Every value is a non-blank string of at most ``max_chars`` (or None if not required),
-    checked in C-level passes over the column."""
+    """Every value is a non-blank string of at most ``max_chars`` (or None if not required)
+    that UTF-8 can encode (no lone surrogate: the exact validator rejects one, and Arrow
+    cannot hold it), checked in C-level passes over the column."""
     if not required and values and values[0] is None and values.count(None) == len(values):
         return True  # the field is absent from every message (count: identity, fast)
     kinds = set(map(type, values))
@@ -668,7 +669,20 @@ def _ids_ok(values: list[Any], *, required: bool, max_chars: int) -> bool:
     if not texts:
         return True
     lengths = list(map(len, texts))
-    return min(lengths) > 0 and max(lengths) <= max_chars and not any(map(str.isspace, texts))
+    if min(lengths) == 0 or max(lengths) > max_chars or any(map(str.isspace, texts)):
+        return False
+    return _encodable("".join(texts))
+
+
+def _encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (ASCII, the common case, is checked in one pass)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _row_doubtful(m: dict[str, Any], bad_names: set[Any]) -> bool:
@@ -729,6 +743,9 @@ def _fast_batch(
             _event_name(name)
         except (EventValidationError, TypeError):
             bad_names.add(name)
+        else:
+            if not _encodable(name):
+                bad_names.add(name)
 
     user_ids = _field(ms, "userId")
     anonymous_ids = _field(ms, "anonymousId")
@@ -926,7 +943,10 @@ def _canonical_micros(client: list[Any]) -> tuple[pa.Array, np.ndarray] | None:
     """
     if len(client) < _ARROW_TIMES_MIN_ROWS or set(map(type, client)) != {str}:
         return None
-    texts = pa.array(client, pa.string())
+    try:
+        texts = pa.array(client, pa.string())
+    except UnicodeEncodeError:  # a lone surrogate: not canonical, the per-row path rejects it
+        return None
     if not _all_canonical(texts):
         return None
     try:
