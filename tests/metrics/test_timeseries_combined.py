@@ -25,6 +25,7 @@ import ibis
 import pyarrow as pa
 import pytest
 
+from tripwire.metrics import timeseries as timeseries_module
 from tripwire.metrics.catalog import catalog_files
 from tripwire.metrics.compile import timeseries_expr
 from tripwire.metrics.definitions import FunnelMetric, RetentionMetric
@@ -107,7 +108,10 @@ def test_catalog_together_equals_each_metric_alone(backend: Any) -> None:
     ("grain", "dims"),
     [("minute", ()), ("hour", ("locale", "device")), ("day", ("locale",)), (None, ())],
 )
-def test_family_scans_equal_the_single_scan(backend: Any, grain: Any, dims: Any) -> None:
+def test_family_scans_equal_the_single_scan(
+    backend: Any, grain: Any, dims: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timeseries_module, "DAY_SPLIT_ROWS_PER_DAY", 1)  # a small lake
     metrics = [
         m
         for m in load_catalog(catalog_files())
@@ -143,15 +147,23 @@ def test_family_scans_equal_the_single_scan(backend: Any, grain: Any, dims: Any)
                 assert _close(a, b, 0 if not name.endswith("__value") else 1e-12), name
 
 
-def test_day_split_only_for_a_grain_over_several_days_of_a_lake(backend: Any) -> None:
-    """One day, no grain or no lake (an in-memory ``events`` table): no per-day source."""
+def test_day_split_only_for_a_grain_over_several_large_days_of_a_lake(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Days under the size threshold, one day, no grain or no lake (an in-memory
+    ``events`` table): no per-day source."""
     query = _query()
     assert query.start is not None and query.end is not None
-    assert _day_source(backend, query) is not None
+    days = _day_source(backend, query)
+    assert days is not None
+    assert days(None) == [] and days(frozenset({"Turn Completed"})) == []  # small days
+    monkeypatch.setattr(timeseries_module, "DAY_SPLIT_ROWS_PER_DAY", 1)
+    assert len(days(None)) == 3  # the range touches three UTC days
     one_day = Query(grain="hour", start=query.start, end=query.start + timedelta(hours=2))
     assert _day_source(backend, one_day) is None
     assert _day_source(backend, Query(grain=None, start=query.start, end=query.end)) is None
     assert _day_source(backend, Query(grain="hour")) is None  # open range
     memory = ibis.duckdb.connect()
     memory.create_table("events", backend.to_pyarrow(events_table(backend).limit(5)))
-    assert _day_source(memory, query) is None
+    in_memory = _day_source(memory, query)
+    assert in_memory is not None and in_memory(None) == []
