@@ -68,7 +68,6 @@ from ibis.backends import BaseBackend
 from tripwire.metrics import dense_totals as dense
 from tripwire.metrics.compile import unit_key
 from tripwire.metrics.definitions import MetricBase
-from tripwire.metrics.dense_moments import cell_moments
 from tripwire.metrics.exposures import (
     ARM,
     DEFAULT_SOURCE,
@@ -92,7 +91,6 @@ from tripwire.metrics.unit_stats import (
     analysed_units,
     cell_coding,
     cohort_columns,
-    collect,
     compute_from_units,
     contribution,
     day_index,
@@ -833,19 +831,25 @@ class IncrementalStats:
         if at_last and dense.is_entry(totals) and stored:
             # the current look: the running totals next to each unit index's cohort cell,
             # and the summary and coding, all stored by the last refresh (no join, no
-            # exposures query): the per-cell moments of memory-mapped columns, in NumPy
+            # exposures query): one scan of memory-mapped columns
             assert isinstance(totals, dict)
             cells = dense.load(self.dir, stored["cells"])
-            columns = {
+            columns = {CELL: cells} | {
                 n: dense.padded(dense.load(self.dir, f), len(cells))
                 for n, f in totals["columns"].items()
             }
-            moments, counts = cell_moments(columns, cells, plan)
-            table = collect(
-                moments, counts, plan, _coding_from_json(stored["coding"]), spec.dimensions
+            table = session.arrow(pa.table(columns))
+            per_unit = table.filter(table[CELL] >= 0)
+            return compute_from_units(
+                per_unit,
+                per_unit.select(CELL),
+                plan,
+                experiment=spec.experiment,
+                summary=_summary_from_json(stored["summary"]),
+                dimensions=spec.dimensions,
+                max_cohort_values=spec.max_cohort_values,
+                coding=_coding_from_json(stored["coding"]),
             )
-            summary = _summary_from_json(stored["summary"])
-            return UnitStats(spec.experiment, summary, table, tuple(spec.dimensions))
         exp_rows = session.parts(
             [self.dir / p for p in manifest["exposure_parts"]], _exposure_schema(spec)
         )
