@@ -41,6 +41,15 @@ sum or max, and because the few rows that later information can invalidate are r
 
 ``distinct`` measures (distinct sessions per unit) cannot be split into daily partials
 exactly (a session crosses midnight) and are rejected here; the full path computes them.
+
+Cost of a daily refresh at the bench size (10M events, 2M users, 1M exposed; a new day of
+0.65M events): ~2.2 CPU-s, of which ~1.4 the new day's outcome partials (DuckDB profile:
+the hash GROUP BY of ~0.5M rows by unit string ~45%, reading the 1M exposed units and the
+join ~35%, the Parquet write ~20%). Measured without gain (alternated A/B, load 2-7):
+grouping by (unit, day) with ``t0`` aggregated; fetching the partials as Arrow and writing
+the Parquet file in a background thread; staging the scan in a temporary table (DuckDB
+splits a Parquet scan by row group; +0.2 CPU-s, same wall); the current look's per-cell
+moments in NumPy instead of DuckDB (faster alone, slower in the whole flow).
 """
 
 from __future__ import annotations
