@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -363,3 +364,28 @@ def test_a_group_of_large_appends_is_joined_by_arrow_with_the_same_rows(buffer):
     stored = buffer.read_after(0, 3 * n)
     assert [e.message_id for e in stored] == ids[: n + 5] + ids[n + 6 :]
     assert stored[n].envelope() == second.envelopes()[0]
+
+
+def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path):
+    """The writer's commits never checkpoint (that stalled the acknowledgements waiting on
+    them); the checkpoint thread does, so the WAL is reused instead of growing. Without
+    any checkpoint the WAL would hold every round below (> 3 × ~2.5 MB)."""
+    path = tmp_path / "buffer.db"
+    wal = tmp_path / "buffer.db-wal"
+    payload = "x" * 2_000  # incompressible enough: ~2.5 MB of WAL per round
+    with Buffer(path) as buf:
+        sizes = []
+        for round_ in range(4):
+            for i in range(25):
+                ids = range(round_ * 10_000 + i * 50, round_ * 10_000 + (i + 1) * 50)
+                buf.append(
+                    [envelope(f"m{n}", payload=f"{n}{payload}{n * 7919 % 104729}") for n in ids]
+                )
+            deadline = time.monotonic() + 5
+            while buf.writer_stats().checkpoints <= round_ and time.monotonic() < deadline:
+                time.sleep(0.05)
+            sizes.append(wal.stat().st_size)
+        stats = buf.writer_stats()
+    assert stats.checkpoints >= 4
+    # each round restarts the WAL from its beginning: it does not keep growing
+    assert sizes[-1] <= 1.5 * sizes[0], sizes
