@@ -206,3 +206,11 @@ def test_date_subset_equals_the_whole_table_filtered_by_day(tmp_path: Path, seed
                 want = want.filter(want.event.isin(subset))
             got = backend.to_pyarrow(part.order_by("message_id")).to_pylist()
             assert got == backend.to_pyarrow(want.order_by("message_id")).to_pylist()
+
+
+def test_duckdb_connections_draw_no_progress_bar(tmp_path):
+    """DuckDB draws a progress bar on stdout for queries over 2 s unless told not to: a
+    library's connection must not print into the CLI's output (or a benchmark's)."""
+    backend = connect_lake(tmp_path / "lake")
+    setting = backend.con.execute("SELECT current_setting('enable_progress_bar')").fetchone()
+    assert setting == (False,)

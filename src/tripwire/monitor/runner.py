@@ -319,10 +319,10 @@ def run_backfill(
 def _memory_backend(events: pa.Table) -> BaseBackend:
     import ibis
 
-    from tripwire.store.engine import EVENTS_TABLE, _allow_arrow_lambdas
+    from tripwire.store.engine import EVENTS_TABLE, configure_duckdb
 
     backend = ibis.duckdb.connect()
-    _allow_arrow_lambdas(backend)
+    configure_duckdb(backend)
     backend.con.register("__buffered", events)  # type: ignore[attr-defined]
     backend.raw_sql(f"CREATE OR REPLACE VIEW {EVENTS_TABLE} AS SELECT * FROM __buffered")  # type: ignore[attr-defined]
     return backend

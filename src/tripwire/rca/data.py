@@ -187,7 +187,6 @@ def focus_lake(
             (hot if events is None or name in events else cold).extend(files)
     if not hot and not cold:
         return 0
-    backend.raw_sql("SET enable_progress_bar = false")  # type: ignore[attr-defined]
     # Every query binds the view, reading the cold files' footers (``union_by_name``):
     # cached, a bind costs about half the CPU and less I/O wait (files are immutable).
     backend.raw_sql("SET parquet_metadata_cache = true")  # type: ignore[attr-defined]

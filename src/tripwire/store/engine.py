@@ -93,13 +93,19 @@ def connect_lake(
     if engine == "spark":
         return _connect_spark(Path(lake_dir))
     backend = ibis.duckdb.connect(**({"threads": threads} if threads else {}))
-    _allow_arrow_lambdas(backend)
+    configure_duckdb(backend)
     register_events(backend, Path(lake_dir))
     return backend
 
 
-def _allow_arrow_lambdas(backend: BaseBackend) -> None:
-    """Ibis compiles list lambdas as ``x -> ...``, which DuckDB ≥ 1.3 deprecates."""
+def configure_duckdb(backend: BaseBackend) -> None:
+    """Settings every tripwire DuckDB connection needs.
+
+    No progress bar: a library prints nothing (DuckDB draws one on stdout for queries over
+    2 s, into the CLI's output or between a benchmark child's result lines). Arrow lambdas:
+    Ibis compiles list lambdas as ``x -> ...``, which DuckDB ≥ 1.3 deprecates.
+    """
+    backend.raw_sql("SET enable_progress_bar = false")  # type: ignore[attr-defined]
     # older DuckDB has no such setting: the arrow syntax is the only one there
     with contextlib.suppress(Exception):
         backend.raw_sql("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")  # type: ignore[attr-defined]
