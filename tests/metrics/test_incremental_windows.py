@@ -8,8 +8,14 @@ from datetime import UTC, datetime, timedelta
 import ibis
 import pytest
 
-from tripwire.metrics.incremental import _epoch_us, _in_window_us, _micros
-from tripwire.metrics.unit_stats import Component, _offset, in_window
+from tripwire.metrics.compile import epoch_us
+from tripwire.metrics.unit_stats import (
+    Component,
+    _offset,
+    in_window,
+    in_window_micros,
+    offset_micros,
+)
 
 DELTAS = [
     timedelta(0),
@@ -37,8 +43,8 @@ def _table(rows: list[dict[str, datetime]]) -> ibis.Table:
 def test_microsecond_offsets_are_the_interval_offsets(delta: timedelta) -> None:
     table = _table([{"t0": t0} for t0 in T0])
     expr = table.select(
-        via_interval=_epoch_us(_offset(table.t0, delta)),
-        via_micros=_epoch_us(table.t0) + _micros(delta),
+        via_interval=epoch_us(_offset(table.t0, delta)),
+        via_micros=epoch_us(table.t0) + offset_micros(delta),
     )
     result = ibis.duckdb.connect().to_pyarrow(expr).to_pylist()
     assert all(r["via_interval"] == r["via_micros"] for r in result), result
@@ -61,7 +67,7 @@ def test_window_membership_is_the_same_to_the_microsecond() -> None:
     table = _table(rows)
     expr = table.select(
         interval=in_window(table.ts, table.t0, component),
-        micros=_in_window_us(_epoch_us(table.ts), _epoch_us(table.t0), component),
+        micros=in_window_micros(epoch_us(table.ts), epoch_us(table.t0), component),
     )
     result = ibis.duckdb.connect().to_pyarrow(expr).to_pylist()
     assert [r["interval"] for r in result] == [r["micros"] for r in result]

@@ -378,7 +378,7 @@ _UTC_TIMESTAMP = dt.Timestamp(timezone="UTC")
 
 
 @ibis.udf.scalar.builtin(name="epoch_us")
-def _epoch_us(ts: _UTC_TIMESTAMP) -> dt.int64:  # type: ignore[empty-body, valid-type]
+def epoch_us(ts: _UTC_TIMESTAMP) -> dt.int64:  # type: ignore[empty-body, valid-type]
     """DuckDB's microseconds since the epoch (a plain integer read of the timestamp)."""
 
 
@@ -428,7 +428,7 @@ def bucket_key(
     if not _on_duckdb(table):
         return column.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type, no-any-return]
     micros = GRAIN_SECONDS[grain] * 1_000_000
-    return (_epoch_us(column) / micros).floor().cast("int64")
+    return (epoch_us(column) / micros).floor().cast("int64")
 
 
 def bucket_from_key(key: ir.Value, grain: Grain | None) -> ir.Value:

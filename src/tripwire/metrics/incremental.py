@@ -66,7 +66,6 @@ from pathlib import Path
 from typing import Any
 
 import ibis
-import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
@@ -75,7 +74,7 @@ import pyarrow.parquet as pq
 from ibis.backends import BaseBackend
 
 from tripwire.metrics import dense_totals as dense
-from tripwire.metrics.compile import unit_key
+from tripwire.metrics.compile import epoch_us, unit_key
 from tripwire.metrics.definitions import MetricBase
 from tripwire.metrics.exposures import (
     ARM,
@@ -91,7 +90,6 @@ from tripwire.metrics.exposures import (
 from tripwire.metrics.unit_stats import (
     CELL,
     CellCoding,
-    Component,
     StatsPlan,
     UnitStats,
     UnitStatsError,
@@ -105,10 +103,12 @@ from tripwire.metrics.unit_stats import (
     day_index,
     event_scan,
     in_pre_period,
+    in_window_micros,
+    offset_micros,
     plan_metrics,
     window_key,
 )
-from tripwire.store.engine import property_types
+from tripwire.store.engine import configure_duckdb, property_types
 from tripwire.store.lake import ENVELOPE_FIELDS, _duck_type, events_dir
 
 STATE_VERSION = 4
@@ -203,6 +203,7 @@ class _Session:
     def __init__(self, lake_dir: Path, threads: int | None) -> None:
         self.lake_dir = Path(lake_dir)
         self.con: BaseBackend = ibis.duckdb.connect(**({"threads": threads} if threads else {}))
+        configure_duckdb(self.con)
         self._n = 0
 
     def _name(self) -> str:
@@ -352,12 +353,14 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
     ends = [c.window_end for c in plan.components]
     # windows compare epoch microseconds: ``t0 + INTERVAL`` on a TIMESTAMPTZ is calendar
     # arithmetic in DuckDB (ICU, ~0.2 us a row, 20x an integer add); the connection's time
-    # zone is UTC, where both are the same instant (:func:`_micros`)
-    joined = joined.mutate(__tsu=_epoch_us(joined["__ts"]), __t0u=_epoch_us(joined["__t0"]))
+    # zone is UTC, where both are the same instant (:func:`tripwire.metrics.unit_stats.offset_micros`)
+    joined = joined.mutate(__tsu=epoch_us(joined["__ts"]), __t0u=epoch_us(joined["__t0"]))
     if exclusive and all(end is not None for end in ends):
         last = max(end for end in ends if end is not None)
         t0 = joined["__t0"]
-        joined = joined.filter(t0.isnull() | (joined["__tsu"] < joined["__t0u"] + _micros(last)))
+        joined = joined.filter(
+            t0.isnull() | (joined["__tsu"] < joined["__t0u"] + offset_micros(last))
+        )
     ts, t0 = joined["__ts"], joined["__t0"]
     day = day_index(ts)
     before = t0.isnull() | (day < day_index(t0))
@@ -365,7 +368,7 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
     for component in aggregated:
         flag = f"__w_{window_key(component)}"
         if flag not in flags:
-            inside = _in_window_us(joined["__tsu"], joined["__t0u"], component)
+            inside = in_window_micros(joined["__tsu"], joined["__t0u"], component)
             flags[flag] = (t0.notnull() & inside).fill_null(False)
     rows = joined.select(
         __unit=joined["__unit"],
@@ -407,30 +410,6 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
             )
     out = grouped.select(UNIT, "day", "t0_used", **columns, **{IX: grouped["__ix"]})
     return out.select(*_partial_schema(plan).names)
-
-
-@ibis.udf.scalar.builtin(name="epoch_us")
-def _epoch_us(ts: dt.Timestamp(timezone="UTC")) -> dt.int64:  # type: ignore[valid-type,empty-body]
-    """DuckDB's ``epoch_us``: microseconds since the epoch (exact)."""
-
-
-def _micros(delta: timedelta) -> int:
-    """The microseconds :func:`tripwire.metrics.unit_stats._offset` adds for ``delta``
-    (whole days and whole seconds exactly, anything finer rounded to milliseconds)."""
-    seconds = delta.total_seconds()
-    if seconds == int(seconds):
-        return int(seconds) * 1_000_000
-    return round(seconds * 1000) * 1000
-
-
-def _in_window_us(
-    ts_us: ir.IntegerValue, t0_us: ir.IntegerValue, component: Component
-) -> ir.BooleanValue:
-    """:func:`tripwire.metrics.unit_stats.in_window` on epoch microseconds."""
-    inside = ts_us >= t0_us + _micros(component.window_start)
-    if component.window_end is not None:
-        inside = inside & (ts_us < t0_us + _micros(component.window_end))
-    return inside  # type: ignore[no-any-return]
 
 
 def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:

@@ -337,6 +337,27 @@ def in_window(
     return inside  # type: ignore[no-any-return]
 
 
+def offset_micros(delta: timedelta) -> int:
+    """The microseconds :func:`_offset` adds for ``delta`` (whole days and whole seconds
+    exactly, anything finer rounded to milliseconds): the integer form of the same rule."""
+    seconds = delta.total_seconds()
+    if seconds == int(seconds):
+        return int(seconds) * 1_000_000
+    return round(seconds * 1000) * 1000
+
+
+def in_window_micros(
+    ts_us: ir.IntegerValue, t0_us: ir.IntegerValue, component: Component
+) -> ir.BooleanValue:
+    """:func:`in_window` on epoch microseconds (``compile.epoch_us``): the same instants in
+    a UTC session, compared as integers (DuckDB adds an ``INTERVAL`` to a ``TIMESTAMPTZ``
+    with calendar arithmetic, ~0.18 µs per row against ~0.01 for an integer add)."""
+    inside = ts_us >= t0_us + offset_micros(component.window_start)
+    if component.window_end is not None:
+        inside = inside & (ts_us < t0_us + offset_micros(component.window_end))
+    return inside  # type: ignore[no-any-return]
+
+
 def in_pre_period(day: ir.IntegerValue, t0_day: ir.IntegerValue, days: int) -> ir.BooleanValue:
     """The ``days`` whole UTC days before the exposure day."""
     return (day >= t0_day - days) & (day < t0_day)  # type: ignore[no-any-return]
