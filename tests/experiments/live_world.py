@@ -1,6 +1,6 @@
 """A small live experiment in a real lake, for planner, rollout-guard and CLI tests.
 
-Not a test module: test files load it by path (``--import-mode=importlib``).
+Not a test module: test files import it relatively (``from . import live_world``).
 
 Users (``u0000``…) in three locales send sessions every day for ``DAYS`` days from
 ``START``; each session may add products (``Product Added``), has chat turns

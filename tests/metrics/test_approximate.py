@@ -14,11 +14,8 @@ against the exact result (mode off) and against an independent pure-Python refer
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,19 +25,7 @@ from tripwire.metrics.query import Metrics
 from tripwire.metrics.timeseries import Query, timeseries
 from tripwire.store.engine import connect_lake
 
-
-def _load(name: str) -> Any:
-    key = f"tripwire_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-rl = _load("random_lake")
+from . import random_lake as rl
 
 USERS = 4000
 LOCALES = ("en-US", "de-DE")

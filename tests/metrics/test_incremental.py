@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,7 @@ from tripwire.metrics.unit_stats import UnitStatsError, unit_stats
 from tripwire.store.engine import connect_lake, events_table
 from tripwire.store.lake import events_dir, write_events
 
-
-def _load_world() -> Any:
-    name = "tripwire_tests_unit_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("unit_world.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-uw = _load_world()
+from . import unit_world as uw
 
 METRICS = tuple(
     parse_metric(m)

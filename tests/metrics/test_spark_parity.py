@@ -16,11 +16,9 @@ the exact empirical distribution: each must sit within ±0.05 in rank of ``q``.
 from __future__ import annotations
 
 import bisect
-import importlib.util
 import math
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,23 +34,10 @@ from tripwire.metrics.unit_stats import unit_stats
 from tripwire.store.engine import connect_lake, events_table, register_events
 from tripwire.store.lake import write_events
 
+from . import unit_world as uw
+
 pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
-
-def _load_world() -> Any:
-    name = "tripwire_tests_unit_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("unit_world.py")
-        )
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-uw = _load_world()
 
 SERIES = [
     {"name": "ordered", "type": "proportion", "events": ["Order Completed"]},

@@ -10,9 +10,7 @@ empty periods, top-N + ``(other)`` and an explicit value list, filled buckets.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,19 +23,7 @@ from tripwire.metrics.definitions import Predicate, parse_metric
 from tripwire.metrics.timeseries import OTHER, Query, timeseries
 from tripwire.store.engine import connect_lake
 
-
-def _load(name: str) -> Any:
-    key = f"tripwire_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-rl = _load("random_lake")
+from . import random_lake as rl
 
 METRICS = [
     {"name": "turns", "type": "count", "events": "Turn Completed"},

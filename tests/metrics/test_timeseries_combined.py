@@ -14,11 +14,8 @@ exact distinct counts run day by day (``day_source``, a range over three UTC day
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import ibis
@@ -39,19 +36,8 @@ from tripwire.metrics.timeseries import (
 )
 from tripwire.store.engine import connect_lake, events_table
 
+from . import random_lake as rl
 
-def _load(name: str) -> Any:
-    key = f"tripwire_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-rl = _load("random_lake")
 PARTS = ("numerator", "denominator", "value")
 
 

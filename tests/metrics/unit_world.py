@@ -5,7 +5,7 @@ some to both arms, some twice to the same arm, some never; they send sessions, c
 orders (revenue with cents) and turns (latency) before exposure (pre-period), inside the
 analysis window and after it. Some users have no session in the window (zero denominators).
 
-Test files load it by path (tests are not a package under ``--import-mode=importlib``).
+Test files import it relatively (``from . import unit_world as uw``).
 """
 
 from __future__ import annotations
