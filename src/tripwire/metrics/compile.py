@@ -362,13 +362,16 @@ def time_filter(
     return _and(parts)
 
 
-def bucket(table: ir.Table, grain: Grain | None) -> ir.TimestampValue | None:
-    """The time bucket column (``timestamp`` truncated to the grain)."""
+def bucket(
+    table: ir.Table, grain: Grain | None, ts: ir.TimestampValue | None = None
+) -> ir.TimestampValue | None:
+    """The time bucket column (``ts``, default ``table.timestamp``, truncated to the grain)."""
     if grain is None:
         return None
     if grain not in GRAIN_UNITS:
         raise ValueError(f"grain must be one of {', '.join(GRAIN_UNITS)}, got {grain!r}")
-    return table.timestamp.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type]
+    column = table.timestamp if ts is None else ts
+    return column.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type, no-any-return]
 
 
 GRAIN_SECONDS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
@@ -420,13 +423,11 @@ def bucket_key(
     truncated timestamp itself. ``ts`` (default ``table.timestamp``) is the UTC timestamp
     column of ``table`` to bucket, e.g. a per-unit first time.
     """
-    if grain is None:
-        return None
+    if grain is None or not _on_duckdb(table):
+        return bucket(table, grain, ts)
     if grain not in GRAIN_SECONDS:
         raise ValueError(f"grain must be one of {', '.join(GRAIN_UNITS)}, got {grain!r}")
     column = table.timestamp if ts is None else ts
-    if not _on_duckdb(table):
-        return column.truncate(GRAIN_UNITS[grain])  # type: ignore[arg-type, no-any-return]
     micros = GRAIN_SECONDS[grain] * 1_000_000
     return (epoch_us(column) / micros).floor().cast("int64")
 

@@ -337,14 +337,14 @@ def _parse_distinct(
         options = pa_json.ReadOptions(use_threads=_JSON_THREADS, block_size=16 << 20)
     else:
         options = _json_read_options(data.size)
+
+    def read(parse: pa_json.ParseOptions | None = None) -> pa.Table:
+        return pa_json.read_json(pa.BufferReader(data), read_options=options, parse_options=parse)
+
     if schema is not None:
         try:
-            table = pa_json.read_json(
-                pa.BufferReader(data),
-                read_options=options,
-                parse_options=pa_json.ParseOptions(
-                    explicit_schema=schema, unexpected_field_behavior="error"
-                ),
+            table = read(
+                pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
             )
         except pa.ArrowException:
             pass  # not what the hint foresaw: infer
@@ -352,14 +352,10 @@ def _parse_distinct(
             if table.num_rows == rows:
                 return table
     try:
-        table = pa_json.read_json(pa.BufferReader(data), read_options=options)
-        schema, changed = _without_timestamps(pa.struct(list(table.schema)))
+        table = read()
+        inferred, changed = _without_timestamps(pa.struct(list(table.schema)))
         if changed:
-            table = pa_json.read_json(
-                pa.BufferReader(data),
-                read_options=options,
-                parse_options=pa_json.ParseOptions(explicit_schema=pa.schema(list(schema))),
-            )
+            table = read(pa_json.ParseOptions(explicit_schema=pa.schema(list(inferred))))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
         raise _MixedChunk(str(error)) from None
     if table.num_rows != rows:
