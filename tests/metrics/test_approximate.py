@@ -1,7 +1,9 @@
 """The opt-in approximate mode: ``Query(approximate=True)``.
 
 Distinct counts become HyperLogLog estimates (``approx_count_distinct``) and quantiles
-t-digest estimates (``approx_quantile``); everything else stays exact. On a lake whose
+t-digest estimates (``approx_quantile``) for event families above
+``EXACT_QUANTILE_MAX_ROWS`` rows (below it, the cheaper exact quantile); everything else
+stays exact. The t-digest path is tested with that bound at 0. On a lake whose
 slices hold ≥ 1000 distinct users and ≥ 1000 latency values, each estimate is checked
 against the exact result (mode off) and against an independent pure-Python reference:
 
@@ -15,11 +17,13 @@ against the exact result (mode off) and against an independent pure-Python refer
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from tripwire.metrics import timeseries as timeseries_module
 from tripwire.metrics.definitions import parse_metric
 from tripwire.metrics.query import Metrics
 from tripwire.metrics.timeseries import Query, timeseries
@@ -162,12 +166,21 @@ def test_distinct_estimates_within_10_percent_at_1000_units(
     assert checked == 6 * len(reference)
 
 
+@pytest.fixture(params=["t-digest", "exact below the bound"])
+def sketched(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether the approximate mode's quantiles are t-digests (the bound forced to 0)."""
+    if request.param == "t-digest":
+        monkeypatch.setattr(timeseries_module, "EXACT_QUANTILE_MAX_ROWS", 0)
+    return bool(request.param == "t-digest")
+
+
 @pytest.mark.parametrize("dims", [(), ("locale",)])
 def test_quantile_estimates_within_one_percent_in_rank(
-    world: tuple[Any, list[Any]], dims: tuple[str, ...]
+    world: tuple[Any, list[Any]], dims: tuple[str, ...], sketched: bool
 ) -> None:
     backend, rows = world
     _, approximate = _both(backend, dims)
+    assert ("approx_quantile" in approximate["p95"].sql.lower()) is sketched
     for key, ref in _reference(rows, dims).items():
         values = sorted(ref["latency"])
         assert len(values) >= 1000
@@ -179,15 +192,38 @@ def test_quantile_estimates_within_one_percent_in_rank(
             assert q - 0.01 <= below and above <= q + 0.01, (q, key, estimate, above, below)
 
 
-def test_counts_sums_and_population_proportions_stay_exact(world: tuple[Any, list[Any]]) -> None:
+def test_counts_sums_and_population_proportions_stay_exact(
+    world: tuple[Any, list[Any]], sketched: bool
+) -> None:
     backend, _ = world
     exact, approximate = _both(backend, ("locale",))
     for name in ("turns", "latency_sum", "turning_sessions_users"):
         assert approximate[name].table.equals(exact[name].table), name
     assert "approx_count_distinct" in approximate["users"].sql.lower()
     assert "approx_count_distinct" not in exact["users"].sql.lower()
-    assert "approx_quantile" in approximate["p95"].sql.lower()
+    assert ("approx_quantile" in approximate["p95"].sql.lower()) is sketched
     assert "approx_quantile" not in exact["p95"].sql.lower()
+
+
+def test_quantiles_of_families_below_the_bound_are_exact(world: tuple[Any, list[Any]]) -> None:
+    """The approximate mode keeps a small family's quantiles exact: the same tables as the
+    exact mode (hourly too, where the per-day split and the families both apply)."""
+    backend, _ = world
+    metrics = [parse_metric(m) for m in METRICS if m["type"] == "quantile"]
+    for grain in (None, "hour"):
+        query = Query(grain=grain, dimensions=("locale", "device"), top_n=None)  # type: ignore[arg-type]
+        exact = timeseries(backend, metrics, query)
+        approximate = timeseries(backend, metrics, replace(query, approximate=True))
+        for metric in metrics:
+            assert approximate[metric.name].table.equals(exact[metric.name].table), metric.name
+            assert approximate[metric.name].table.num_rows > 0
+
+
+def test_metric_own_approximate_flag_still_sketches(world: tuple[Any, list[Any]]) -> None:
+    backend, _ = world
+    metric = parse_metric({**METRICS[6], "name": "p50_sketch", "approximate": True})
+    result = timeseries(backend, [metric], Query(grain=None, top_n=None, approximate=True))
+    assert "approx_quantile" in result["p50_sketch"].sql.lower()
 
 
 def test_metrics_build_query_passes_the_mode(world: tuple[Any, list[Any]]) -> None:

@@ -217,7 +217,11 @@ def _scalar(aggregate: Aggregate) -> ir.Scalar:
 
 
 def slice_aggregates(
-    metric: MetricBase, table: ir.Table, *, approximate: bool = False
+    metric: MetricBase,
+    table: ir.Table,
+    *,
+    approximate: bool = False,
+    sketch_quantiles: bool | None = None,
 ) -> dict[str, Aggregate]:
     """``numerator``/``denominator`` (and ``value`` for quantiles) of a scalar metric.
 
@@ -226,7 +230,12 @@ def slice_aggregates(
     aggregate). ``approximate`` (the opt-in mode for large data) makes every distinct
     count a HyperLogLog estimate and every quantile the engine's sketch, as a quantile
     metric's own ``approximate: true`` does; counts and sums stay exact.
+    ``sketch_quantiles`` (default: ``approximate``) decides the quantiles on their own:
+    the mode allows estimates, so a caller may keep the exact quantile where it is the
+    cheaper of the two (a metric's own ``approximate: true`` always sketches).
     """
+    if sketch_quantiles is None:
+        sketch_quantiles = approximate
     if isinstance(metric, CountMetric):
         return {"numerator": _count(table, _cond(table, metric))}
     if isinstance(metric, SumMetric):
@@ -276,7 +285,7 @@ def slice_aggregates(
         value = value_field(table, metric.value)
         quantile = (
             value.approx_quantile(metric.q, where=cond)
-            if metric.approximate or approximate
+            if metric.approximate or sketch_quantiles
             else value.quantile(metric.q, where=cond)
         )
         return {
@@ -532,6 +541,7 @@ def timeseries_expr(
     source: Callable[[EventSet], ir.Table] | None = None,
     approximate: bool = False,
     day_source: Callable[[EventSet], Sequence[ir.Table]] | None = None,
+    exact_quantiles: Callable[[EventSet], bool] | None = None,
 ) -> ir.Table:
     """One query computing every metric's ``<name>__numerator``/``__denominator``/``__value``.
 
@@ -549,6 +559,10 @@ def timeseries_expr(
     ``approximate`` estimates distinct counts and quantiles with sketches (see
     :func:`slice_aggregates`); a proportion with a population stays exact (its per-unit
     pass needs each unit's "did X and in population", which no sketch gives).
+    ``exact_quantiles`` (with ``source``: event names → True) keeps a family's quantiles
+    exact in that mode, which allows estimates but does not require them: the caller
+    decides where the exact quantile is the cheaper one (see
+    :data:`tripwire.metrics.timeseries.EXACT_QUANTILE_MAX_ROWS`).
 
     ``day_source`` (with ``source`` and a grain: event names → the same rows as
     ``source`` gives, one table per UTC day, e.g. each day's lake partitions) splits the
@@ -584,6 +598,7 @@ def timeseries_expr(
             dimension_values,
             approximate,
             day_source if grain is not None else None,
+            exact_quantiles,
         )
         keys = dict.fromkeys(key_names)
     result = _with_values(metrics, grouped)
@@ -641,9 +656,11 @@ def _family_scans(
     dimension_values: dict[str, Sequence[str]] | None,
     approximate: bool = False,
     day_source: Callable[[EventSet], Sequence[ir.Table]] | None = None,
+    exact_quantiles: Callable[[EventSet], bool] | None = None,
 ) -> tuple[list[str], ir.Table]:
     """Every metric's aggregates, one grouped scan per event family, merged per slice
-    (exact distinct counts by day with ``day_source``: see :func:`timeseries_expr`)."""
+    (exact distinct counts by day with ``day_source``, exact quantiles in the approximate
+    mode with ``exact_quantiles``: see :func:`timeseries_expr`)."""
     families: dict[EventSet, list[tuple[MetricBase, str]]] = {}
     covered: set[str] | None = set()
     for metric in metrics:
@@ -675,16 +692,20 @@ def _family_scans(
         base = table.filter(condition) if condition is not None else table
         keys = slice_keys(base, grain, dimensions, dimension_values)
         key_names = list(keys)
+        quantiles = any(isinstance(metric, QuantileMetric) for metric, _ in members)
+        sketch = approximate and not (
+            quantiles and exact_quantiles is not None and exact_quantiles(family)
+        )
         mine: dict[str, Aggregate] = {}
         for metric, part in members:
             stripped = _without_events(metric) if family is not None else metric
-            aggregates_of = slice_aggregates(stripped, base, approximate=approximate)
+            aggregates_of = slice_aggregates(
+                stripped, base, approximate=approximate, sketch_quantiles=sketch
+            )
             mine[f"{metric.name}__{part}"] = aggregates_of[part]
         if _on_duckdb(base):
             mine.update(
-                _shared_quantiles(
-                    members, base, stripped=family is not None, approximate=approximate
-                )
+                _shared_quantiles(members, base, stripped=family is not None, approximate=sketch)
             )
         aggregates.update(mine)
         days = day_source(family) if day_source is not None else None
