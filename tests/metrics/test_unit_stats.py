@@ -16,10 +16,12 @@ from tripwire.metrics.unit_stats import (
     ALL,
     CellCoding,
     UnitStatsError,
+    event_codes,
     plan_metrics,
     product_type,
     to_stats,
     unit_stats,
+    window_hull,
 )
 from tripwire.stats.sufficient import CupedMeanStats, CupedRatioStats, MeanStats, RatioStats
 from tripwire.store.engine import connect_lake, events_table
@@ -384,3 +386,93 @@ def test_cell_codes_decode_to_arm_and_folded_values() -> None:
             for j, device in enumerate(["web", "(other)"]):
                 code = (arm_index * 3 + i) * 2 + j
                 assert coding.decode(code) == (arm, [locale, device])
+
+
+# ------------------------------------------------- window hull and event codes (the join)
+
+
+def _plan(*metrics: dict[str, Any], pre: int | None = PRE_DAYS, days: int | None = 7) -> Any:
+    return plan_metrics(
+        [parse_metric(m) for m in metrics],
+        analysis_window=None if days is None else timedelta(days=days),
+        pre_period_days=pre,
+    )
+
+
+CLICKS = {"name": "clicks", "type": "count", "events": ["Recommendation Clicked"]}
+
+
+def test_window_hull_is_one_existing_bound_when_it_can_be() -> None:
+    # pre-period + one analysis window: from the pre-period's start to the window's end
+    assert window_hull(_plan(CLICKS)) == ("__ps", "__we_0_604800")
+    # without a pre-period the window itself
+    assert window_hull(_plan(CLICKS, pre=None)) == ("__ws_0_604800", "__we_0_604800")
+    # two windows ending at different times: the latest end is computed per unit
+    first_day = {**CLICKS, "name": "first", "window": {"start": "0d", "end": "1d"}}
+    assert window_hull(_plan(CLICKS, first_day)) == ("__ps", "__hi")
+
+
+def test_window_hull_with_a_window_before_exposure_or_open_ended() -> None:
+    before = {**CLICKS, "name": "before", "window": {"start": timedelta(days=-10), "end": "1d"}}
+    # the window may start before the pre-period and end after it: both bounds computed
+    assert window_hull(_plan(CLICKS, before)) == ("__lo", "__hi")
+    assert window_hull(_plan(before, pre=None)) == ("__ws_-864000_86400", "__we_-864000_86400")
+    # no analysis window and no metric window end: the hull is open-ended
+    assert window_hull(_plan(CLICKS, pre=None, days=None)) == ("__ws_0_open", None)
+
+
+def test_event_codes_cover_the_names_read_or_are_absent() -> None:
+    ctr = {"name": "ctr", "type": "ratio", "numerator": {"events": ["Recommendation Clicked"]},
+           "denominator": {"events": ["Session Started"]}}  # fmt: skip
+    assert event_codes(_plan(CLICKS, ctr)) == {"Recommendation Clicked": 1, "Session Started": 2}
+    # a metric over every event: matched by its own filter column, no codes
+    every = {"name": "events", "type": "count"}
+    assert event_codes(_plan(CLICKS, every)) is None
+
+
+def test_windows_before_exposure_and_property_filters_match_a_reference(
+    world: Any, events: Any
+) -> None:
+    """A window starting before exposure (the hull then starts before the pre-period)
+    and a filter with a property predicate (matched by its own column, not the event
+    code) against a count over the raw events."""
+    metrics = [
+        {**CLICKS, "name": "around", "window": {"start": timedelta(days=-4), "end": "2d"}},
+        {"name": "slow", "type": "count", "events": ["Turn Completed"],
+         "where": [{"field": "properties.latency_ms", "op": ">", "value": 900}]},
+    ]  # fmt: skip
+    computed = unit_stats(
+        events,
+        "exp",
+        [parse_metric(m) for m in metrics],
+        analysis_window=timedelta(days=WINDOW_DAYS),
+        pre_period_days=PRE_DAYS,
+        sources=exposure_sources(uw.MAPPING),
+    )
+    units, _ = _reference_units(world.envelopes)
+    expected: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for user, unit in units.items():
+        t0 = unit["t0"]
+        day0 = t0.replace(hour=0, minute=0, second=0, microsecond=0)
+        around = pre_around = slow = pre_slow = 0
+        for e in world.envelopes:
+            if e.get("userId") != user:
+                continue
+            ts = _ts(e["timestamp"])
+            pre = day0 - timedelta(days=PRE_DAYS) <= ts < day0
+            if e["event"] == "Recommendation Clicked":
+                around += t0 - timedelta(days=4) <= ts < t0 + timedelta(days=2)
+                pre_around += pre
+            if e["event"] == "Turn Completed" and e["properties"].get("latency_ms", 0) > 900:
+                slow += t0 <= ts < t0 + timedelta(days=WINDOW_DAYS)
+                pre_slow += pre
+        for name, x, c in (("around", around, pre_around), ("slow", slow, pre_slow)):
+            sums = expected[(name, unit["arm"])]
+            sums[0] += x
+            sums[1] += c
+    assert any(sums[0] for sums in expected.values())
+    for row in computed.rows():
+        if row["dimension"] != ALL:
+            continue
+        x, c = expected[(row["metric"], row["arm"])]
+        assert (row["sum_x"], row["sum_c"]) == (x, c), row["metric"]

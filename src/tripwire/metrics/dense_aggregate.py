@@ -8,9 +8,9 @@ aggregate's hash-table state (128-bit for ``SUM(BIGINT)``), although a row match
 two components only.
 
 Here the engine still does the scan, the join and the window placement; it streams, per
-in-window row, the unit's dense integer index (``0 .. n-1``,
-:func:`tripwire.metrics.unit_stats.coded_units`) and each filter-match, window-flag and
-fixed-point value column once (shared by several aggregates). NumPy combines each
+row in the windows' hull, the unit's dense integer index (``0 .. n-1``,
+:func:`tripwire.metrics.unit_stats.coded_units`), the event-name code and each filter-match,
+window-flag and fixed-point value column once (shared by several aggregates). NumPy combines each
 aggregate's match and window and sums over the rows it selects only (``np.bincount``): the
 work per row is proportional to the aggregates it feeds, not to all of them. Counts are
 exact integers; sums are exact (:func:`tripwire.metrics.dense_totals.grouped_sum`), so
@@ -62,12 +62,15 @@ def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Column:
-    """One per-unit aggregate over the rows where both boolean columns ``match`` and
-    ``window`` hold: ``count`` them, ``any`` (0/1), or ``sum`` the int64 column ``value``."""
+    """One per-unit aggregate over the rows inside ``window`` (a boolean column) that match:
+    whose event code (the ``code`` column of :func:`aggregate`) is one of ``codes``, and/or
+    where the boolean column ``match`` holds. ``count`` them, ``any`` (0/1), or ``sum`` the
+    int64 column ``value``."""
 
     mode: str
-    match: str
     window: str
+    match: str | None = None
+    codes: tuple[int, ...] | None = None
     value: str | None = None
 
 
@@ -78,14 +81,16 @@ def aggregate(
     *,
     index: str,
     cell: str,
+    code: str | None = None,
 ) -> ir.Table:
     """Per unit with a non-zero total: ``index``, ``cell`` and every ``columns`` entry
     aggregated exactly (:class:`Column`).
 
     The engine streams per row the unit index and the columns the aggregates read, each
-    once (filter matches, window flags and values are shared by several aggregates); the
-    conditions are combined here. The result is a table on the same DuckDB connection (an
-    Arrow view), so the moments query that follows runs in the engine as before.
+    once (the event code, filter matches, window flags and values are shared by several
+    aggregates); the conditions are combined here. The result is a table on the same
+    DuckDB connection (an Arrow view), so the moments query that follows runs in the
+    engine as before.
     """
     backend = rows._find_backend()
     coded = units.select(index, cell).to_pyarrow()
@@ -93,27 +98,47 @@ def aggregate(
     n = int(unit_index.max()) + 1 if len(unit_index) else 0
     cells = np.zeros(n, dtype=np.int64)
     cells[unit_index] = _numpy(coded[cell])
+    if code is None and any(c.codes is not None for c in columns.values()):
+        raise ValueError("columns matched by event code need the code column")
     read = sorted(
-        {c.match for c in columns.values()}
+        {c.match for c in columns.values() if c.match is not None}
         | {c.window for c in columns.values()}
         | {c.value for c in columns.values() if c.value is not None}
+        | (
+            {code}
+            if code is not None and any(c.codes is not None for c in columns.values())
+            else set()
+        )
     )
     projection: dict[str, ir.Value] = {index: rows[index].cast("int32" if n < 2**31 else "int64")}
     for name in read:
         projection[name] = rows[name].fill_null(False if rows[name].type().is_boolean() else 0)
     buffers = {name: _Buffer(n, column.value is not None) for name, column in columns.items()}
+    # per set of codes, a lookup table code -> matches (codes are small non-negative ints)
+    lookups = {
+        c.codes: np.isin(np.arange(128), np.asarray(c.codes, dtype=np.int64))
+        for c in columns.values()
+        if c.codes is not None
+    }
     sql = str(backend.compile(rows.select(**projection)))
     for batch in backend.con.sql(sql).to_arrow_reader(BATCH_ROWS):
         table = pa.Table.from_batches([batch])
         ix = _numpy(table[index])
         arrays = {name: _numpy(table[name]) for name in read}
+        by_codes = {
+            codes: lookup[arrays[code]] for codes, lookup in lookups.items() if code is not None
+        }
         for name, column in columns.items():
-            selected = arrays[column.match] & arrays[column.window]
+            selected = arrays[column.window]
+            if column.codes is not None:
+                selected = selected & by_codes[column.codes]
+            if column.match is not None:
+                selected = selected & arrays[column.match]
             if column.value is None:
                 buffers[name].add(ix[selected], None)
             else:
                 value = arrays[column.value]
-                selected &= value != 0
+                selected = selected & (value != 0)
                 buffers[name].add(ix[selected], value[selected])
     totals = {name: buffer.total() for name, buffer in buffers.items()}
     # units with a non-zero total (units whose rows all contribute 0 are all zeros, which
