@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import ibis
+import pyarrow as pa
 import pytest
 
+from tripwire.metrics import exposures
 from tripwire.metrics.exposures import (
+    ARM,
+    TS,
+    UNIT,
     ExposureConfigError,
     exposure_sources,
+    first_exposures,
+    first_per_unit_arm,
     resolve_exposures,
     summarize,
 )
@@ -175,3 +185,99 @@ def test_bare_names_mean_properties() -> None:
     )[1]
     assert source.experiment == "properties.exp_id"
     assert source.variant == "context.x.y" and source.unit == "anonymous_id"
+
+
+# ---------------------------------------------------------------- the two plans, exactly
+
+
+def _reference(rows: list[dict[str, Any]], n_dimensions: int) -> dict[str, dict[str, Any]]:
+    """first_exposures in plain Python: t0 the earliest row; arm and each cohort value the
+    smallest among the rows at t0, each on its own; n_arms 1 or 2."""
+    by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_unit[row[UNIT]].append(row)
+    out = {}
+    for unit, mine in by_unit.items():
+        t0 = min(r[TS] for r in mine)
+        at_t0 = [r for r in mine if r[TS] == t0]
+        out[unit] = {
+            UNIT: unit,
+            "arm": min(r[ARM] for r in at_t0),
+            "t0": t0,
+            "n_arms": 1 if len({r[ARM] for r in mine}) == 1 else 2,
+            **{f"d{i}": min(r[f"d{i}"] for r in at_t0) for i in range(n_dimensions)},
+        }
+    return out
+
+
+def _random_rows(seed: int, n: int, values: int = 4) -> list[dict[str, Any]]:
+    """Few units, few instants (many ties at t0), several arms, some instants before 1970."""
+    rng = random.Random(seed)
+    base = datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC) if seed % 2 else T
+    return [
+        {
+            UNIT: f"u{rng.randrange(n // 4 + 1)}",
+            ARM: rng.choice(["b", "a", "c"] if rng.random() < 0.3 else ["a"]),
+            TS: base + timedelta(microseconds=rng.randrange(4)),
+            "d0": rng.choice(["fr-FR", "de-DE", "ja-JP", "é", "(none)"][:values]),
+            "d1": f"v{rng.randrange(values)}",
+        }
+        for _ in range(n)
+    ]
+
+
+def _table(con: Any, name: str, rows: list[dict[str, Any]]) -> Any:
+    schema = pa.schema(
+        [(UNIT, pa.string()), (ARM, pa.string()), (TS, pa.timestamp("us", "UTC"))]
+        + [(d, pa.string()) for d in ("d0", "d1")]
+    )
+    return con.create_table(name, pa.Table.from_pylist(rows, schema=schema), overwrite=True)
+
+
+def _resolved(table: Any) -> dict[str, dict[str, Any]]:
+    return {r[UNIT]: r for r in table.to_pyarrow().to_pylist()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_coded_plan_equals_the_reference_and_merges_partials(seed: int) -> None:
+    con = ibis.duckdb.connect()
+    rows = _random_rows(seed, 400)
+    table = _table(con, "rows", rows)
+    coded = exposures._coded_first_exposures(table, 2)
+    assert coded is not None  # small dictionaries: the coded plan runs
+    expected = _reference(rows, 2)
+    assert _resolved(coded) == expected
+    assert _resolved(exposures._first_exposures_by_instant(table, 2)) == expected
+    # partials (per unit and arm minima of disjoint slices) merge to the same units
+    half = len(rows) // 2
+    parts = [
+        first_per_unit_arm(_table(con, f"part{i}", chunk), 2)
+        for i, chunk in enumerate([rows[:half], rows[half:]])
+    ]
+    merged = con.create_table("merged", ibis.union(*parts, distinct=False).to_pyarrow())
+    assert _resolved(first_exposures(merged, 2, coded=True)) == expected
+    assert _resolved(first_exposures(merged, 2)) == expected
+
+
+def test_columns_with_many_values_use_the_two_step_plan() -> None:
+    con = ibis.duckdb.connect()
+    rows = _random_rows(7, 2000, values=exposures.CODED_MAX_VALUES + 1)
+    table = _table(con, "rows", rows)
+    assert len({r["d1"] for r in rows}) > exposures.CODED_MAX_VALUES
+    assert exposures._coded_first_exposures(table, 2) is None
+    assert _resolved(first_exposures(table, 2, coded=True)) == _reference(rows, 2)
+
+
+def test_no_exposure_rows_resolve_to_no_units() -> None:
+    con = ibis.duckdb.connect()
+    assert _resolved(first_exposures(_table(con, "rows", []), 2, coded=True)) == {}
+
+
+def test_values_written_between_the_two_queries_fail_loudly(tmp_path: Path) -> None:
+    """The coded plan reads the values first: a value that appears only afterwards must
+    not be resolved with a wrong code."""
+    write_events(tmp_path, [_exp(0, "a", timedelta(0), "control", locale="de-DE")])
+    resolved = resolve_exposures(events_table(connect_lake(tmp_path)), "exp", dimensions=["locale"])
+    write_events(tmp_path, [_exp(1, "b", timedelta(0), "control", locale="aa-AA")])
+    with pytest.raises(Exception, match="exposure rows changed while being resolved"):
+        resolved.to_pyarrow()

@@ -27,14 +27,16 @@ aggregates (see :mod:`tripwire.metrics.incremental`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
+from tripwire.metrics.compile import _on_duckdb, epoch_us
 from tripwire.store.engine import UnknownField, column_for, resolve_field
 
 EXPOSURE_EVENT = "$exposure"
@@ -206,7 +208,7 @@ def first_per_unit_arm(rows: ir.Table, n_dimensions: int) -> ir.Table:
     )
 
 
-def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
+def first_exposures(rows: ir.Table, n_dimensions: int, *, coded: bool = False) -> ir.Table:
     """Per unit: ``arm`` and ``t0`` of the first exposure, ``n_arms``, cohort values.
 
     ``rows`` are exposure rows or per (unit, arm[, day]) minima (:func:`first_per_unit_arm`,
@@ -217,11 +219,27 @@ def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
     two or more (it is only compared with 1); ``arm`` is only meaningful where
     ``n_arms == 1`` (the analysed units).
 
-    Two aggregations, no self-join: per (unit, timestamp) the smallest arm and values
-    (plain minima), then per unit the minimum (timestamp, values) row, which is exact as
-    a unit has one row per timestamp, and its smallest and largest arm. Measured ~30%
-    cheaper (1M exposures: 3.1 → 2.2 CPU-s, same result) than one aggregation with a
-    (timestamp, value) minimum per column and a distinct count of arms.
+    With ``coded`` on DuckDB, when the arm and every cohort column have at most
+    :data:`CODED_MAX_VALUES` distinct values, a first query (run now) reads those values
+    and the units are resolved on integer codes in one aggregation
+    (:func:`_coded_first_exposures`, ~2x cheaper at 5M units); otherwise, and on other
+    engines, by :func:`_first_exposures_by_instant`. Both give the same result. The
+    first query reads ``rows`` once more: worth it where they are a scan (exposure
+    events, stored partials), not where they are an expensive join of few units (the
+    incremental refresh's touched units), so it is the caller's choice.
+    """
+    plan = _coded_first_exposures(rows, n_dimensions) if coded and _on_duckdb(rows) else None
+    return _first_exposures_by_instant(rows, n_dimensions) if plan is None else plan
+
+
+def _first_exposures_by_instant(rows: ir.Table, n_dimensions: int) -> ir.Table:
+    """:func:`first_exposures` in two aggregations, no self-join, on any engine.
+
+    Per (unit, timestamp) the smallest arm and values (plain minima), then per unit the
+    minimum (timestamp, values) row, which is exact as a unit has one row per timestamp,
+    and its smallest and largest arm. Measured ~30% cheaper (1M exposures: 3.1 → 2.2
+    CPU-s, same result) than one aggregation with a (timestamp, value) minimum per column
+    and a distinct count of arms.
     """
     dims = [f"d{i}" for i in range(n_dimensions)]
     timed = rows.filter(rows[TS].notnull())
@@ -248,6 +266,119 @@ def first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table:
         n_arms=ibis.ifelse(per_unit["__lo"] == per_unit["__hi"], 1, 2).cast("int64"),
         **{d: per_unit["__first"][d] for d in dims},
     )
+
+
+#: Most distinct values the arm and each cohort column may have for
+#: :func:`_coded_first_exposures` (its codes are a ``CASE`` over the values).
+CODED_MAX_VALUES = 64
+
+_INT64_MAX = 2**63 - 1
+
+
+@ibis.udf.scalar.builtin(name="error")
+def _fail(message: str) -> dt.int64:  # type: ignore[empty-body]
+    """DuckDB's ``error(message)``: raises when a row reaches it."""
+
+
+@ibis.udf.scalar.builtin(name="divide")
+def _divide(a: dt.int64, b: dt.int64) -> dt.int64:  # type: ignore[empty-body]
+    """DuckDB's integer division of ``BIGINT`` (exact; Ibis' ``//`` divides as doubles)."""
+
+
+@ibis.udf.scalar.builtin(name="make_timestamptz")
+def _from_epoch_us(us: dt.int64) -> dt.Timestamp(timezone="UTC"):  # type: ignore[empty-body, valid-type]
+    """DuckDB's ``TIMESTAMPTZ`` of microseconds since the epoch (inverse of ``epoch_us``)."""
+
+
+def _coded_first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table | None:
+    """:func:`first_exposures` on DuckDB in one aggregation over integers, or None when
+    a column has more than :data:`CODED_MAX_VALUES` values (or nulls) or there are no rows.
+
+    A first query reads each column's distinct values; sorted, a value's index is its
+    code, so codes order like the values. Per column, ``key = epoch_us(ts) * R + code``
+    (``R`` the number of values) orders rows by timestamp, then value: the unit's minimum
+    key holds ``t0`` and the smallest value at ``t0``, each column on its own, exactly
+    what the two-step plan computes. ``n_arms`` compares the smallest and largest arm
+    code. Integer minima instead of string and struct minima, and one group-by of the
+    units instead of two: at 100M events (5.1M exposure rows, 5M units) ~11 → ~5 CPU-s.
+
+    Values that the first query did not see (rows written to the lake between the two
+    queries) make the second one fail loudly rather than resolve with a wrong code.
+    """
+    dims = [f"d{i}" for i in range(n_dimensions)]
+    columns = [ARM, *dims]
+    timed = rows.filter(rows[TS].notnull())
+    us = epoch_us(timed[TS])
+    probe = timed.aggregate(
+        __n=timed.count(),
+        __lo=us.min(),
+        __hi=us.max(),
+        **{f"__v{i}": timed[c].collect(distinct=True) for i, c in enumerate(columns)},
+        **{f"__c{i}": timed[c].count() for i, c in enumerate(columns)},
+    )
+    found = probe.to_pyarrow().to_pylist()[0]
+    if not found["__n"]:
+        return None
+    # Python orders str by code point, DuckDB VARCHAR by UTF-8 bytes: the same order
+    values = [sorted(found[f"__v{i}"]) for i in range(len(columns))]
+    if any(len(v) > CODED_MAX_VALUES for v in values):
+        return None
+    if any(found[f"__c{i}"] != found["__n"] for i in range(len(columns))):
+        return None  # nulls: left to the plain minima of the two-step plan
+    # keys stay far inside int64 even for rows a little outside the range seen here
+    bound = max(abs(found["__lo"]), abs(found["__hi"]))
+    if any(4 * (bound + 1) * len(v) > _INT64_MAX for v in values):
+        return None
+    changed = _fail("exposure rows changed while being resolved; run again")
+    codes = {
+        c: timed[c].cases(*((value, i) for i, value in enumerate(v)), else_=changed)
+        for c, v in zip(columns, values, strict=True)
+    }
+    keyed = timed.select(
+        timed[UNIT],
+        __a=codes[ARM],
+        **{f"__k_{c}": us * len(v) + codes[c] for c, v in zip(columns, values, strict=True)},
+    )
+    arms = _arm_set(keyed["__a"], len(values[0]))
+    per_unit = keyed.group_by(UNIT).aggregate(
+        **arms.aggregates, **{f"__k_{c}": keyed[f"__k_{c}"].min() for c in columns}
+    )
+
+    def code_of(c: str, radix: int) -> ir.IntegerValue:
+        rest = per_unit[f"__k_{c}"] % radix  # DuckDB's % keeps the dividend's sign
+        return ibis.ifelse(rest < 0, rest + radix, rest)  # type: ignore[no-any-return]
+
+    def decoded(c: str, v: Sequence[str]) -> ir.StringValue:
+        code = code_of(c, len(v))
+        return code.cases(*((i, value) for i, value in enumerate(v)))  # type: ignore[no-any-return]
+
+    arm_key, arm_radix = per_unit[f"__k_{ARM}"], len(values[0])
+    t0_us = _divide(arm_key - code_of(ARM, arm_radix), ibis.literal(arm_radix, "int64"))
+    return per_unit.select(
+        per_unit[UNIT],
+        arm=decoded(ARM, values[0]),
+        t0=_from_epoch_us(t0_us),
+        n_arms=ibis.ifelse(arms.single(per_unit), 1, 2).cast("int64"),
+        **{d: decoded(d, v) for d, v in zip(dims, values[1:], strict=True)},
+    )
+
+
+@dataclass(frozen=True)
+class _ArmSet:
+    """The aggregates telling whether a unit saw one arm code, and that test."""
+
+    aggregates: dict[str, ir.Scalar]
+    single: Callable[[ir.Table], ir.BooleanValue]
+
+
+def _arm_set(code: ir.IntegerColumn, n_codes: int) -> _ArmSet:
+    """With at most 62 arm codes, one ``bit_or`` of ``1 << code`` (a single arm: one bit
+    set), one aggregate fewer than comparing the smallest and largest code (~0.3 CPU-s
+    at 5M units)."""
+    if n_codes <= 62:
+        bits = (ibis.literal(1, "int64") << code).bit_or()  # type: ignore[operator]
+        return _ArmSet({"__arms": bits}, lambda t: (t["__arms"] & (t["__arms"] - 1)) == 0)
+    return _ArmSet({"__lo": code.min(), "__hi": code.max()}, lambda t: t["__lo"] == t["__hi"])
 
 
 @dataclass(frozen=True)
@@ -303,6 +434,8 @@ def resolve_exposures(
     """Per exposed unit: ``unit_id, arm, t0, n_arms, d0..dk`` (all units, incl. multi-arm).
 
     Filter ``n_arms == 1`` for the analysed population; :func:`summarize` reports both.
+    Exposure rows are a scan of exposure events: resolved by the coded plan when it
+    applies (:func:`first_exposures`), whose first, small query runs here.
     """
     rows = exposure_rows(events, experiment, sources, dimensions)
-    return first_exposures(rows, len(dimensions))
+    return first_exposures(rows, len(dimensions), coded=True)
