@@ -268,6 +268,14 @@ def test_columns_with_many_values_use_the_two_step_plan() -> None:
     assert _resolved(first_exposures(table, 2, coded=True)) == _reference(rows, 2)
 
 
+def test_null_values_use_the_two_step_plan() -> None:
+    con = ibis.duckdb.connect()
+    rows = [{UNIT: "u", ARM: "a", TS: T, "d0": None, "d1": "x"}]
+    table = _table(con, "rows", rows)
+    assert exposures._coded_first_exposures(table, 2) is None
+    assert _resolved(first_exposures(table, 2, coded=True))["u"]["d0"] is None
+
+
 def test_no_exposure_rows_resolve_to_no_units() -> None:
     con = ibis.duckdb.connect()
     assert _resolved(first_exposures(_table(con, "rows", []), 2, coded=True)) == {}

@@ -319,12 +319,12 @@ def _coded_first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table | None
     found = probe.to_pyarrow().to_pylist()[0]
     if not found["__n"]:
         return None
+    if any(found[f"__c{i}"] != found["__n"] for i in range(len(columns))):
+        return None  # nulls: left to the plain minima of the two-step plan
     # Python orders str by code point, DuckDB VARCHAR by UTF-8 bytes: the same order
     values = [sorted(found[f"__v{i}"]) for i in range(len(columns))]
     if any(len(v) > CODED_MAX_VALUES for v in values):
         return None
-    if any(found[f"__c{i}"] != found["__n"] for i in range(len(columns))):
-        return None  # nulls: left to the plain minima of the two-step plan
     # keys stay far inside int64 even for rows a little outside the range seen here
     bound = max(abs(found["__lo"]), abs(found["__hi"]))
     if any(4 * (bound + 1) * len(v) > _INT64_MAX for v in values):
