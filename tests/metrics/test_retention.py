@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tripwire.metrics.definitions import RetentionMetric, parse_metric
-from tripwire.metrics.timeseries import Query, timeseries
+from tripwire.metrics.timeseries import Query, _start_history, timeseries
 from tripwire.store.engine import connect_lake
 from tripwire.store.lake import write_events
 
@@ -173,3 +174,27 @@ def test_no_eligible_cohort_is_an_empty_result(world: tuple[Any, list[dict[str, 
         "denominator",
         "value",
     ]
+
+
+@pytest.mark.parametrize("definition", CASES, ids=[c["name"] for c in CASES])
+def test_range_from_before_the_data_skips_the_earlier_starts_join(
+    world: tuple[Any, list[dict[str, Any]]], definition: dict[str, Any]
+) -> None:
+    """A range starting before the lake's first start event: no unit can have an earlier
+    start, so the anti-join is left out, and the result is still the reference."""
+    backend, events = world
+    metric = parse_metric(definition)
+    assert isinstance(metric, RetentionMetric)
+    start, end = T0 - timedelta(days=1), T0 + timedelta(days=DAYS)
+    query = Query(grain="day", dimensions=("locale",), start=start, end=end)
+    assert not _start_history(backend, metric, query)
+    assert _start_history(backend, metric, replace(query, start=T0 + timedelta(days=2)))
+    result = timeseries(backend, [metric], query)[metric.name]
+    assert "anti" not in result.sql.lower()
+    got = {
+        (r["bucket"], r["locale"]): (int(r["numerator"]), int(r["denominator"]))
+        for r in result.table.to_pylist()
+    }
+    observed = [e for e in events if datetime.fromisoformat(e["timestamp"]) < end]
+    assert got == _reference(metric, observed, end, start, end)
+    assert sum(e for _, e in got.values()) > 10

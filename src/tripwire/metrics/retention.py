@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from tripwire.metrics.compile import (
     Grain,
     _and,
+    _on_duckdb,
     _rebase,
     bucket_from_key,
     bucket_key,
@@ -33,6 +35,21 @@ from tripwire.metrics.compile import (
     unit_key,
 )
 from tripwire.metrics.definitions import RetentionMetric
+
+
+@ibis.udf.agg.builtin(name="arg_min_null")
+def _arg_min_null(arg: str, val: dt.Timestamp(timezone="UTC")) -> str:  # type: ignore[empty-body, valid-type]
+    """DuckDB's ``arg_min_null``: ``arg`` at the row of the least ``val`` (a null ``arg``
+    too). Ibis's ``argmin`` compiles to ``FIRST(arg ORDER BY val)``, which DuckDB runs
+    on a sort key blob built per row; on the timestamp itself the per-unit grouping of
+    the cohort's start events costs ~15% less (100 M bench lake)."""
+
+
+def _first_of(value: ir.Value, ts: ir.TimestampValue, table: ir.Table) -> ir.Scalar:
+    """``value`` at the earliest ``ts`` per group (null values kept)."""
+    if _on_duckdb(table):
+        return _arg_min_null(value, ts)  # type: ignore[no-any-return]
+    return value.argmin(ts)  # type: ignore[no-any-return]
 
 
 def retention_expr(
@@ -46,11 +63,15 @@ def retention_expr(
     end: datetime | None = None,
     dimension_values: dict[str, Sequence[str]] | None = None,
     extra: ir.BooleanValue | None = None,
+    history: bool = True,
 ) -> ir.Table:
     """Retained and eligible units per cohort bucket and dimensions.
 
     ``data_end`` is the end of the observed data (windows must end by then); ``start`` /
-    ``end`` select the cohort by start time.
+    ``end`` select the cohort by start time. ``history=False`` tells that no start event
+    precedes ``start`` (the caller checked, e.g. the lake holds no start events on or
+    before that day): the anti-join dropping units with an earlier start is skipped (at
+    100 M events its hash table held all 6.4 M cohort units to drop none).
     """
     a, b = (timedelta(days=d) for d in metric.days)
     observed = table.filter(table.timestamp < data_end)
@@ -83,17 +104,22 @@ def retention_expr(
     ts = in_window.timestamp
     first = in_window.group_by("__unit").aggregate(
         t0=ts.min(),
-        **{name: _rebase(expr, starts, in_window).argmin(ts) for name, expr in keys.items()},
+        **{
+            name: _first_of(_rebase(expr, starts, in_window), ts, in_window)
+            for name, expr in keys.items()
+        },
     )
-    if start is not None:
+    if start is not None and history:
         earlier = starts.filter(starts.timestamp < start).select("__unit")
         first = first.anti_join(earlier, "__unit")
-    cohort_parts = [first.t0 + interval(b) <= data_end]
-    if start is not None:
-        cohort_parts.append(first.t0 >= start)
-    if end is not None:
-        cohort_parts.append(first.t0 < end)
-    cohort = first.filter(_and(cohort_parts))
+    # Every t0 is a window event's time, so start <= t0 < end and t0 + b <= data_end
+    # already hold: no filter on the cohort. Its window bounds are computed once per unit
+    # (a timestamp plus an interval is calendar arithmetic in DuckDB, ~0.2 us a row), not
+    # per (return, unit) pair in the join below.
+    window_bounds = {"__until": first.t0 + interval(b)}
+    if a > timedelta(0):
+        window_bounds["__from"] = first.t0 + interval(a)
+    cohort = first.mutate(**window_bounds)
     time_bucket = bucket_key(cohort, grain, cohort.t0)  # an integer on DuckDB
     if time_bucket is not None:
         cohort = cohort.mutate(__bucket=time_bucket)
@@ -115,10 +141,10 @@ def retention_expr(
     hit = [
         cohort["__unit"] == returns["__unit"],
         returns.ts > cohort.t0,
-        returns.ts < cohort.t0 + interval(b),
+        returns.ts < cohort["__until"],
     ]
     if a > timedelta(0):
-        hit.append(returns.ts >= cohort.t0 + interval(a))
+        hit.append(returns.ts >= cohort["__from"])
     retained = cohort.semi_join(returns, hit)
     result = _per_slice(cohort, retained, slices)
     result = result.mutate(
