@@ -502,7 +502,6 @@ def _retention_expr(
     kept: dict[str, tuple[str, ...]] | None,
     extra: ir.BooleanValue | None,
     data_end: datetime,
-    history: bool = True,
 ) -> ir.Table:
     return retention_expr(
         metric,
@@ -514,18 +513,7 @@ def _retention_expr(
         end=query.end,
         dimension_values=kept,  # type: ignore[arg-type]
         extra=extra,
-        history=history,
     )
-
-
-def _start_history(backend: BaseBackend, metric: RetentionMetric, query: Query) -> bool:
-    """Whether start events may precede ``query.start`` (False only when the lake's
-    partitions of the start events up to that UTC day hold no rows: a metadata count)."""
-    if query.start is None:
-        return False
-    names = frozenset(metric.start.events) if metric.start.events else None
-    last_day = query.start.astimezone(UTC).date()
-    return _family_rows(backend, names, (date.min, last_day)) > 0
 
 
 def data_end(backend: BaseBackend) -> datetime | None:
@@ -548,8 +536,7 @@ def _retention_result(
     if end is None:
         empty = _empty(keys, ("numerator", "denominator", "value"))
         return SeriesResult(metric, empty, query.grain, query.dimensions, query.start, query.end)
-    history = _start_history(backend, metric, query)
-    expr = _retention_expr(table, metric, query, kept, extra, end, history)
+    expr = _retention_expr(table, metric, query, kept, extra, end)
     arrow = _normalise(backend.to_pyarrow(expr), keys)
     return SeriesResult(
         metric,
