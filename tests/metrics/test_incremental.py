@@ -141,6 +141,36 @@ def test_a_daily_refresh_scans_only_the_new_day(tmp_path: Path) -> None:
     assert (state_dir(data, "exp") / "manifest.json").exists()
 
 
+def test_a_failed_background_write_acknowledges_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new day's part is written in the background: if that write fails, the refresh
+    raises and the manifest still describes the previous state (which a retry completes)."""
+    from tripwire.metrics import incremental as inc
+
+    lake, data = tmp_path / "lake", tmp_path / "data"
+    world = uw.build(seed=3, users=40, days=6)
+    incremental = IncrementalStats(data, lake, IncrementalSpec("exp", METRICS, **SETTINGS))
+    days = sorted({e["timestamp"][:10] for e in world.envelopes})
+    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] < days[-1]])
+    incremental.refresh()
+    manifest = state_dir(data, "exp") / "manifest.json"
+    before = manifest.read_text()
+    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] == days[-1]])
+    original = inc._Session.write_behind
+
+    def failing(self: Any, table: Any, path: Path) -> Any:
+        return original(self, table, path / "missing-folder" / path.name)
+
+    monkeypatch.setattr(inc._Session, "write_behind", failing)
+    with pytest.raises(Exception, match="missing-folder"):
+        incremental.refresh()
+    assert manifest.read_text() == before
+    monkeypatch.setattr(inc._Session, "write_behind", original)
+    assert incremental.refresh().new_files
+    _assert_equal(incremental, lake)
+
+
 def test_changed_definitions_rebuild_the_state(tmp_path: Path) -> None:
     lake, data = tmp_path / "lake", tmp_path / "data"
     write_events(lake, uw.build(seed=4, users=30, days=6).envelopes)
