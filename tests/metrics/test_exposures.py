@@ -285,7 +285,31 @@ def test_values_written_between_the_two_queries_fail_loudly(tmp_path: Path) -> N
     """The coded plan reads the values first: a value that appears only afterwards must
     not be resolved with a wrong code."""
     write_events(tmp_path, [_exp(0, "a", timedelta(0), "control", locale="de-DE")])
-    resolved = resolve_exposures(events_table(connect_lake(tmp_path)), "exp", dimensions=["locale"])
+    events = events_table(connect_lake(tmp_path))
+    rows = exposures.exposure_rows(events, "exp", dimensions=["locale"])
+    plan = exposures.first_exposures(rows, 1, coded=True)
     write_events(tmp_path, [_exp(1, "b", timedelta(0), "control", locale="aa-AA")])
-    with pytest.raises(Exception, match="exposure rows changed while being resolved"):
-        resolved.to_pyarrow()
+    with pytest.raises(Exception, match=exposures.ROWS_CHANGED):
+        plan.to_pyarrow()
+
+
+def test_resolve_exposures_resolves_again_when_the_lake_changes_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file landing between the coded plan's two queries (a live lake) costs a second
+    resolution by the two-step plan, not a failed analysis, and nothing is mis-coded."""
+    write_events(tmp_path, [_exp(0, "a", timedelta(0), "control", locale="de-DE")])
+    original = exposures._coded_first_exposures
+    calls: list[int] = []
+
+    def values_read_then_a_file_lands(rows: Any, n_dimensions: int) -> Any:
+        plan = original(rows, n_dimensions)
+        calls.append(1)
+        write_events(tmp_path, [_exp(1, "b", timedelta(0), "treatment", locale="aa-AA")])
+        return plan
+
+    monkeypatch.setattr(exposures, "_coded_first_exposures", values_read_then_a_file_lands)
+    resolved = resolve_exposures(events_table(connect_lake(tmp_path)), "exp", dimensions=["locale"])
+    units = {r["unit_id"]: (r["arm"], r["d0"]) for r in resolved.to_pyarrow().to_pylist()}
+    assert calls == [1]
+    assert units == {"a": ("control", "de-DE"), "b": ("treatment", "aa-AA")}

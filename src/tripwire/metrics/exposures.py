@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
@@ -274,6 +275,9 @@ CODED_MAX_VALUES = 64
 
 _INT64_MAX = 2**63 - 1
 
+#: The error the coded plan raises when a row holds a value its first query did not see.
+ROWS_CHANGED = "exposure rows changed while being resolved"
+
 
 @ibis.udf.scalar.builtin(name="error")
 def _fail(message: str) -> dt.int64:  # type: ignore[empty-body]
@@ -329,7 +333,7 @@ def _coded_first_exposures(rows: ir.Table, n_dimensions: int) -> ir.Table | None
     bound = max(abs(found["__lo"]), abs(found["__hi"]))
     if any(4 * (bound + 1) * len(v) > _INT64_MAX for v in values):
         return None
-    changed = _fail("exposure rows changed while being resolved; run again")
+    changed = _fail(ROWS_CHANGED)
     codes = {
         c: timed[c].cases(*((value, i) for i, value in enumerate(v)), else_=changed)
         for c, v in zip(columns, values, strict=True)
@@ -434,8 +438,17 @@ def resolve_exposures(
     """Per exposed unit: ``unit_id, arm, t0, n_arms, d0..dk`` (all units, incl. multi-arm).
 
     Filter ``n_arms == 1`` for the analysed population; :func:`summarize` reports both.
-    Exposure rows are a scan of exposure events: resolved by the coded plan when it
-    applies (:func:`first_exposures`), whose first, small query runs here.
+
+    The result is materialized (``cache``): callers read it several times. Exposure rows
+    are a scan of exposure events, resolved by the coded plan when it applies
+    (:func:`first_exposures`); if files landing in the lake between its two queries bring
+    a value its first query did not see, it is resolved again by the two-step plan, which
+    reads the rows once (a live lake must not make an analysis fail).
     """
     rows = exposure_rows(events, experiment, sources, dimensions)
-    return first_exposures(rows, len(dimensions), coded=True)
+    try:
+        return first_exposures(rows, len(dimensions), coded=True).cache()
+    except duckdb.Error as error:
+        if ROWS_CHANGED not in str(error):
+            raise
+    return first_exposures(rows, len(dimensions)).cache()

@@ -1180,7 +1180,7 @@ def unit_stats(
         sources=sources,
         dimensions=dimensions,
     )
-    exposed = exposed.cache()  # read by several queries: resolve the exposures once
+    # (materialized by resolve_exposures: the queries below read it several times)
     summary = summarize(exposed, experiment)
     units, coding = coded_units(analysed_units(exposed), dimensions, max_cohort_values)
     # read by the per-unit and the cell-count queries: number and code the units once
