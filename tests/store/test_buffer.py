@@ -7,11 +7,13 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pyarrow as pa
 import pytest
 
+from tripwire.store import buffer as buffer_module
 from tripwire.store.buffer import ARCHIVER, Buffer, BufferClosed, BufferError, encode_envelopes
 
 
@@ -366,26 +368,38 @@ def test_a_group_of_large_appends_is_joined_by_arrow_with_the_same_rows(buffer):
     assert stored[n].envelope() == second.envelopes()[0]
 
 
-def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path):
-    """The writer's commits never checkpoint (that stalled the acknowledgements waiting on
-    them); the checkpoint thread does, so the WAL is reused instead of growing. Without
-    any checkpoint the WAL would hold every round below (> 3 × ~2.5 MB)."""
-    path = tmp_path / "buffer.db"
-    wal = tmp_path / "buffer.db-wal"
-    payload = "x" * 2_000  # incompressible enough: ~2.5 MB of WAL per round
-    with Buffer(path) as buf:
-        sizes = []
-        for round_ in range(4):
+def _wal_after_rounds(directory: Path, rounds: int, *, checkpointed: bool) -> tuple[int, int]:
+    """WAL bytes after ``rounds`` rounds of appends, and the checkpoints counted; with
+    ``checkpointed`` each round waits (≤ 5 s) for a background checkpoint."""
+    directory.mkdir()
+    payload = "x" * 2_000
+    with Buffer(directory / "buffer.db") as buf:
+        for round_ in range(rounds):
             for i in range(25):
                 ids = range(round_ * 10_000 + i * 50, round_ * 10_000 + (i + 1) * 50)
                 buf.append(
                     [envelope(f"m{n}", payload=f"{n}{payload}{n * 7919 % 104729}") for n in ids]
                 )
             deadline = time.monotonic() + 5
-            while buf.writer_stats().checkpoints <= round_ and time.monotonic() < deadline:
+            while (
+                checkpointed
+                and buf.writer_stats().checkpoints <= round_
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
-            sizes.append(wal.stat().st_size)
-        stats = buf.writer_stats()
-    assert stats.checkpoints >= 4
-    # each round restarts the WAL from its beginning: it does not keep growing
-    assert sizes[-1] <= 1.5 * sizes[0], sizes
+        return (directory / "buffer.db-wal").stat().st_size, buf.writer_stats().checkpoints
+
+
+def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path, monkeypatch):
+    """The writer's commits never checkpoint (that stalled the acknowledgements waiting on
+    them); the checkpoint thread does, so the WAL is reused instead of growing."""
+    rounds = 12
+    wal_bytes, checkpoints = _wal_after_rounds(tmp_path / "on", rounds, checkpointed=True)
+    assert checkpoints >= rounds
+    # the same appends with the checkpoint thread (in effect) off: the WAL holds them all
+    monkeypatch.setattr(buffer_module, "CHECKPOINT_INTERVAL_S", 3600.0)
+    unbounded, none = _wal_after_rounds(tmp_path / "off", rounds, checkpointed=False)
+    assert none == 0
+    # the WAL never shrinks, so it ends at its largest: the pages written between two
+    # checkpoints (a round, two if a checkpoint came late on a loaded machine)
+    assert wal_bytes < 0.5 * unbounded, (wal_bytes, unbounded)
