@@ -45,9 +45,9 @@ exactly (a session crosses midnight) and are rejected here; the full path comput
 Cost of a daily refresh at the bench size (10M events, 2M users, 1M exposed; a new day of
 0.65M events): ~2.2 CPU-s, of which ~1.2 the new day's outcome partials (DuckDB profile:
 the hash join with the 1M exposed units ~35%, the hash GROUP BY of ~0.5M rows by unit
-string ~30%). Days are taken from epoch microseconds (:func:`_micros_day`), not
-``day_index``'s calendar cast (-0.17 CPU-s). The new part is computed once into a table of
-the in-memory database; its Parquet encoding runs on a cursor in a background thread
+string ~30%). Days are taken from epoch microseconds
+(:func:`~tripwire.metrics.unit_stats.micros_day`), not a calendar cast (-0.17 CPU-s). The
+new part is computed once into a table of the in-memory database; its Parquet encoding runs on a cursor in a background thread
 while the totals are updated from that table (alternated A/B at load ~8: 1.45 → 1.28
 CPU-s, 2.9 → 2.6 s wall for the query, the write and the delta, against writing from the
 query and reading the file back). Measured without gain (alternated A/B, load 2-8):
@@ -107,9 +107,11 @@ from tripwire.metrics.unit_stats import (
     cohort_columns,
     compute_from_units,
     contribution,
+    day_index,
     event_scan,
     in_pre_period,
     in_window_micros,
+    micros_day,
     offset_micros,
     plan_metrics,
     window_key,
@@ -338,28 +340,10 @@ def _partial_schema(plan: StatsPlan) -> ibis.Schema:
     return ibis.schema(fields | {IX: "int64"})
 
 
-#: Microseconds per UTC day.
-MICROS_PER_DAY = 86_400_000_000
-
-
-def _micros_day(micros: ir.IntegerValue) -> ir.IntegerValue:
-    """:func:`~tripwire.metrics.unit_stats.day_index` of an instant given as epoch
-    microseconds (:func:`~tripwire.metrics.compile.epoch_us`): the same day, without
-    ``day_index``'s cast of the ``TIMESTAMPTZ`` to a local ``TIMESTAMP`` (a calendar
-    conversion in DuckDB, ~0.17 us a row: ~0.17 CPU-s of a daily refresh's 0.65M events).
-    Floor of a double quotient, like ``day_index``: exact while days < 2**16 (year 2149)."""
-    return (micros // MICROS_PER_DAY).cast("int64")  # type: ignore[no-any-return]
-
-
-def _ts_day(ts: ir.TimestampValue) -> ir.IntegerValue:
-    """Days since 1970-01-01 (UTC) of a timestamp, through :func:`_micros_day`."""
-    return _micros_day(epoch_us(ts))
-
-
 def exposure_partials(events: ir.Table, spec: IncrementalSpec) -> ir.Table:
     """Per (unit, arm, day): earliest exposure that day and its (smallest) cohort values."""
     rows = exposure_rows(events, spec.experiment, spec.sources, spec.dimensions)
-    rows = rows.mutate(day=_ts_day(rows[TS]))
+    rows = rows.mutate(day=day_index(rows[TS]))
     dims = [f"d{i}" for i in range(len(spec.dimensions))]
     firsts = rows.group_by([UNIT, ARM, "day"]).aggregate(__t0=rows[TS].min())
     if not dims:
@@ -421,8 +405,8 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
             t0.isnull() | (joined["__tsu"] < joined["__t0u"] + offset_micros(last))
         )
     t0 = joined["__t0"]
-    day = _micros_day(joined["__tsu"])
-    before = t0.isnull() | (day < _micros_day(joined["__t0u"]))
+    day = micros_day(joined["__tsu"])
+    before = t0.isnull() | (day < micros_day(joined["__t0u"]))
     flags: dict[str, ir.BooleanValue] = {}
     for component in aggregated:
         flag = f"__w_{window_key(component)}"
@@ -455,7 +439,7 @@ def outcome_partials(events: ir.Table, exposed: ir.Table, plan: StatsPlan) -> ir
     columns: dict[str, ir.Value] = {}
     if exclusive:
         t0_used = grouped.t0_used
-        group_before = t0_used.isnull() | (grouped.day < _ts_day(t0_used))
+        group_before = t0_used.isnull() | (grouped.day < day_index(t0_used))
         for component in aggregated:
             total = grouped[f"__x_{component.key}"]
             columns[f"a_{component.key}"] = ibis.ifelse(group_before, 0, total).cast("int64")
@@ -477,7 +461,7 @@ def _valid(partials: ir.Table, exposed: ir.Table) -> ir.Table:
     joined = partials.left_join(known, partials[UNIT] == known["__u"])
     t0_used, t0 = joined["t0_used"], joined["__t0"]
     same = t0_used.notnull() & t0.notnull() & (t0_used == t0)
-    unexposed_before = t0_used.isnull() & (t0.isnull() | (joined["day"] < _ts_day(t0)))
+    unexposed_before = t0_used.isnull() & (t0.isnull() | (joined["day"] < day_index(t0)))
     return joined.mutate(__valid=(same | unexposed_before).fill_null(False))
 
 
@@ -491,7 +475,7 @@ def _row_contributions(
     for component in plan.components:
         columns[f"a_{component.key}"] = rows[f"a_{component.key}"]
         if plan.pre_period_days:
-            pre = in_pre_period(rows["day"], _ts_day(t0), plan.pre_period_days)
+            pre = in_pre_period(rows["day"], day_index(t0), plan.pre_period_days)
             columns[f"p_{component.key}"] = ibis.ifelse(pre, rows[f"r_{component.key}"], 0)
     return rows.select(**columns)
 
@@ -717,7 +701,7 @@ class IncrementalStats:
             pairs = invalid.select(__iu=invalid[UNIT], __iday=invalid.day)
             keyed = old_events.mutate(
                 __k=unit_key(old_events, plan.unit).cast("string"),
-                __d=_ts_day(old_events.timestamp),
+                __d=day_index(old_events.timestamp),
             )
             redo = keyed.semi_join(
                 pairs, [keyed["__k"] == pairs["__iu"], keyed["__d"] == pairs["__iday"]]
