@@ -126,16 +126,27 @@ def test_out_of_order_arrival_matches_full_recompute_exactly(tmp_path: Path) -> 
     assert incremental.refresh().new_files == ()  # nothing new: nothing scanned
 
 
-def test_a_daily_refresh_scans_only_the_new_day(tmp_path: Path) -> None:
+def _refreshed_but_the_last_day(
+    tmp_path: Path, *, seed: int, users: int, days: int
+) -> tuple[Path, Path, IncrementalStats, list[dict[str, Any]]]:
+    """A world's lake without its last day, refreshed; and the last day's events."""
     lake, data = tmp_path / "lake", tmp_path / "data"
-    world = uw.build(seed=2, users=60, days=8)
+    world = uw.build(seed=seed, users=users, days=days)
     incremental = IncrementalStats(data, lake, IncrementalSpec("exp", METRICS, **SETTINGS))
-    days = sorted({e["timestamp"][:10] for e in world.envelopes})
-    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] < days[-1]])
+    last = max(e["timestamp"][:10] for e in world.envelopes)
+    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] < last])
     incremental.refresh()
-    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] == days[-1]])
+    return lake, data, incremental, [e for e in world.envelopes if e["timestamp"][:10] == last]
+
+
+def test_a_daily_refresh_scans_only_the_new_day(tmp_path: Path) -> None:
+    lake, data, incremental, last_day = _refreshed_but_the_last_day(
+        tmp_path, seed=2, users=60, days=8
+    )
+    write_events(lake, last_day)
+    last = last_day[0]["timestamp"][:10]
     report = incremental.refresh()
-    assert report.new_files and all(f.startswith(f"date={days[-1]}/") for f in report.new_files)
+    assert report.new_files and all(f.startswith(f"date={last}/") for f in report.new_files)
     assert report.rescanned_files == () and report.invalidated_pairs == 0
     _assert_equal(incremental, lake)
     assert (state_dir(data, "exp") / "manifest.json").exists()
@@ -148,15 +159,12 @@ def test_a_failed_background_write_acknowledges_nothing(
     raises and the manifest still describes the previous state (which a retry completes)."""
     from tripwire.metrics import incremental as inc
 
-    lake, data = tmp_path / "lake", tmp_path / "data"
-    world = uw.build(seed=3, users=40, days=6)
-    incremental = IncrementalStats(data, lake, IncrementalSpec("exp", METRICS, **SETTINGS))
-    days = sorted({e["timestamp"][:10] for e in world.envelopes})
-    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] < days[-1]])
-    incremental.refresh()
+    lake, data, incremental, last_day = _refreshed_but_the_last_day(
+        tmp_path, seed=3, users=40, days=6
+    )
     manifest = state_dir(data, "exp") / "manifest.json"
     before = manifest.read_text()
-    write_events(lake, [e for e in world.envelopes if e["timestamp"][:10] == days[-1]])
+    write_events(lake, last_day)
     original = inc._Session.write_behind
 
     def failing(self: Any, table: Any, path: Path) -> Any:
