@@ -18,10 +18,11 @@ per-day distinct counts and the retention rewrite, under load 5-7: 100M exact 16
 approximate 17.2 → 17.4 (noise). The approximate mode's gain is all
 in the distinct counts; its t-digest quantiles cost ~2× the exact shared sort at these
 group sizes (quantile metrics alone 2.1 → 4.5 CPU-s at 20M), so since the seventh session
-the mode keeps quantiles exact below 50 M rows a family. Seventh session, one alternated
-A/B each under load 7-10 (the session's start vs its end): 100M approximate 79.6 → 73.2
-CPU-s (221 → 204 s wall), exact 138.4 → see the README; 20M approximate 17.2/18.4 →
-17.2/14.4, exact ~29-30 both (noise). Retention alone (100M, return_visit_rate_7d):
+the mode keeps quantiles exact below 50 M rows a family. Seventh session, alternated A/B
+of the session's start vs its end, one run each: 100M approximate 79.6 → 73.2 CPU-s (221 →
+204 s wall) under load 8-10, and 65.6 → 64.9 CPU-s (35.0 → 49.5 s wall) under load ~2.5:
+no clear gain on the whole catalog; 100M exact 144.0 → 127.6 CPU-s (146 → 129 s wall)
+under load ~4; 20M approximate 17.2/18.4 → 17.2/14.4, exact ~29-30 both (noise). Retention alone (100M, return_visit_rate_7d):
 ~21 → ~17 CPU-s (``arg_min_null`` on the timestamp, window bounds once per unit).
 Measured without gain, not kept: the plain event counts of every event summed from the
 first level of the per-day distinct users instead of their own scan (20M, active users
