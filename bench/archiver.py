@@ -10,8 +10,7 @@
 - *stages*: one chunk's steps alone, each the best of a few repeats, CPU µs per event:
   reading the segments (SQLite + Arrow IPC), converting to lake rows (Arrow's JSON reader;
   as for the archiver's later chunks, with the previous chunk's properties schema tried
-  first, and ``convert_inferred`` as for its first chunk, the schema inferred; the
-  repeated texts and context fields left dictionary-encoded, as the archiver does),
+  first, and ``convert_inferred`` as for its first chunk, the schema inferred),
   writing the partitions (Parquet: zstd on the byte-heavy columns, LZ4 on the others;
   fsynced) on one thread.
 - *read*: what the written lake costs its readers: DuckDB scans of the last run's lake
@@ -85,18 +84,14 @@ def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[s
     rows = len(chunk)
     # fresh registries: the properties' schema inferred (the archiver's first chunk)
     inferred_us, _ = _best_cpu_us(
-        lambda: envelope_batch_to_table(
-            chunk.table, PropertyTypes(scratch / "types.json"), dictionaries=True
-        ),
+        lambda: envelope_batch_to_table(chunk.table, PropertyTypes(scratch / "types.json")),
         rows,
         3,
     )
     # one registry: the previous chunk's properties schema tried first (every later chunk)
     types = PropertyTypes(scratch / "types.json")
-    envelope_batch_to_table(chunk.table, types, dictionaries=True)
-    convert_us, table = _best_cpu_us(
-        lambda: envelope_batch_to_table(chunk.table, types, dictionaries=True), rows, 3
-    )
+    envelope_batch_to_table(chunk.table, types)
+    convert_us, table = _best_cpu_us(lambda: envelope_batch_to_table(chunk.table, types), rows, 3)
     runs = iter(range(1_000))
     write_us, files = _best_cpu_us(
         lambda: write_table(scratch / f"w{next(runs)}", table, file_id="x", durable=True),

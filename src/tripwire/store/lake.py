@@ -695,28 +695,20 @@ def write_table(
     return targets
 
 
-#: A dictionary this small is written whole, unused entries and all (compacting it costs
-#: more than the few bytes; the writer's statistics cover only the entries rows use).
-_SMALL_DICTIONARY_BYTES = 4096
-
-
 def _compact_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
     """A dictionary-encoded column reduced to the dictionary entries its rows use (other
     columns as they are).
 
     Parquet's writer writes a dictionary array's dictionary as the column chunk's dictionary
     page (then only the indices, without hashing a value per row), so a partition's rows
-    taken from a whole chunk's column must not carry the chunk's other entries, unless
-    they are few (:data:`_SMALL_DICTIONARY_BYTES`: a locale's or device's handful). Chunks
-    of different dictionaries (never from :func:`envelope_batch_to_table`) are decoded.
+    taken from a whole chunk's column must not carry the chunk's other entries. Chunks of
+    different dictionaries (never from :func:`envelope_batch_to_table`) are decoded instead.
     """
     if not pa.types.is_dictionary(column.type) or column.num_chunks == 0:
         return column
     dictionary = column.chunk(0).dictionary
-    if not all(_same_values(chunk.dictionary, dictionary) for chunk in column.chunks[1:]):
+    if any(not chunk.dictionary.equals(dictionary) for chunk in column.chunks[1:]):
         return column.cast(column.type.value_type)
-    if dictionary.nbytes <= _SMALL_DICTIONARY_BYTES:
-        return column
     indices = pa.chunked_array(
         [chunk.indices for chunk in column.chunks], column.type.index_type
     ).combine_chunks()
@@ -724,19 +716,6 @@ def _compact_dictionary(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
     codes = np.zeros(len(dictionary), dtype=np.int32)
     codes[used.to_numpy()] = np.arange(len(used), dtype=np.int32)
     return pa.DictionaryArray.from_arrays(pc.take(pa.array(codes), indices), dictionary.take(used))
-
-
-def _same_values(left: pa.Array, right: pa.Array) -> bool:
-    """``left.equals(right)``, at once when both view the same memory (the dictionary of
-    every slice and take of one dictionary array)."""
-    if (
-        len(left) == len(right)
-        and left.offset == right.offset
-        and [b.address if b else 0 for b in left.buffers()]
-        == [b.address if b else 0 for b in right.buffers()]
-    ):
-        return True
-    return left.equals(right)
 
 
 class _PartitionGather:
