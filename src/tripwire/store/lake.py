@@ -61,9 +61,8 @@ ENVELOPE_FIELDS: list[pa.Field] = [
 ]
 ENVELOPE_SCHEMA = pa.schema(ENVELOPE_FIELDS)
 ENVELOPE_COLUMNS = [f.name for f in ENVELOPE_FIELDS]
-#: The columns that :func:`envelope_batch_to_table` may leave dictionary-encoded: the raw
-#: JSON texts that repeat and the fields derived from the distinct contexts.
-_DICTIONARY_COLUMNS = frozenset({"context", "traits", "locale", "device", "app_version", "os"})
+#: The raw JSON columns that :func:`envelope_batch_to_table` may leave dictionary-encoded.
+_TEXT_COLUMNS = frozenset({"context", "traits"})
 
 PROPERTY_PREFIX = "prop_"
 TRAIT_PREFIX = "trait_"
@@ -470,16 +469,6 @@ def _envelope_batch_rows(table: pa.Table, types: PropertyTypes, dictionaries: bo
         device_column = pc.if_else(has_model, model, _string_of(device_type, objects))
     else:
         device_column = _string_of(device_type, objects)
-
-    def context_rows(values: pa.Array) -> pa.Array:
-        """Per-row values of a context field computed on the distinct context objects;
-        with ``dictionaries``, dictionary-encoded (its few distinct values, then an integer
-        take instead of a take of strings)."""
-        if not dictionaries or at is None:
-            return _rows_of(values, at)
-        encoded = pc.dictionary_encode(values)
-        return pa.DictionaryArray.from_arrays(encoded.indices.take(at), encoded.dictionary)
-
     flat: dict[str, pa.Array] = {}
     _flatten(PROPERTY_PREFIX, _columns_of(properties), types, flat)
     # traits: the call's own over context.traits (a key the call sets to null is dropped)
@@ -513,19 +502,19 @@ def _envelope_batch_rows(table: pa.Table, types: PropertyTypes, dictionaries: bo
         "sent_at": table["sent_at"],
         "received_at": table["received_at"],
         "source": table["source"],
-        "locale": context_rows(_string_of(context_columns.get("locale"), objects)),
-        "device": context_rows(device_column),
-        "app_version": context_rows(
-            _string_of(_child(context_columns.get("app"), "version"), objects)
+        "locale": _rows_of(_string_of(context_columns.get("locale"), objects), at),
+        "device": _rows_of(device_column, at),
+        "app_version": _rows_of(
+            _string_of(_child(context_columns.get("app"), "version"), objects), at
         ),
-        "os": context_rows(_string_of(_child(context_columns.get("os"), "name"), objects)),
+        "os": _rows_of(_string_of(_child(context_columns.get("os"), "name"), objects), at),
         "session_id": table["session_id"],
         "properties": table["properties"],
         "context": table["context"] if context_texts is None else context_texts,
         "traits": table["traits"] if traits_texts is None else traits_texts,
     }
     fields = [
-        pa.field(f.name, envelope[f.name].type, f.nullable) if f.name in _DICTIONARY_COLUMNS else f
+        pa.field(f.name, envelope[f.name].type, f.nullable) if f.name in _TEXT_COLUMNS else f
         for f in ENVELOPE_FIELDS
     ]
     arrays = [envelope[f.name] for f in ENVELOPE_FIELDS]
@@ -551,8 +540,7 @@ def envelope_batch_to_table(
 
     ``dictionaries=True`` (for :func:`write_table`, which writes such columns from their
     dictionaries) leaves the raw ``context`` and ``traits`` texts dictionary-encoded where
-    they repeat (the encoding their parse computed anyway), and then the context fields
-    (locale, device, app version, OS) too: the same values, typed
+    they repeat (the encoding their parse computed anyway): the same values, typed
     ``dictionary<int32, string>`` instead of ``string``.
     """
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
