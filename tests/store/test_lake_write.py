@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -99,63 +98,3 @@ def test_zstd_only_on_the_columns_that_hold_the_bytes(tmp_path: Path) -> None:
         assert codecs[name] == "ZSTD", name
     for name in ("event", "type", "locale", "prop_n"):
         assert codecs[name] in ("LZ4", "LZ4_RAW"), name
-
-
-def test_dictionary_encoded_texts_are_written_with_only_their_partitions_entries(
-    tmp_path: Path,
-) -> None:
-    """The archiver's tables carry ``context``/``traits`` dictionary-encoded over the whole
-    chunk: each partition file holds the same rows as from plain strings, reads back as
-    ``string``, and its dictionary page holds only the texts of its own rows."""
-    from tripwire.events.columns import envelopes_to_batch
-
-    envelopes = [
-        {
-            "messageId": f"m{i}",
-            "type": "track",
-            "event": ("A", "B")[i % 2],
-            "userId": f"u{i % 40}",
-            "timestamp": datetime(2026, 3, 1 + i % 3, 12, tzinfo=UTC).isoformat(),
-            "properties": {"n": i},
-            # a context per user and day: partitions share few of the chunk's 120 texts
-            "context": {"locale": "en-US", "user": i % 40, "day": i % 3},
-        }
-        for i in range(480)
-    ]
-    batch = envelopes_to_batch(envelopes).batch
-    plain = lake.envelope_batch_to_table(batch, lake.PropertyTypes(tmp_path / "a.json"))
-    encoded = lake.envelope_batch_to_table(
-        batch, lake.PropertyTypes(tmp_path / "b.json"), dictionaries=True
-    )
-    assert pa.types.is_dictionary(encoded["context"].type)
-    assert encoded.cast(plain.schema).equals(plain)
-    one = lake.write_table(tmp_path / "plain", plain, file_id="x")
-    two = lake.write_table(tmp_path / "encoded", encoded, file_id="x", threads=2)
-    assert len(one) == len(two) == 6
-    for a, b in zip(one, two, strict=True):
-        left, right = pq.read_table(a), pq.read_table(b)
-        assert right.schema.equals(left.schema) and right.equals(left)
-        assert right.schema.field("context").type == pa.string()
-        stored = pq.ParquetFile(b, read_dictionary=["context"]).read(columns=["context"])
-        dictionary = stored["context"].chunk(0).dictionary
-        assert sorted(dictionary.to_pylist()) == sorted(set(left["context"].to_pylist()))
-
-
-def test_partition_rows_are_gathered_from_every_segment_in_order(tmp_path: Path) -> None:
-    """A table of several record batches (the buffer's segments, differently chunked
-    columns): each partition's rows come from all of them, in table order."""
-    table = _table(tmp_path)
-    pieces = pa.Table.from_batches(
-        [
-            *table.slice(0, 100).to_batches(),
-            *table.slice(100, 37).to_batches(),
-            *table.slice(137).to_batches(),
-        ]
-    )
-    pieces = pieces.set_column(
-        pieces.schema.get_field_index("prop_n"), "prop_n", pieces["prop_n"].combine_chunks()
-    )
-    whole = lake.write_table(tmp_path / "whole", table.combine_chunks(), file_id="x")
-    split = lake.write_table(tmp_path / "split", pieces, file_id="x", threads=2)
-    for a, b in zip(whole, split, strict=True):
-        assert pq.read_table(a).equals(pq.read_table(b))

@@ -275,7 +275,7 @@ class Archiver:
                     else None
                 )
                 try:
-                    table = envelope_batch_to_table(chunk.table, types, dictionaries=True)
+                    table = envelope_batch_to_table(chunk.table, types)
                     types.save()
                 finally:  # the previous chunk is whole even if this one cannot be converted
                     if writing is not None:
