@@ -47,8 +47,8 @@ Cost of a daily refresh at the bench size (10M events, 2M users, 1M exposed; a n
 the hash join with the 1M exposed units ~35%, the hash GROUP BY of ~0.5M rows by unit
 string ~30%). Days are taken from epoch microseconds
 (:func:`~tripwire.metrics.unit_stats.micros_day`), not a calendar cast (-0.17 CPU-s). The
-new part is computed once into a table of the in-memory database; its Parquet encoding runs on a cursor in a background thread
-while the totals are updated from that table (alternated A/B at load ~8: 1.45 → 1.28
+new part is computed once into a table of the in-memory database; its Parquet encoding
+runs on a cursor in a background thread while the totals are updated from that table (alternated A/B at load ~8: 1.45 → 1.28
 CPU-s, 2.9 → 2.6 s wall for the query, the write and the delta, against writing from the
 query and reading the file back). Measured without gain (alternated A/B, load 2-8):
 grouping by (unit, day) with ``t0`` aggregated; fetching the partials as Arrow and writing
@@ -266,9 +266,7 @@ class _Session:
         to ``schema`` (as :meth:`write` does). Not a temporary table: those are private to
         one connection, and :meth:`write_behind` copies it from another (a cursor)."""
         name = self._name()
-        select = ", ".join(f'CAST("{c}" AS {_ibis_duck(t)}) AS "{c}"' for c, t in schema.items())
-        query = ibis.to_sql(expr, dialect="duckdb")
-        self.sql(f"CREATE TABLE {name} AS SELECT {select} FROM ({query})")
+        self.sql(f"CREATE TABLE {name} AS {_cast_to(expr, schema)}")
         return self.con.table(name)
 
     def write_behind(self, table: ir.Table, path: Path) -> Future[None]:
@@ -305,16 +303,17 @@ class _Session:
         if schema is None:
             self.con.to_parquet(expr, tmp, compression="snappy")  # type: ignore[attr-defined]
         else:
-            select = ", ".join(
-                f'CAST("{c}" AS {_ibis_duck(t)}) AS "{c}"' for c, t in schema.items()
-            )
-            query = ibis.to_sql(expr, dialect="duckdb")
             target = str(tmp).replace("'", "''")
             self.sql(
-                f"COPY (SELECT {select} FROM ({query})) TO '{target}' "
-                "(FORMAT parquet, COMPRESSION snappy)"
+                f"COPY ({_cast_to(expr, schema)}) TO '{target}' (FORMAT parquet, COMPRESSION snappy)"
             )
         os.replace(tmp, path)
+
+
+def _cast_to(expr: ir.Table, schema: ibis.Schema) -> str:
+    """DuckDB SQL selecting ``expr``'s columns cast to ``schema`` (exact or an error)."""
+    select = ", ".join(f'CAST("{c}" AS {_ibis_duck(t)}) AS "{c}"' for c, t in schema.items())
+    return f"SELECT {select} FROM ({ibis.to_sql(expr, dialect='duckdb')})"
 
 
 def _ibis_duck(dtype: Any) -> str:

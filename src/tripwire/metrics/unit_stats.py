@@ -607,8 +607,6 @@ def per_unit_components(
         "__unit": unit_key(scan, plan.unit).cast("string"),
         "__ts": scan.timestamp,
     }
-    if codes is not None:
-        event_columns[EVENT_CODE] = event_code(scan, codes)
     matched: dict[str, Match] = {}  # component -> how its filter is matched
     match_of: dict[str, Match] = {}  # filter signature -> its match (shared by components)
     for component in plan.components:
@@ -630,6 +628,8 @@ def per_unit_components(
             assert component.value is not None
             value = value_field(scan, component.value) * VALUE_SCALE
             event_columns[f"__v_{key}"] = value.round().cast("int64")
+    if codes is not None and any(m.codes is not None for m in match_of.values()):
+        event_columns[EVENT_CODE] = event_code(scan, codes)
     scan = scan.select(**event_columns)
     bounds = unit_bounds(units, plan)
     joined = scan.inner_join(bounds, scan["__unit"] == bounds[UNIT])
