@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from tripwire.metrics import dense_aggregate
@@ -139,3 +142,38 @@ def test_the_totals_view_is_dropped_with_its_last_expression(setup: Any) -> None
     del per_unit
     gc.collect()
     assert views() == before
+
+
+def test_prefetched_batches_arrive_in_order_and_all() -> None:
+    batches = [pa.record_batch({"x": [i, i + 1]}) for i in range(0, 20, 2)]
+    got = list(dense_aggregate.prefetched(iter(batches)))
+    assert [b["x"].to_pylist() for b in got] == [b["x"].to_pylist() for b in batches]
+
+
+def test_prefetched_raises_the_producers_error_at_its_place() -> None:
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield pa.record_batch({"x": [1]})
+        raise OSError("the lake went away")
+
+    stream = dense_aggregate.prefetched(failing())
+    assert next(stream)["x"].to_pylist() == [1]
+    with pytest.raises(OSError, match="the lake went away"):
+        next(stream)
+
+
+def test_prefetched_releases_the_producer_when_the_caller_stops_early() -> None:
+    produced: list[int] = []
+
+    def endless() -> Iterator[pa.RecordBatch]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield pa.record_batch({"x": [i]})
+            i += 1
+
+    stream = dense_aggregate.prefetched(endless())
+    assert next(stream)["x"].to_pylist() == [0]
+    stream.close()  # joins the producer: it stops instead of running on
+    assert not any(t.name == "tripwire-prefetch" and t.is_alive() for t in threading.enumerate())
+    # the producer ran ahead by at most the queue's depth (+ the batch it was offering)
+    assert len(produced) <= dense_aggregate.PREFETCH_BATCHES + 2

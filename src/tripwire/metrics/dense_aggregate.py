@@ -27,9 +27,11 @@ the embedded engine's execution strategy, and unit rows never reach the caller).
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,8 @@ from tripwire.metrics import dense_totals
 
 #: Rows per streamed batch: bounds the memory of the in-window rows held at once.
 BATCH_ROWS = 1 << 20
+#: Batches the engine may run ahead of the NumPy folding (see :func:`prefetched`).
+PREFETCH_BATCHES = 2
 
 
 def applicable(rows: ir.Table, modes: Mapping[str, str], index: str, cell: str) -> bool:
@@ -121,7 +125,7 @@ def aggregate(
         if c.codes is not None
     }
     sql = str(backend.compile(rows.select(**projection)))
-    for batch in backend.con.sql(sql).to_arrow_reader(BATCH_ROWS):
+    for batch in prefetched(backend.con.sql(sql).to_arrow_reader(BATCH_ROWS)):
         table = pa.Table.from_batches([batch])
         ix = _numpy(table[index])
         arrays = {name: _numpy(table[name]) for name in read}
@@ -157,6 +161,51 @@ def aggregate(
     # the view holds the Arrow totals: drop it once no expression refers to it any more
     weakref.finalize(result.op(), _unregister, backend.con, view)
     return result
+
+
+def prefetched(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` in order, read ahead by up to :data:`PREFETCH_BATCHES` on a thread.
+
+    The engine produces the next batch (the scan and the join, without the GIL) while the
+    caller folds the current one in NumPy; read in turn, the two alternate and a core idles
+    during each. An error of the producer is raised in the caller at its place in the
+    stream; a caller that stops early releases the producer.
+    """
+    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def offer(kind: str, item: Any) -> bool:
+        """Hand ``item`` over unless the caller stopped; whether it was handed over."""
+        while not stop.is_set():
+            try:
+                ahead.put((kind, item), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer("batch", batch):
+                    return
+            offer("end", None)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            offer("error", error)
+
+    producer = threading.Thread(target=produce, name="tripwire-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, item = ahead.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def _unregister(con: Any, view: str) -> None:
