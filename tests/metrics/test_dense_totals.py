@@ -91,3 +91,25 @@ def test_grouped_sum_overflow_raises_and_counts_are_exact() -> None:
         dense.grouped_sum(1, np.array([0, 0]), np.array([top, 1], dtype=np.int64))
     assert dense.grouped_count(4, np.array([3, 0, 3, 3])).tolist() == [1, 0, 0, 3]
     assert dense.checked_add(np.array([top - 1]), np.array([1])).tolist() == [top]
+
+
+def test_update_rewrites_the_named_columns_as_apply_and_save_would(tmp_path: Path) -> None:
+    first = dense.save(tmp_path, "a.npy", np.array([1, 2, 3], dtype=np.int64))
+    second = dense.save(tmp_path, "b.npy", np.array([0, 1, 0], dtype=np.int64))
+    files = dense.update(
+        tmp_path,
+        {"a": (first, "a2.npy"), "b": (second, "b2.npy")},
+        4,
+        pa.array([0, 3, 3]),
+        {"a": ("sum", [5, 7, 1]), "b": ("any", [1, 0, 1])},
+        reset=np.array([1]),
+    )
+    assert files == {"a": "a2.npy", "b": "b2.npy"}
+    assert dense.load(tmp_path, "a2.npy").tolist() == [6, 0, 3, 8]
+    assert dense.load(tmp_path, "b2.npy").tolist() == [1, 0, 0, 1]
+    assert dense.load(tmp_path, first).tolist() == [1, 2, 3]  # stored columns untouched
+    top = np.iinfo(np.int64).max
+    big = dense.save(tmp_path, "c.npy", np.array([top], dtype=np.int64))
+    with pytest.raises(UnitStatsError, match="overflow"):
+        dense.update(tmp_path, {"c": (big, "c2.npy")}, 1, [0], {"c": ("sum", [1])})
+    assert not (tmp_path / "c2.npy").exists()

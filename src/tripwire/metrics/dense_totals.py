@@ -22,6 +22,8 @@ zeros there); :func:`padded` extends them on read.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,42 @@ def apply(
         add = folded
     out[ix] = checked_add(out[ix], add)
     return out
+
+
+#: Threads that rewrite changed columns at once (:func:`update`): the machine's two cores.
+UPDATE_THREADS = 2
+
+
+def update(
+    directory: Path,
+    columns: Mapping[str, tuple[str, str]],
+    rows: int,
+    index: Any,
+    values: Mapping[str, tuple[str, Any]],
+    *,
+    reset: np.ndarray | None = None,
+) -> dict[str, str]:
+    """Rewrite several stored columns: ``columns`` maps a column to (its stored file, the
+    new file's name) and ``values`` to (its mode, its delta at ``index``); each new column
+    is the stored one :func:`apply`-ed with its delta, saved as the new file
+    (:func:`save`). Returns column → new file.
+
+    The columns are independent and the work is NumPy copies, scatters and file writes,
+    which release the GIL: :data:`UPDATE_THREADS` threads rewrite them at once (a daily
+    refresh rewrites ~11 columns of 8 MB; one thread spent ~0.3 s on them). Any error
+    (an overflow) is raised after every thread finished; nothing is renamed over a file
+    the manifest refers to (new names), so a failure leaves the state as it was.
+    """
+    ix = _ints(index)
+
+    def one(name: str) -> tuple[str, str]:
+        stored, target = columns[name]
+        mode, delta = values[name]
+        column = apply(load(directory, stored), rows, ix, delta, mode, reset=reset)
+        return name, save(directory, target, column)
+
+    with ThreadPoolExecutor(max_workers=UPDATE_THREADS) as pool:
+        return dict(pool.map(one, list(columns)))
 
 
 def checked_add(left: np.ndarray, right: np.ndarray) -> np.ndarray:

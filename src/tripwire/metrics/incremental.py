@@ -766,12 +766,14 @@ class IncrementalStats:
                     assert moved is not None
                     mine = exposed.semi_join(moved, exposed[UNIT] == moved[UNIT]).select(IX)
                     reset = np.asarray(mine.to_pyarrow()[IX].to_numpy(), dtype=np.int64)
-                for n in changed:
-                    column = dense.apply(
-                        dense.load(self.dir, old["columns"][n]), rows, d[IX], d[n], modes[n],
-                        reset=reset,
-                    )  # fmt: skip
-                    columns[n] = dense.save(self.dir, f"totals-{token}-{n}.npy", column)
+                columns |= dense.update(
+                    self.dir,
+                    {n: (old["columns"][n], f"totals-{token}-{n}.npy") for n in changed},
+                    rows,
+                    d[IX],
+                    {n: (modes[n], d[n]) for n in changed},
+                    reset=reset,
+                )
                 totals_entry = dense.entry(rows, columns)
             else:
                 everything = ibis.union(kept, fresh.select(*kept.columns), distinct=False)
