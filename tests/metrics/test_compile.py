@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import ibis
 import pyarrow as pa
 
-from tripwire.metrics.compile import compile_sql, field
+from tripwire.metrics.compile import compile_sql, field, predicate
+from tripwire.metrics.definitions import Predicate
 from tripwire.store.engine import resolve_field
 
 
@@ -50,3 +51,42 @@ def test_lateness_elsewhere_is_the_portable_form() -> None:
     table = ibis.table({"timestamp": "timestamp('UTC')", "received_at": "timestamp('UTC')"}, "e")
     late = field(table, "lateness_seconds", "double")
     assert late.equals(resolve_field(table, "lateness_seconds", "double"))
+
+
+def test_lateness_comparisons_count_whole_microseconds_exactly() -> None:
+    """``lateness_seconds <op> v`` on DuckDB compares integer microseconds: each row's
+    result is that of the exact elapsed time (one microsecond either side of the bound,
+    a bound that is not whole microseconds, a null arrival)."""
+    base = datetime(2026, 3, 29, 0, 59, 59, 999_999, tzinfo=UTC)
+    lags = [
+        timedelta(seconds=300, microseconds=-1),
+        timedelta(seconds=300),
+        timedelta(seconds=300, microseconds=1),
+        timedelta(seconds=-300),
+        timedelta(days=2, microseconds=7),
+        None,
+    ]
+    stamps = [base + timedelta(minutes=i, microseconds=11 * i) for i in range(len(lags))]
+    received = [None if lag is None else t + lag for t, lag in zip(stamps, lags, strict=True)]
+    utc = pa.timestamp("us", tz="UTC")
+    con = ibis.duckdb.connect()
+    table = con.create_table(
+        "events",
+        pa.table({"timestamp": pa.array(stamps, utc), "received_at": pa.array(received, utc)}),
+    )
+    checks = {
+        ("gt", 300): lambda s: s > 300,
+        ("ge", 300): lambda s: s >= 300,
+        ("lt", 300): lambda s: s < 300,
+        ("le", -300): lambda s: s <= -300,
+        ("eq", 300): lambda s: s == 300,
+        ("ne", 300): lambda s: s != 300,
+        ("gt", 300.0000005): lambda s: s > 300.0000005,  # not whole µs: the double form
+    }
+    for (op, value), expected in checks.items():
+        pred = Predicate(field="lateness_seconds", op=op, value=value)
+        got = con.to_pyarrow(table.select(hit=predicate(table, pred)))["hit"].to_pylist()
+        exact = [None if lag is None else expected(lag / timedelta(seconds=1)) for lag in lags]
+        assert got == exact, (op, value)
+    pred = Predicate(field="lateness_seconds", op="gt", value=300)
+    assert "EPOCH_US" in compile_sql(table.select(hit=predicate(table, pred))).upper()
