@@ -403,3 +403,51 @@ def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path, monk
     # the WAL never shrinks, so it ends at its largest: the pages written between two
     # checkpoints (a round, two if a checkpoint came late on a loaded machine)
     assert wal_bytes < 0.5 * unbounded, (wal_bytes, unbounded)
+
+
+def test_appends_are_acknowledged_before_the_dedupe_index_learns_their_block(
+    buffer, monkeypatch
+):
+    """The writer resolves a group's futures right after COMMIT and only then adds the
+    group's block to its in-memory dedupe index (no caller waits for that); the next
+    commit still sees the block, so a retry is a duplicate."""
+    from tripwire.store import dedupe
+
+    entered, release = threading.Event(), threading.Event()
+    original_add = dedupe.KeyIndex.add
+
+    def slow_add(self, *args, **kwargs):
+        entered.set()
+        assert release.wait(10)
+        return original_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(dedupe.KeyIndex, "add", slow_add)
+    future = buffer.submit([envelope("a"), envelope("b")])
+    assert entered.wait(10)
+    result = future.result(timeout=5)  # durable while the index update is still blocked
+    assert (result.stored, result.first_offset) == (2, 1)
+    retry = buffer.submit([envelope("b"), envelope("c")])
+    release.set()
+    assert retry.result(timeout=10).duplicate_indexes == (0,)
+    assert [r.message_id for r in buffer.read_after(0, 10)] == ["a", "b", "c"]
+
+
+def test_a_failed_index_update_after_an_acknowledged_commit_reloads_the_index(
+    buffer, monkeypatch
+):
+    """A group is acknowledged once committed even if adding its block to the index then
+    fails: the index is rebuilt from the stored blocks, so deduplication stays exact."""
+    from tripwire.store import dedupe
+
+    calls = []
+    original_add = dedupe.KeyIndex.add
+
+    def failing_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("index update failed")
+        return original_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(dedupe.KeyIndex, "add", failing_once)
+    assert buffer.append([envelope("a")]).stored == 1
+    assert buffer.append([envelope("a"), envelope("b")]).duplicate_indexes == (0,)

@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tripwire.events.columns import (
     ENVELOPE_BATCH_SCHEMA,
@@ -208,6 +209,16 @@ _PRELOAD = _Preload()
 class _Pending:
     batch: EnvelopeBatch
     future: Future[AppendResult] = field(default_factory=Future)
+
+
+@dataclass(frozen=True)
+class _StoredBlock:
+    """The dedupe block a group commit wrote, for the writer's index (added after the
+    group is acknowledged)."""
+
+    block_id: int
+    hashes: np.ndarray
+    window_start: int
 
 
 def _micros(value: Any, what: str, index: int) -> int:
@@ -598,7 +609,7 @@ class Buffer:
 
     def _commit_group(self, connection: sqlite3.Connection, group: list[_Pending]) -> None:
         try:
-            results = self._write_group(connection, group)
+            results, block = self._store_group(connection, group)
         except BaseException as error:  # every waiting caller must learn about the failure
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
@@ -612,13 +623,37 @@ class Buffer:
             self._events += sum(r.stored for r in results)
         for pending, result in zip(group, results, strict=True):
             pending.future.set_result(result)
+        # After the acknowledgements: the group is durable, and only this thread's next
+        # commit reads the index (≈ 0.2–0.5 ms per commit no caller waits for any more).
+        self._index_block(connection, block)
 
     def _write_group(
         self, connection: sqlite3.Connection, group: list[_Pending]
     ) -> list[AppendResult]:
+        """:meth:`_store_group`, then the dedupe index updated with its block (what
+        :meth:`_commit_group` does, minus resolving the futures)."""
+        results, block = self._store_group(connection, group)
+        self._index_block(connection, block)
+        return results
+
+    def _index_block(self, connection: sqlite3.Connection, block: _StoredBlock | None) -> None:
+        """Add a committed group's dedupe block to the writer's index."""
+        if block is None:
+            return
+        try:
+            self._keys.add(connection, block.window_start, block.block_id, block.hashes)
+        except BaseException:
+            # The group is durable (and acknowledged); an index that may have missed the
+            # block is rebuilt from the blocks at the next commit.
+            self._keys = dedupe.KeyIndex()
+
+    def _store_group(
+        self, connection: sqlite3.Connection, group: list[_Pending]
+    ) -> tuple[list[AppendResult], _StoredBlock | None]:
         """Store the group's envelopes whose ids were not stored within the dedupe window
         (nor earlier in the group) as one segment, record their ids in one dedupe block,
-        and commit: one transaction, one fsync."""
+        and commit: one transaction, one fsync. Returns each append's result and the block
+        committed (None when every id was a duplicate), for :meth:`_index_block`."""
         record_batch, message_ids = _group_batch([pending.batch for pending in group])
         hashes = dedupe.key_hashes(record_batch.column("message_id"))
         now = now_micros()
@@ -659,23 +694,24 @@ class Buffer:
             message_ids = [message_ids[i] for i in kept.tolist()]
         if message_ids:
             data, raw_size = encode_segment([record_batch])
-            received = record_batch.column("received_at").cast(pa.int64()).to_numpy()
+            received = pc.min_max(record_batch.column("received_at"))
             connection.execute(
                 "INSERT INTO segments(first_offset, last_offset, min_received_at,"
                 " max_received_at, raw_size, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (first_stored, offset, int(received.min()), int(received.max()), raw_size, data),
+                (
+                    first_stored,
+                    offset,
+                    received["min"].value,
+                    received["max"].value,
+                    raw_size,
+                    data,
+                ),
             )
             connection.execute("UPDATE log SET last_offset = ? WHERE id = 1", (offset,))
             block = dedupe.append_block(connection, now, hashes, message_ids)
         connection.execute("COMMIT")
-        if block is not None:
-            try:
-                keys.add(connection, window_start, block, hashes)
-            except BaseException:
-                # The group is durable and must be acknowledged; an index that may have
-                # missed the block is rebuilt from the blocks at the next commit.
-                self._keys = dedupe.KeyIndex()
-        return results
+        stored = None if block is None else _StoredBlock(block, hashes, window_start)
+        return results, stored
 
     def writer_stats(self) -> WriterStats:
         with self._stats_lock:
