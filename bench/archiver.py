@@ -74,7 +74,7 @@ def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[s
     """CPU µs per event of each archiver stage on the buffer's first chunk."""
     from tripwire.ingest.archiver import use_retaining_memory_pool
     from tripwire.store.buffer import Buffer
-    from tripwire.store.lake import PropertyTypes, envelope_batch_to_table, write_table
+    from tripwire.store.lake import PropertyTypes, envelope_batch_to_partitions, write_table
 
     use_retaining_memory_pool()  # the stages on the archiver's memory pool
 
@@ -86,14 +86,16 @@ def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[s
     rows = len(chunk)
     # fresh registries: the properties' schema inferred (the archiver's first chunk)
     inferred_us, _ = _best_cpu_us(
-        lambda: envelope_batch_to_table(chunk.table, PropertyTypes(scratch / "types.json")),
+        lambda: envelope_batch_to_partitions(chunk.table, PropertyTypes(scratch / "types.json")),
         rows,
         3,
     )
     # one registry: the previous chunk's properties schema tried first (every later chunk)
     types = PropertyTypes(scratch / "types.json")
-    envelope_batch_to_table(chunk.table, types)
-    convert_us, table = _best_cpu_us(lambda: envelope_batch_to_table(chunk.table, types), rows, 3)
+    envelope_batch_to_partitions(chunk.table, types)
+    convert_us, table = _best_cpu_us(
+        lambda: envelope_batch_to_partitions(chunk.table, types), rows, 3
+    )
     runs = iter(range(1_000))
     write_us, files = _best_cpu_us(
         lambda: write_table(scratch / f"w{next(runs)}", table, file_id="x", durable=True),

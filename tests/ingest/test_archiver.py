@@ -225,7 +225,7 @@ def test_a_failing_stage_commits_only_whole_chunks_before_it(
     tmp_path, buffer, monkeypatch, failing
 ):
     buffer.append(envelopes(500))
-    real_write, real_convert = module.write_table, module.envelope_batch_to_table
+    real_write, real_convert = module.write_table, module.envelope_batch_to_partitions
     calls = {"write": 0, "convert": 0}
 
     def write(*args, **kwargs):
@@ -241,7 +241,7 @@ def test_a_failing_stage_commits_only_whole_chunks_before_it(
         return real_convert(*args, **kwargs)
 
     monkeypatch.setattr(module, "write_table", write)
-    monkeypatch.setattr(module, "envelope_batch_to_table", convert)
+    monkeypatch.setattr(module, "envelope_batch_to_partitions", convert)
     with pytest.raises((OSError, ValueError)):
         Archiver(buffer, tmp_path / "lake", chunk_rows=100).run()
     # chunks 1 and 2 were written whole (chunk 2's write overlaps chunk 3's conversion)

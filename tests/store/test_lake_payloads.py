@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -306,3 +307,77 @@ def test_the_previous_chunks_properties_schema_is_tried_first_and_exact(tmp_path
     # strings (chunks 0 and 4)
     assert parses == [4, 3, 4, 3, 5, 4]
     assert batch_types.types["prop_at"] == "string"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(envelope(), min_size=1, max_size=12), min_size=1, max_size=3))
+def test_properties_parsed_per_event_match_reference_chunk_after_chunk(tmp_path_factory, chunks):
+    """As above with every event name its own properties group (the archiver's chunks have
+    thousands of rows per event; these a few)."""
+    folder = tmp_path_factory.mktemp("types")
+    reference_types = PropertyTypes(folder / "a.json")
+    batch_types = PropertyTypes(folder / "b.json")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lake, "_MIN_GROUP_ROWS", 1)
+        for chunk in chunks:
+            reference = envelopes_to_table(chunk, reference_types)
+            columnar = envelope_batch_to_table(envelopes_to_batch(chunk).batch, batch_types)
+            assert_same(reference, columnar)
+            assert reference_types.types == batch_types.types
+
+
+def test_properties_are_parsed_once_per_event_and_kinds_settled_across_events(
+    tmp_path, monkeypatch
+):
+    """Each event's properties are one parse of its own keys; a new key with two kinds in two
+    events takes the kind of the first value in row order, a known key keeps its kind (the
+    other event's values stay in the JSON only), all without the reference conversion."""
+    rows = 3 * lake._MIN_GROUP_ROWS
+
+    def properties(event: str, i: int) -> dict[str, object]:
+        if event == "A":  # "mixed": a string, first seen at row 5 (an A row)
+            return {"mixed": f"s{i}", "known": "text", "a_only": i}
+        if event == "B":  # "mixed": a number, first seen at row 8 (a B row)
+            return {"mixed": i, "known": i, "at": "2026-11-01T10:00:00Z"} if i >= 7 else {}
+        return {"c": i % 2 == 0}
+
+    # B is the first event of the chunk (its group comes first) but not the first with "mixed"
+    events = ["B" if i == 0 else "C" if i < 5 else "AB"[i % 2 == 0] for i in range(rows)]
+    envelopes = [
+        {
+            "messageId": str(i),
+            "type": "track",
+            "event": event,
+            "timestamp": "2026-11-01T10:00:00Z",
+            "receivedAt": "2026-11-01T10:00:01Z",
+            "properties": properties(event, i),
+            "context": {"locale": "en-GB"},
+        }
+        for i, event in enumerate(events)
+    ]
+    assert events[:9] == ["B", "C", "C", "C", "C", "A", "B", "A", "B"]
+    reference_types = PropertyTypes(tmp_path / "a.json")
+    reference_types.types["prop_known"] = "double"
+    batch_types = PropertyTypes(tmp_path / "b.json")
+    batch_types.types["prop_known"] = "double"
+    reference = envelopes_to_table(envelopes, reference_types)
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the columnar path fell back to the reference conversion")
+
+    reads = []
+    real_read = lake.pa_json.read_json
+
+    def counting(*args, **kwargs):
+        reads.append(kwargs.get("parse_options"))
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(lake, "envelopes_to_table", no_fallback)
+    monkeypatch.setattr(lake.pa_json, "read_json", counting)
+    columnar = envelope_batch_to_table(envelopes_to_batch(envelopes).batch, batch_types)
+    assert_same(reference, columnar)
+    assert reference_types.types == batch_types.types
+    assert batch_types.types["prop_mixed"] == "string"
+    assert columnar["prop_known"].to_pylist()[:10] == [None] * 8 + [8.0, None]
+    # properties: A, B (inferred, then as text: time-like), C; context and traits: one each
+    assert len(reads) == 6

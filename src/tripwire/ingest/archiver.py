@@ -45,7 +45,7 @@ from tripwire.store.lake import (
     ENVELOPE_COLUMNS,
     PROPERTY_TYPES_FILE,
     PropertyTypes,
-    envelope_batch_to_table,
+    envelope_batch_to_partitions,
     events_dir,
     fsync_directory,
     write_file_atomically,
@@ -275,7 +275,7 @@ class Archiver:
                     else None
                 )
                 try:
-                    table = envelope_batch_to_table(chunk.table, types)
+                    table = envelope_batch_to_partitions(chunk.table, types)
                     types.save()
                 finally:  # the previous chunk is whole even if this one cannot be converted
                     if writing is not None:
