@@ -240,31 +240,50 @@ async def _latency(
         await connection.open()
         pool.put_nowait(connection)
     latencies: list[float] = []
+    late: list[float] = []  # the load generator's own delay: woken after the scheduled time
+    waits: list[float] = []  # waiting for a free connection (all `clients` busy)
+    round_trips: list[float] = []  # request written to response read: the server's share
     statuses: list[int] = []
     origin = time.perf_counter() + 0.05
 
     async def one(index: int) -> None:
         scheduled = origin + index * interval
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        woke = time.perf_counter()
         connection = await pool.get()
+        sent = time.perf_counter()
         try:
             statuses.append(await connection.post(start_id + index))
         finally:
             pool.put_nowait(connection)
-        latencies.append(time.perf_counter() - scheduled)
+        done = time.perf_counter()
+        latencies.append(done - scheduled)
+        late.append(woke - scheduled)
+        waits.append(sent - woke)
+        round_trips.append(done - sent)
 
     await asyncio.gather(*(one(i) for i in range(total)))
     while not pool.empty():
         pool.get_nowait().close()
-    latencies.sort()
     return {
         "rate_events_per_s": rate_events,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p90_ms": 1000 * latencies[min(len(latencies) - 1, int(0.90 * len(latencies)))],
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-        "max_ms": 1000 * latencies[-1],
+        "p50_ms": _percentile_ms(latencies, 0.50),
+        "p90_ms": _percentile_ms(latencies, 0.90),
+        "p99_ms": _percentile_ms(latencies, 0.99),
+        "max_ms": _percentile_ms(latencies, 1.0),
+        # Where the tail comes from (each its own p99, so they need not add up):
+        "round_trip_p50_ms": _percentile_ms(round_trips, 0.50),
+        "round_trip_p99_ms": _percentile_ms(round_trips, 0.99),
+        "connection_wait_p99_ms": _percentile_ms(waits, 0.99),
+        "generator_late_p99_ms": _percentile_ms(late, 0.99),
         "non_200": sum(1 for s in statuses if s != 200),
     }
+
+
+def _percentile_ms(values: list[float], share: float) -> float:
+    """The ``share`` quantile of ``values`` (seconds) in ms (nearest rank below)."""
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def _run(coroutine: Any) -> Any:
@@ -327,7 +346,10 @@ def bench_http_capture(
                 f" {throughputs[-1]['client_cpu_ms_per_request']:.2f} ms/request);"
                 f" at {latency_rate:,.0f}/s p50 {latencies[-1]['p50_ms']:.1f} ms"
                 f" p90 {latencies[-1]['p90_ms']:.1f} ms p99 {latencies[-1]['p99_ms']:.1f} ms"
-                f" max {latencies[-1]['max_ms']:.1f} ms;"
+                f" max {latencies[-1]['max_ms']:.1f} ms (p99 of the round trip"
+                f" {latencies[-1]['round_trip_p99_ms']:.1f} ms, of waiting for one of the"
+                f" {clients} connections {latencies[-1]['connection_wait_p99_ms']:.1f} ms, of"
+                f" the generator's late wake-ups {latencies[-1]['generator_late_p99_ms']:.1f} ms);"
                 f" at {latencies[-1]['half_measured_rate']:,.0f}/s (half the measured maximum)"
                 f" p99 {latencies[-1]['p99_ms_at_half_measured']:.1f} ms",
                 flush=True,
@@ -345,6 +367,15 @@ def bench_http_capture(
         "p90_ms_median": statistics.median(x["p90_ms"] for x in latencies),
         "p99_ms_median": statistics.median(x["p99_ms"] for x in latencies),
         "max_ms_median": statistics.median(x["max_ms"] for x in latencies),
+        **{
+            f"{name}_median": statistics.median(x[name] for x in latencies)
+            for name in (
+                "round_trip_p50_ms",
+                "round_trip_p99_ms",
+                "connection_wait_p99_ms",
+                "generator_late_p99_ms",
+            )
+        },
         "p99_ms_at_half_measured_median": statistics.median(
             x["p99_ms_at_half_measured"] for x in latencies
         ),
