@@ -10,7 +10,8 @@ sustained rate.
   ≈ 700 bytes normalized) over 25 days × 4 event names, so 100 partitions of 5,000 rows.
   Events per wall second and per CPU-second of this process (all its threads), files, bytes.
 - *stages*: one chunk's steps alone, each the best of a few repeats, CPU µs per event:
-  reading the segments (SQLite + Arrow IPC), converting to lake rows (Arrow's JSON reader;
+  reading the segments (SQLite + Arrow IPC), gathering the rows into partition order (both
+  in the archiver's reader thread), converting to lake rows (Arrow's JSON reader, per event;
   as for the archiver's later chunks, with the previous chunk's properties schema tried
   first, and ``convert_inferred`` as for its first chunk, the schema inferred),
   writing the partitions (Parquet: zstd on the byte-heavy columns, LZ4 on the others;
@@ -74,7 +75,12 @@ def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[s
     """CPU µs per event of each archiver stage on the buffer's first chunk."""
     from tripwire.ingest.archiver import use_retaining_memory_pool
     from tripwire.store.buffer import Buffer
-    from tripwire.store.lake import PropertyTypes, envelope_batch_to_partitions, write_table
+    from tripwire.store.lake import (
+        PropertyTypes,
+        envelope_batch_to_partitions,
+        gather_partitions,
+        write_table,
+    )
 
     use_retaining_memory_pool()  # the stages on the archiver's memory pool
 
@@ -84,33 +90,35 @@ def bench_stages(buffer_path: Path, scratch: Path, *, chunk_rows: int) -> dict[s
 
     read_us, chunk = _best_cpu_us(read, chunk_rows, 3)
     rows = len(chunk)
+    # the reader thread's second step: the rows gathered into partition order
+    gather_us, gathered = _best_cpu_us(lambda: gather_partitions(chunk.table), rows, 3)
     # fresh registries: the properties' schema inferred (the archiver's first chunk)
     inferred_us, _ = _best_cpu_us(
-        lambda: envelope_batch_to_partitions(chunk.table, PropertyTypes(scratch / "types.json")),
+        lambda: envelope_batch_to_partitions(gathered, PropertyTypes(scratch / "types.json")),
         rows,
         3,
     )
     # one registry: the previous chunk's properties schema tried first (every later chunk)
     types = PropertyTypes(scratch / "types.json")
-    envelope_batch_to_partitions(chunk.table, types)
-    convert_us, table = _best_cpu_us(
-        lambda: envelope_batch_to_partitions(chunk.table, types), rows, 3
-    )
+    envelope_batch_to_partitions(gathered, types)
+    convert_us, table = _best_cpu_us(lambda: envelope_batch_to_partitions(gathered, types), rows, 3)
     runs = iter(range(1_000))
     write_us, files = _best_cpu_us(
         lambda: write_table(scratch / f"w{next(runs)}", table, file_id="x", durable=True),
         rows,
         3,
     )
-    total = read_us + convert_us + write_us
-    # reader, converter: one thread each; writer: WRITE_THREADS threads; 2 cores in all
+    total = read_us + gather_us + convert_us + write_us
+    # reader (read, gather), converter: one thread each; writer: WRITE_THREADS threads;
+    # 2 cores in all
     from tripwire.ingest.archiver import WRITE_THREADS
 
-    critical = max(total / 2, read_us, convert_us, write_us / WRITE_THREADS)
+    critical = max(total / 2, read_us + gather_us, convert_us, write_us / WRITE_THREADS)
     return {
         "chunk_rows": rows,
         "files_per_chunk": len(files),
         "read_cpu_us_per_event": read_us,
+        "gather_cpu_us_per_event": gather_us,
         "convert_cpu_us_per_event": convert_us,
         "convert_inferred_cpu_us_per_event": inferred_us,
         "write_cpu_us_per_event": write_us,

@@ -44,10 +44,12 @@ from tripwire.store.buffer import ARCHIVER, Buffer, ReadChunk
 from tripwire.store.lake import (
     ENVELOPE_COLUMNS,
     PROPERTY_TYPES_FILE,
+    PartitionedBatch,
     PropertyTypes,
     envelope_batch_to_partitions,
     events_dir,
     fsync_directory,
+    gather_partitions,
     write_file_atomically,
     write_table,
 )
@@ -242,8 +244,9 @@ class Archiver:
         returns ``(events, chunks, files)``. The lock must be held.
 
         Three stages overlap on the 2 cores, each mostly outside the GIL: a reader thread
-        fetches and decodes chunk k+2 (SQLite, Arrow IPC), this thread converts chunk k+1 to
-        lake rows (Arrow's JSON reader), and a writer thread writes chunk k's partitions
+        fetches and decodes chunk k+2 (SQLite, Arrow IPC) and gathers its rows into partition
+        order, this thread converts chunk k+1 to lake rows (Arrow's JSON reader), and a
+        writer thread writes chunk k's partitions
         (Parquet encoding and compression, fsync; itself on :data:`WRITE_THREADS` threads). Offsets
         are still committed one chunk at a time, in order, each only once all of its files
         are durable: a crash leaves at most uncommitted files, which :meth:`recover`
@@ -259,23 +262,20 @@ class Archiver:
             ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="archiver-write") as writers,
         ):
             offset = self.buffer.committed(self.consumer)
-            reading: Future[ReadChunk | None] | None = pool.submit(
-                self.buffer.read_chunk, offset, self.chunk_rows
+            reading: Future[tuple[ReadChunk, PartitionedBatch] | None] | None = pool.submit(
+                self._read, offset
             )
             writing: tuple[ReadChunk, Future[list[Path]]] | None = None
             while reading is not None:
-                chunk = reading.result()
-                if chunk is None:
+                read = reading.result()
+                if read is None:
                     break
+                chunk, gathered = read
                 chunks += 1
                 more = max_chunks is None or chunks < max_chunks
-                reading = (
-                    pool.submit(self.buffer.read_chunk, chunk.last_offset, self.chunk_rows)
-                    if more
-                    else None
-                )
+                reading = pool.submit(self._read, chunk.last_offset) if more else None
                 try:
-                    table = envelope_batch_to_partitions(chunk.table, types)
+                    table = envelope_batch_to_partitions(gathered, types)
                     types.save()
                 finally:  # the previous chunk is whole even if this one cannot be converted
                     if writing is not None:
@@ -286,6 +286,11 @@ class Archiver:
                 files += self._commit(*writing)
                 events += len(writing[0])
         return events, chunks, files
+
+    def _read(self, after_offset: int) -> tuple[ReadChunk, PartitionedBatch] | None:
+        """The reader stage: the next chunk, its rows gathered into partition order."""
+        chunk = self.buffer.read_chunk(after_offset, self.chunk_rows)
+        return None if chunk is None else (chunk, gather_partitions(chunk.table))
 
     def _write(self, chunk: ReadChunk, table: pa.Table, writers: Executor) -> list[Path]:
         return write_table(
