@@ -375,3 +375,57 @@ def test_partition_pruned_scans_equal_the_whole_lake_scan(tmp_path: Path, seed: 
             if order:
                 a, b = a.sort_by(order), b.sort_by(order)
             assert a.to_pylist() == b.to_pylist(), metric.name
+
+
+def test_top_n_read_from_the_series_equals_the_pre_pass(
+    lake: tuple[Any, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a metric of every event, the scalar series stand in for the top-N pre-pass:
+    same tables as with the pre-pass, which runs only when a dimension has more than N
+    values (then the series are computed again, folded)."""
+    from tripwire.metrics import timeseries as ts
+
+    backend, _ = lake
+    metrics = [parse_metric(m) for m in METRICS]
+    assert any(ts.event_names_read(m) is None for m in metrics)
+    queries = [
+        Query(grain="day", dimensions=("locale", "device")),  # few values: no pre-pass
+        Query(grain=None, dimensions=("locale",), top_n=2),  # more than N: folded
+        Query(grain="hour", dimensions=("properties.intent", "locale"), top_n=3),
+    ]
+    pre_passes: list[Query] = []
+    counted = ts._dimension_values
+
+    def counting(*args: Any) -> Any:
+        pre_passes.append(args[-1])
+        return counted(*args)
+
+    monkeypatch.setattr(ts, "_dimension_values", counting)
+    for query in queries:
+        ts._MANY_VALUES.clear()
+        pre_passes.clear()
+        got = timeseries(backend, metrics, query)
+        folded = bool(pre_passes)
+        assert folded == (query.top_n != ts.DEFAULT_TOP_N), query
+        with monkeypatch.context() as m:
+            m.setattr(ts, "_top_n_from_series", lambda *args: False)
+            want = timeseries(backend, metrics, query)
+        for metric in metrics:
+            _assert_same_table(got[metric.name].table, want[metric.name].table)
+        if folded:  # remembered: the next query counts the values first
+            pre_passes.clear()
+            again = timeseries(backend, metrics, query)
+            assert len(pre_passes) == 1
+            for metric in metrics:
+                _assert_same_table(again[metric.name].table, want[metric.name].table)
+
+
+def _assert_same_table(got: Any, want: Any) -> None:
+    """Same schema and rows; doubles equal up to summation order (parallel float sums)."""
+    assert got.schema == want.schema
+    for a, b in zip(got.to_pylist(), want.to_pylist(), strict=True):
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-12, nan_ok=True), key
+            else:
+                assert a[key] == value, key

@@ -136,7 +136,6 @@ def timeseries(
     backend: BaseBackend, metrics: Sequence[MetricBase], query: Query
 ) -> dict[str, SeriesResult]:
     """Every metric's series for ``query``, keyed by metric name (see module docstring)."""
-    kept = _dimension_values(backend, _reading(backend, metrics, query), metrics, query)
     results: dict[str, SeriesResult] = {}
     scalar = [
         m
@@ -145,19 +144,20 @@ def timeseries(
     ]
     groups: list[list[MetricBase]] = [scalar] if scalar else []
     groups += [[m] for m in metrics if needs_own_scan(m)]
-    for group in groups:
-        source = _reading(backend, group, query)
-        expr = _scalar_expr(
-            source,
-            group,
-            query,
-            kept,
-            _where(source, query),
-            _family_source(backend, query),
-            _day_source(backend, query),
-            _exact_quantiles(backend, query),
-        )
-        arrow = backend.to_pyarrow(expr)
+    computed: dict[int, tuple[ir.Table, pa.Table]] = {}
+    kept = dict(query.dimension_values) if query.dimension_values else None
+    if _top_n_from_series(backend, scalar, query):
+        # The scalar series see every slice the top-N pre-pass would count: when no open
+        # dimension has more than N values there, the pre-pass would fold nothing.
+        computed[0] = _scalar_series(backend, scalar, query, kept)
+        if not _fits_top_n(computed[0][1], query):
+            _MANY_VALUES.add(_many_values_key(backend, query))
+            del computed[0]
+            kept = _dimension_values(backend, _reading(backend, metrics, query), metrics, query)
+    else:
+        kept = _dimension_values(backend, _reading(backend, metrics, query), metrics, query)
+    for index, group in enumerate(groups):
+        expr, arrow = computed.get(index) or _scalar_series(backend, group, query, kept)
         for metric in group:
             results[metric.name] = _scalar_result(metric, arrow, query, expr, _dialect(backend))
     for metric in metrics:
@@ -172,6 +172,67 @@ def timeseries(
                 backend, source, metric, query, kept, _where(source, query)
             )
     return {m.name: results[m.name] for m in metrics}
+
+
+def _scalar_series(
+    backend: BaseBackend,
+    group: Sequence[MetricBase],
+    query: Query,
+    kept: dict[str, tuple[str, ...]] | None,
+) -> tuple[ir.Table, pa.Table]:
+    """One scalar group's statement (see :func:`timeseries`) and its result."""
+    source = _reading(backend, group, query)
+    expr = _scalar_expr(
+        source,
+        group,
+        query,
+        kept,
+        _where(source, query),
+        _family_source(backend, query),
+        _day_source(backend, query),
+        _exact_quantiles(backend, query),
+    )
+    return expr, backend.to_pyarrow(expr)
+
+
+#: (backend, dimensions) found to have more than N values: their top N is counted first.
+_MANY_VALUES: set[tuple[int, tuple[str, ...]]] = set()
+
+
+def _many_values_key(backend: BaseBackend, query: Query) -> tuple[int, tuple[str, ...]]:
+    return id(backend), _open_dimensions(query)
+
+
+def _open_dimensions(query: Query) -> tuple[str, ...]:
+    """The query's dimensions without an explicit list of values (top N applies)."""
+    return tuple(d for d in query.dimensions if d not in (query.dimension_values or {}))
+
+
+def _top_n_from_series(backend: BaseBackend, scalar: Sequence[MetricBase], query: Query) -> bool:
+    """Whether the scalar series can stand in for the top-N pre-pass.
+
+    The pre-pass counts the events the metrics read in the range per dimension value, a
+    scan of every event when a metric reads every event (e.g. active users). Such a
+    metric's series has a row for every slice of every event in the range, so its
+    dimensions hold exactly the values the pre-pass would count: computed unfolded first,
+    the series are final when no open dimension has more than N values there (the
+    pre-pass then folds nothing), and are computed again after the pre-pass otherwise
+    (remembered per backend and dimensions, so repeated queries count first).
+    """
+    if not query.top_n or not _open_dimensions(query) or not scalar:
+        return False
+    if _many_values_key(backend, query) in _MANY_VALUES:
+        return False
+    if len(_MANY_VALUES) > 1024:
+        _MANY_VALUES.clear()
+    return any(event_names_read(m) is None for m in scalar)
+
+
+def _fits_top_n(arrow: pa.Table, query: Query) -> bool:
+    """No open dimension of ``arrow`` has more than ``query.top_n`` values (null counts
+    as one, as in :func:`_dimension_values`)."""
+    assert query.top_n
+    return all(len(pc.unique(arrow[d])) <= query.top_n for d in _open_dimensions(query))
 
 
 def _reading(
