@@ -405,9 +405,7 @@ def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path, monk
     assert wal_bytes < 0.5 * unbounded, (wal_bytes, unbounded)
 
 
-def test_appends_are_acknowledged_before_the_dedupe_index_learns_their_block(
-    buffer, monkeypatch
-):
+def test_appends_are_acknowledged_before_the_dedupe_index_learns_their_block(buffer, monkeypatch):
     """The writer resolves a group's futures right after COMMIT and only then adds the
     group's block to its in-memory dedupe index (no caller waits for that); the next
     commit still sees the block, so a retry is a duplicate."""
@@ -432,9 +430,7 @@ def test_appends_are_acknowledged_before_the_dedupe_index_learns_their_block(
     assert [r.message_id for r in buffer.read_after(0, 10)] == ["a", "b", "c"]
 
 
-def test_a_failed_index_update_after_an_acknowledged_commit_reloads_the_index(
-    buffer, monkeypatch
-):
+def test_a_failed_index_update_after_an_acknowledged_commit_reloads_the_index(buffer, monkeypatch):
     """A group is acknowledged once committed even if adding its block to the index then
     fails: the index is rebuilt from the stored blocks, so deduplication stays exact."""
     from tripwire.store import dedupe
@@ -451,3 +447,32 @@ def test_a_failed_index_update_after_an_acknowledged_commit_reloads_the_index(
     monkeypatch.setattr(dedupe.KeyIndex, "add", failing_once)
     assert buffer.append([envelope("a")]).stored == 1
     assert buffer.append([envelope("a"), envelope("b")]).duplicate_indexes == (0,)
+
+
+def test_the_wal_starts_over_under_sustained_appends(tmp_path, monkeypatch):
+    """Appends without a pause never let the background checkpoint copy the whole WAL, so
+    SQLite would append to it forever; once it holds WAL_RESTART_BYTES the writer
+    checkpoints between two commits and the WAL starts over: its file stays bounded."""
+    monkeypatch.setattr(buffer_module, "CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(buffer_module, "WAL_RESTART_BYTES", 256 * 1024)
+    payload = "x" * 2_000
+    wal = tmp_path / "buffer.db-wal"
+    with Buffer(tmp_path / "buffer.db") as buf:
+        appended = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            buf.writer_stats().wal_restarts < 3 or appended < 6_000
+        ):
+            ids = range(appended, appended + 20)
+            buf.append([envelope(f"m{n}", payload=f"{n}{payload}{n * 7919 % 104729}") for n in ids])
+            appended += 20
+        stats = buf.writer_stats()
+        wal_bytes = wal.stat().st_size
+        assert [r.message_id for r in buf.read_after(appended - 2, 5)] == [
+            f"m{appended - 2}",
+            f"m{appended - 1}",
+        ]
+    assert stats.wal_restarts >= 3, stats
+    # without restarts the WAL would hold every payload (≥ 10 MB); with them it stays
+    # near WAL_RESTART_BYTES plus what lands between two checkpoints
+    assert wal_bytes < 4 * 1024 * 1024 < 10 * 1024 * 1024 <= appended * 2_000, (wal_bytes, appended)
