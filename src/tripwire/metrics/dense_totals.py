@@ -61,7 +61,8 @@ def padded(array: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def _ints(values: Any) -> np.ndarray:
+def ints(values: Any) -> np.ndarray:
+    """``values`` (Arrow or array-like) as an ``int64`` NumPy array (no nulls)."""
     if isinstance(values, pa.ChunkedArray | pa.Array):
         if values.null_count:
             raise UnitStatsError("running totals cannot hold nulls")
@@ -72,7 +73,7 @@ def _ints(values: Any) -> np.ndarray:
 def scatter(rows: int, index: Any, values: Any) -> np.ndarray:
     """A dense column of ``rows`` zeros with ``values`` at ``index`` (unique indexes)."""
     out = np.zeros(rows, dtype=np.int64)
-    out[_ints(index)] = _ints(values)
+    out[ints(index)] = ints(values)
     return out
 
 
@@ -91,7 +92,7 @@ def apply(
     out = np.array(base, dtype=np.int64) if len(base) == rows else padded(base, rows)
     if reset is not None and len(reset):
         out[reset] = 0
-    ix, add = _ints(index), _ints(values)
+    ix, add = ints(index), ints(values)
     if mode == "any":
         np.maximum.at(out, ix, add)
         return out
@@ -130,7 +131,7 @@ def update(
     (an overflow) is raised after every thread finished; nothing is renamed over a file
     the manifest refers to (new names), so a failure leaves the state as it was.
     """
-    ix = _ints(index)
+    ix = ints(index)
 
     def one(name: str) -> tuple[str, str]:
         stored, target = columns[name]
