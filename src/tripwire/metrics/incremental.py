@@ -882,7 +882,6 @@ class IncrementalStats:
             raise UnitStatsError(
                 f"no incremental state for {self.spec.experiment!r} (call refresh() first)"
             )
-        session = _Session(self.lake_dir, self.threads)
         spec, plan = self.spec, self.plan
         last = manifest.get("last_day")
         at_last = until is None or last is None or (until - _EPOCH).days >= last
@@ -911,6 +910,7 @@ class IncrementalStats:
             return UnitStats(
                 spec.experiment, _summary_from_json(stored["summary"]), table, spec.dimensions
             )
+        session = _Session(self.lake_dir, self.threads)  # (not for the two paths above)
         if at_last and dense.is_entry(totals) and stored:
             # the current look: the running totals next to each unit index's cohort cell,
             # and the summary and coding, all stored by the last refresh (no join, no
