@@ -28,7 +28,6 @@ import asyncio
 import gc
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -96,27 +95,11 @@ def _experiments_router(
 #: The collector's first-generation threshold while serving (CPython's default is 700).
 SERVING_GC_THRESHOLD = (50_000, 20, 100)
 
-#: How long a thread may hold the GIL while another waits for it, while serving (CPython's
-#: default is 5 ms).
-SERVING_SWITCH_INTERVAL_S = 0.001
-
 
 def _gc_tuning_router() -> APIRouter:
     """No routes: a lifespan that, once everything else has started, moves every object
-    alive into the collector's permanent generation (``gc.freeze``), raises the
-    first-generation threshold and shortens the GIL's switch interval to
-    :data:`SERVING_SWITCH_INTERVAL_S`; all three are undone at shutdown.
-
-    Why the switch interval: every acknowledgement crosses threads twice (the event loop
-    queues the batch for the buffer's writer thread, the writer resolves the loop's
-    future after its commit), and each time the woken thread waits for the GIL until the
-    other one releases it, up to the whole interval when the other is busy in Python
-    (the loop parsing and validating the next requests, the writer building the next
-    group's segment). A model of that handoff (a thread busy in 1.5–3 ms bursts of
-    Python hands work to another) on the shared 2-core machine: wake-to-run p50/p90/p99
-    6.1/12/28 ms at 5 ms, 4.6/8.0/20 ms at 1 ms. Forced switches only happen while
-    another thread waits, so a shorter interval costs at most one GIL handoff per
-    interval.
+    alive into the collector's permanent generation (``gc.freeze``) and raises the
+    first-generation threshold; both are undone at shutdown.
 
     Why: a capture request of 100 events allocates ≈ 1,500 containers that mostly die with
     the request. With CPython's defaults the collector runs about once per request, walks
@@ -131,15 +114,12 @@ def _gc_tuning_router() -> APIRouter:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threshold = gc.get_threshold()
-        switch_interval = sys.getswitchinterval()
         gc.collect()
         gc.freeze()
         gc.set_threshold(*SERVING_GC_THRESHOLD)
-        sys.setswitchinterval(SERVING_SWITCH_INTERVAL_S)
         try:
             yield
         finally:
-            sys.setswitchinterval(switch_interval)
             gc.set_threshold(*threshold)
             gc.unfreeze()
 
@@ -166,9 +146,8 @@ def create_server_app(
     so only one server worker may run them). ``dashboard`` serves the web pages;
     ``require_login`` makes them ask for a key even from loopback; ``warm`` precomputes the
     overview at start. ``assign`` serves ``GET /v1/assign``. ``tune_gc`` freezes the heap
-    after start-up, collects young objects less often and shortens the GIL's switch
-    interval (:func:`_gc_tuning_router`; process-wide settings, so only for the process
-    that serves: :func:`serve` turns them on).
+    after start-up and collects young objects less often (:func:`_gc_tuning_router`; a
+    process-wide setting, so only for the process that serves: :func:`serve` turns it on).
     ``buffer``/``keys`` are passed to the capture app (used as they are and left open:
     tests, embedding).
     """
