@@ -381,3 +381,64 @@ def test_properties_are_parsed_once_per_event_and_kinds_settled_across_events(
     assert columnar["prop_known"].to_pylist()[:10] == [None] * 8 + [8.0, None]
     # properties: A, B (inferred, then as text: time-like), C; context and traits: one each
     assert len(reads) == 6
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(envelope(), min_size=1, max_size=12), min_size=1, max_size=3))
+def test_partitioned_conversion_is_the_table_in_partition_order(tmp_path_factory, chunks):
+    """The archiver's conversion (rows gathered into partition order first) gives the rows of
+    the reference in the order of ``partition_rows``, and ``write_table`` keeps that order."""
+    folder = tmp_path_factory.mktemp("types")
+    reference_types = PropertyTypes(folder / "a.json")
+    batch_types = PropertyTypes(folder / "b.json")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lake, "_MIN_GROUP_ROWS", 1)
+        for chunk in chunks:
+            batch = envelopes_to_batch(chunk).batch
+            order, _ = lake.partition_rows(pa.Table.from_batches([batch]))
+            reference = envelopes_to_table(chunk, reference_types).take(order)
+            grouped = lake.envelope_batch_to_partitions(batch, batch_types)
+            assert_same(reference, grouped)
+            assert reference_types.types == batch_types.types
+            again, _ = lake.partition_rows(grouped)
+            assert again.to_pylist() == list(range(len(chunk)))
+
+
+def test_partitioned_conversion_settles_a_new_keys_kind_by_offset_order(tmp_path, monkeypatch):
+    """Gathered by partition, event B's rows come first (its code is the chunk's first), but
+    event A holds the first value of the new key "mixed": its kind wins, as in the reference."""
+    rows = 3 * lake._MIN_GROUP_ROWS
+    events = ["B"] + ["AB"[i % 2] for i in range(1, rows)]
+
+    def properties(event: str, i: int) -> dict[str, object]:
+        if event == "A":
+            return {"mixed": f"s{i}"}
+        return {"mixed": i} if i >= 10 else {"other": True}
+
+    envelopes = [
+        {
+            "messageId": str(i),
+            "type": "track",
+            "event": event,
+            "timestamp": "2026-11-01T10:00:00Z",
+            "receivedAt": "2026-11-01T10:00:01Z",
+            "properties": properties(event, i),
+        }
+        for i, event in enumerate(events)
+    ]
+    batch = envelopes_to_batch(envelopes).batch
+    order, _ = lake.partition_rows(pa.Table.from_batches([batch]))
+    reference_types = PropertyTypes(tmp_path / "a.json")
+    reference = envelopes_to_table(envelopes, reference_types).take(order)
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the columnar path fell back to the reference conversion")
+
+    monkeypatch.setattr(lake, "envelopes_to_table", no_fallback)
+    monkeypatch.setattr(lake, "envelope_batch_to_table", no_fallback)
+    batch_types = PropertyTypes(tmp_path / "b.json")
+    grouped = lake.envelope_batch_to_partitions(batch, batch_types)
+    assert_same(reference, grouped)
+    assert batch_types.types == reference_types.types
+    assert batch_types.types["prop_mixed"] == "string"
+    assert grouped["event"].to_pylist()[0] == "B"
