@@ -1,9 +1,9 @@
 """Archiver benchmark: buffer → Parquet lake (issue 2's bar: ≥ 500,000 events/s on 2 cores).
 
-``python -m bench.archiver [--quick] [--events N]`` prints the medians of several runs and
-writes them to ``bench/results/archiver.json``. The default 500,000 events are 2.5 chunks,
-so the three stages overlap for only part of a run; ``--events 2000000`` measures the
-sustained rate.
+``python -m bench.archiver [--quick] [--events N]`` (or ``python -m bench archiver
+--events=N``) prints the medians of several runs and writes them to
+``bench/results/archiver.json``. The default 500,000 events are 2.5 chunks, so the three
+stages overlap for only part of a run; ``--events 2000000`` measures the sustained rate.
 
 - *run*: :meth:`tripwire.ingest.archiver.Archiver.run` (files fsynced, offsets committed) on
   a buffer prefilled (not timed) with world-shaped envelopes (``bench.ingest._world_message``,
@@ -202,8 +202,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     quick = "--quick" in argv
     events, runs, chunk_rows = (40_000, 1, 20_000) if quick else (500_000, 5, 200_000)
-    if "--events" in argv:  # e.g. 2,000,000: ten chunks, the sustained rate (pipeline full)
-        events = int(argv[argv.index("--events") + 1])
+    # e.g. 2,000,000: ten chunks, the sustained rate (pipeline full). ``--events=N`` for
+    # ``python -m bench archiver``, which passes flags on but takes other words for areas.
+    for index, arg in enumerate(argv):
+        if arg.startswith("--events="):
+            events = int(arg.split("=", 1)[1])
+        elif arg == "--events":
+            events = int(argv[index + 1])
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tw-bench-archiver-") as tmp:
         root = Path(tmp)
