@@ -92,8 +92,12 @@ def _start_server(root: Path, workers: int) -> tuple[subprocess.Popen[bytes], in
     raise RuntimeError("capture server did not start")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` and its children (Linux ``/proc``; 0 elsewhere)."""
+def _cpu_seconds(pid: int, *, main_threads: bool = False) -> float:
+    """User + system CPU of process ``pid`` and its children (Linux ``/proc``; 0 elsewhere).
+
+    ``main_threads``: only each process's main thread, i.e. a uvicorn worker's event loop
+    (the rest of a worker's CPU is the buffer's writer and checkpoint threads).
+    """
     total = 0.0
     try:
         ticks = os.sysconf("SC_CLK_TCK")
@@ -102,7 +106,8 @@ def _cpu_seconds(pid: int) -> float:
         if children.exists():
             pids += [int(p) for p in children.read_text().split()]
         for one in pids:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = Path(f"/proc/{one}/task/{one}/stat" if main_threads else f"/proc/{one}/stat")
+            fields = stat.read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / ticks
     except (OSError, ValueError):
         return 0.0
@@ -318,11 +323,17 @@ def bench_http_capture(
             try:
                 _run(_throughput(port, key, body, clients, 1.0, 10**9))  # warm up
                 cpu_before = _cpu_seconds(process.pid)
+                loop_before = _cpu_seconds(process.pid, main_threads=True)
                 client_before = time.process_time()
                 base = (run + 1) * 10**10
                 measured = _run(_throughput(port, key, body, clients, duration, base))
                 client_cpu = time.process_time() - client_before
                 cpu = _cpu_seconds(process.pid) - cpu_before
+                loop_cpu = _cpu_seconds(process.pid, main_threads=True) - loop_before
+                # the event loops' share; the rest is the buffer's writer and checkpoints
+                measured["server_loop_cpu_ms_per_request"] = (
+                    1000 * loop_cpu / max(1, measured["requests"])
+                )
                 measured["client_cpu_ms_per_request"] = (
                     1000 * client_cpu / max(1, measured["requests"])
                 )
@@ -342,6 +353,8 @@ def bench_http_capture(
             print(
                 f"   run {run + 1}: {throughputs[-1]['events_per_s']:,.0f} events/s"
                 f" (server CPU {throughputs[-1]['server_cpu_ms_per_request']:.1f} ms/request,"
+                f" {throughputs[-1]['server_loop_cpu_ms_per_request']:.1f} of it on the event"
+                " loop,"
                 f" {throughputs[-1]['server_cores_busy']:.2f} cores busy; load generator"
                 f" {throughputs[-1]['client_cpu_ms_per_request']:.2f} ms/request);"
                 f" at {latency_rate:,.0f}/s p50 {latencies[-1]['p50_ms']:.1f} ms"
@@ -381,6 +394,9 @@ def bench_http_capture(
         ),
         "server_cpu_ms_per_request_median": statistics.median(
             t["server_cpu_ms_per_request"] for t in throughputs
+        ),
+        "server_loop_cpu_ms_per_request_median": statistics.median(
+            t["server_loop_cpu_ms_per_request"] for t in throughputs
         ),
         "server_cores_busy_median": statistics.median(t["server_cores_busy"] for t in throughputs),
         # What one fully available core sustains (CPU-bound; the machine is shared):
