@@ -36,6 +36,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,6 +101,14 @@ def use_retaining_memory_pool() -> str:
             pool = pa.jemalloc_memory_pool()
             pa.set_memory_pool(pool)
         return pool.backend_name
+
+
+class _Span(NamedTuple):
+    """A chunk's offset range and row count (what is left of it while its files are written)."""
+
+    first_offset: int
+    last_offset: int
+    rows: int
 
 
 class ArchiverBusy(RuntimeError):
@@ -265,12 +274,13 @@ class Archiver:
             reading: Future[tuple[ReadChunk, PartitionedBatch] | None] | None = pool.submit(
                 self._read, offset
             )
-            writing: tuple[ReadChunk, Future[list[Path]]] | None = None
+            writing: tuple[_Span, Future[list[Path]]] | None = None
             while reading is not None:
                 read = reading.result()
                 if read is None:
                     break
                 chunk, gathered = read
+                del read
                 chunks += 1
                 more = max_chunks is None or chunks < max_chunks
                 reading = pool.submit(self._read, chunk.last_offset) if more else None
@@ -280,11 +290,15 @@ class Archiver:
                 finally:  # the previous chunk is whole even if this one cannot be converted
                     if writing is not None:
                         files += self._commit(*writing)
-                        events += len(writing[0])
-                writing = (chunk, pool.submit(self._write, chunk, table, writers))
+                        events += writing[0].rows
+                span = _Span(chunk.first_offset, chunk.last_offset, len(chunk))
+                # only the lake rows are kept while they are written, not the buffer's rows
+                del chunk, gathered
+                writing = (span, pool.submit(self._write, span, table, writers))
+                del table
             if writing is not None:
                 files += self._commit(*writing)
-                events += len(writing[0])
+                events += writing[0].rows
         return events, chunks, files
 
     def _read(self, after_offset: int) -> tuple[ReadChunk, PartitionedBatch] | None:
@@ -292,7 +306,7 @@ class Archiver:
         chunk = self.buffer.read_chunk(after_offset, self.chunk_rows)
         return None if chunk is None else (chunk, gather_partitions(chunk.table))
 
-    def _write(self, chunk: ReadChunk, table: pa.Table, writers: Executor) -> list[Path]:
+    def _write(self, chunk: _Span, table: pa.Table, writers: Executor) -> list[Path]:
         return write_table(
             self.lake_dir,
             table,
@@ -301,7 +315,7 @@ class Archiver:
             threads=writers,
         )
 
-    def _commit(self, chunk: ReadChunk, writing: Future[list[Path]]) -> int:
+    def _commit(self, chunk: _Span, writing: Future[list[Path]]) -> int:
         """Wait until ``chunk``'s files are in place, then commit its last offset; returns how
         many files it wrote. A failed write raises here, before the commit."""
         written = writing.result()
