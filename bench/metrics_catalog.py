@@ -31,6 +31,23 @@ first-level hash tables cost what the second scan did); skipping retention's ant
 when the lake holds no earlier start events (DuckDB then built the semi-join on the
 return events: an empty week-2 cohort 0.3 → 8.5 CPU-s).
 
+Eighth session (alternated A/B against the session's start in a worktree, process
+CPU-s, one run per label and round): the top-N pre-pass skipped when a scalar metric of
+every event already gives every dimension value (≤ N values: no pre-pass, ~3.5 CPU-s of
+a scan of every event at 100M) and integer-microsecond lateness comparisons: 100M
+approximate 67.7/70.6 → 66.5/64.3 (load 8-10) and 58.0 → 54.9 (50.1 → 50.4 s wall,
+load ~2.5-3), 100M exact 151.9 → 133.2 (load 6-9, one
+run each: mostly load); 20M approximate 16.5/17.2 → 14.6/16.1, exact 30.3 → 29.2 (load
+4-9). Where the approximate 100M time goes (profiled): the scalar statement ~46 CPU-s,
+of which the every-event family ~24 (HyperLogLog of the string user id ~13 of it: its
+decode and hash, measured without the sketch), Turn Completed ~7, the session and order
+families ~11; retention ~16 (grouping 10.4M start events by string user, then the semi-
+join with 20.9M returns). Measured without gain, not kept: every other family's
+aggregates computed in the every-event scan (one scan instead of eight; each aggregate
+then tests its event name on every row: 20M approximate 16.5/15.6 → 38.0/27.0 CPU-s);
+retention's first-event dimensions as one ``arg_min_null`` of a struct, or as the
+``min`` of a (timestamp, locale, device) struct (20M: 3.1/3.2 → 3.3/3.4 and 3.5/3.8).
+
 Exact rewrites of the per-slice distinct users measured without gain (20M lake, every
 event, hour × locale × device, ~12 CPU-s each): an integer user key instead of the
 string, grouping on (hour, user) only, ``len(list_distinct(list(user)))`` per slice, the
