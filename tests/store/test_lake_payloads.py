@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pyarrow as pa
 import pytest
@@ -75,6 +77,28 @@ def envelope(draw, index: int = 0):
         "context": context,
         "source": "app",
     }
+
+
+def track_envelopes(
+    events: list[str],
+    properties: Callable[[str, int], dict[str, object]],
+    context: dict[str, object] | None = None,
+) -> list[dict[str, object]]:
+    """One track envelope per event name, ``messageId`` its index, at one fixed time."""
+    envelopes: list[dict[str, object]] = []
+    for i, event in enumerate(events):
+        message: dict[str, object] = {
+            "messageId": str(i),
+            "type": "track",
+            "event": event,
+            "timestamp": "2026-11-01T10:00:00Z",
+            "receivedAt": "2026-11-01T10:00:01Z",
+            "properties": properties(event, i),
+        }
+        if context is not None:
+            message["context"] = context
+        envelopes.append(message)
+    return envelopes
 
 
 def assert_same(reference: pa.Table, fast: pa.Table) -> None:
@@ -343,18 +367,7 @@ def test_properties_are_parsed_once_per_event_and_kinds_settled_across_events(
 
     # B is the first event of the chunk (its group comes first) but not the first with "mixed"
     events = ["B" if i == 0 else "C" if i < 5 else "AB"[i % 2 == 0] for i in range(rows)]
-    envelopes = [
-        {
-            "messageId": str(i),
-            "type": "track",
-            "event": event,
-            "timestamp": "2026-11-01T10:00:00Z",
-            "receivedAt": "2026-11-01T10:00:01Z",
-            "properties": properties(event, i),
-            "context": {"locale": "en-GB"},
-        }
-        for i, event in enumerate(events)
-    ]
+    envelopes = track_envelopes(events, properties, context={"locale": "en-GB"})
     assert events[:9] == ["B", "C", "C", "C", "C", "A", "B", "A", "B"]
     reference_types = PropertyTypes(tmp_path / "a.json")
     reference_types.types["prop_known"] = "double"
@@ -415,17 +428,7 @@ def test_partitioned_conversion_settles_a_new_keys_kind_by_offset_order(tmp_path
             return {"mixed": f"s{i}"}
         return {"mixed": i} if i >= 10 else {"other": True}
 
-    envelopes = [
-        {
-            "messageId": str(i),
-            "type": "track",
-            "event": event,
-            "timestamp": "2026-11-01T10:00:00Z",
-            "receivedAt": "2026-11-01T10:00:01Z",
-            "properties": properties(event, i),
-        }
-        for i, event in enumerate(events)
-    ]
+    envelopes = track_envelopes(events, properties)
     batch = envelopes_to_batch(envelopes).batch
     order, _ = lake.partition_rows(pa.Table.from_batches([batch]))
     reference_types = PropertyTypes(tmp_path / "a.json")
