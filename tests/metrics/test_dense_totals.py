@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tripwire.metrics import dense_totals as dense
 from tripwire.metrics.unit_stats import UnitStatsError
@@ -91,6 +93,31 @@ def test_grouped_sum_overflow_raises_and_counts_are_exact() -> None:
         dense.grouped_sum(1, np.array([0, 0]), np.array([top, 1], dtype=np.int64))
     assert dense.grouped_count(4, np.array([3, 0, 3, 3])).tolist() == [1, 0, 0, 3]
     assert dense.checked_add(np.array([top - 1]), np.array([1])).tolist() == [top]
+
+
+_INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+
+@given(st.lists(st.tuples(_INT64, _INT64), min_size=1, max_size=6))
+def test_checked_add_is_exact_or_raises_whichever_path_it_takes(
+    pairs: list[tuple[int, int]],
+) -> None:
+    """Both paths (bounds prove no overflow / element-wise check) agree with Python ints."""
+    left = np.array([a for a, _ in pairs], dtype=np.int64)
+    right = np.array([b for _, b in pairs], dtype=np.int64)
+    exact = [a + b for a, b in pairs]
+    if all(-(2**63) <= v < 2**63 for v in exact):
+        assert dense.checked_add(left, right).tolist() == exact
+    else:
+        with pytest.raises(UnitStatsError, match="overflow"):
+            dense.checked_add(left, right)
+
+
+def test_checked_add_near_the_limit_without_overflow_takes_the_checked_path() -> None:
+    # the magnitudes add up to more than 2**63 but no element overflows
+    left = np.array([2**62 + 1, 0], dtype=np.int64)
+    right = np.array([0, 2**62], dtype=np.int64)
+    assert dense.checked_add(left, right).tolist() == [2**62 + 1, 2**62]
 
 
 def test_update_rewrites_the_named_columns_as_apply_and_save_would(tmp_path: Path) -> None:

@@ -35,11 +35,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 
 from tripwire.metrics import dense_totals
+from tripwire.store.engine import joins_as_written
 
 #: Rows per streamed batch: bounds the memory of the in-window rows held at once.
 BATCH_ROWS = 1 << 20
@@ -87,8 +89,8 @@ def aggregate(
     cell: str,
     code: str | None = None,
 ) -> ir.Table:
-    """Per unit with a non-zero total: ``index``, ``cell`` and every ``columns`` entry
-    aggregated exactly (:class:`Column`).
+    """Per unit (``0 .. n-1``, with or without rows): ``index``, ``cell`` and every
+    ``columns`` entry aggregated exactly (:class:`Column`).
 
     The engine streams per row the unit index and the columns the aggregates read, each
     once (the event code, filter matches, window flags and values are shared by several
@@ -104,56 +106,33 @@ def aggregate(
     cells[unit_index] = _numpy(coded[cell])
     if code is None and any(c.codes is not None for c in columns.values()):
         raise ValueError("columns matched by event code need the code column")
-    read = sorted(
-        {c.match for c in columns.values() if c.match is not None}
-        | {c.window for c in columns.values()}
-        | {c.value for c in columns.values() if c.value is not None}
-        | (
-            {code}
-            if code is not None and any(c.codes is not None for c in columns.values())
-            else set()
-        )
-    )
-    projection: dict[str, ir.Value] = {index: rows[index].cast("int32" if n < 2**31 else "int64")}
-    for name in read:
-        projection[name] = rows[name].fill_null(False if rows[name].type().is_boolean() else 0)
-    buffers = {name: _Buffer(n, column.value is not None) for name, column in columns.items()}
-    # per set of codes, a lookup table code -> matches (codes are small non-negative ints)
-    lookups = {
-        c.codes: np.isin(np.arange(128), np.asarray(c.codes, dtype=np.int64))
-        for c in columns.values()
-        if c.codes is not None
+    states = StateCoding.of(columns, code)
+    values = sorted({c.value for c in columns.values() if c.value is not None})
+    projection: dict[str, ir.Value] = {
+        index: rows[index].cast("int32" if n < 2**31 else "int64"),
+        STATE: states.expr(rows),
+        **{name: rows[name].fill_null(0) for name in values},
     }
+    buffers = {name: _Buffer(n, column.value is not None) for name, column in columns.items()}
     sql = str(backend.compile(rows.select(**projection)))
-    for batch in prefetched(backend.con.sql(sql).to_arrow_reader(BATCH_ROWS)):
-        table = pa.Table.from_batches([batch])
-        ix = _numpy(table[index])
-        arrays = {name: _numpy(table[name]) for name in read}
-        by_codes = {
-            codes: lookup[arrays[code]] for codes, lookup in lookups.items() if code is not None
-        }
-        for name, column in columns.items():
-            selected = arrays[column.window]
-            if column.codes is not None:
-                selected = selected & by_codes[column.codes]
-            if column.match is not None:
-                selected = selected & arrays[column.match]
-            if column.value is None:
-                buffers[name].add(ix[selected], None)
-            else:
-                value = arrays[column.value]
-                selected = selected & (value != 0)
-                buffers[name].add(ix[selected], value[selected])
-    totals = {name: buffer.total() for name, buffer in buffers.items()}
-    # units with a non-zero total (units whose rows all contribute 0 are all zeros, which
-    # callers treat like units without rows)
-    nonzero = np.zeros(n, dtype=np.bool_)
-    for total in totals.values():
-        nonzero |= total != 0
-    present = np.flatnonzero(nonzero)
-    out: dict[str, np.ndarray] = {index: present, cell: cells[present]}
+    # the rows join the events (left) to the units (right): build the hash table on the
+    # units; the reader is closed before the setting is restored (it holds the connection)
+    with joins_as_written(backend.con):
+        reader = backend.con.sql(sql).to_arrow_reader(BATCH_ROWS)
+        with contextlib.closing(reader):
+            for batch in prefetched(reader):
+                _fold_batch(batch, columns, states, buffers, index=index)
+    # every unit, also those without rows (all zeros, which callers treat like absent
+    # units): selecting the ~90% with rows cost ~2 s per 10M units for nothing. Unique
+    # indexes as many as the largest + 1 are all of 0 .. n-1 (no gather needed)
+    units_at = None if len(unit_index) == n else np.sort(unit_index)
+    out: dict[str, np.ndarray] = {
+        index: np.arange(n, dtype=np.int64) if units_at is None else units_at,
+        cell: cells if units_at is None else cells[units_at],
+    }
     for name, column in columns.items():
-        total = totals[name][present]
+        total = buffers[name].total()
+        total = total if units_at is None else total[units_at]
         out[name] = (total > 0).astype(np.int64) if column.mode == "any" else total
     view = f"__tw_per_unit_{uuid.uuid4().hex}"
     backend.con.register(view, pa.table(out))
@@ -161,6 +140,100 @@ def aggregate(
     # the view holds the Arrow totals: drop it once no expression refers to it any more
     weakref.finalize(result.op(), _unregister, backend.con, view)
     return result
+
+
+#: The streamed column holding each row's packed state (:class:`StateCoding`).
+STATE = "__state"
+#: Event codes are below this (``int8``, :func:`tripwire.metrics.unit_stats.event_codes`).
+CODE_LIMIT = 128
+
+
+@dataclass(frozen=True)
+class StateCoding:
+    """Each row's event code and boolean columns (window flags, filter matches) packed in
+    one integer: ``code + CODE_LIMIT * sum(flag_i << i)``.
+
+    Which aggregates a row feeds depends on these alone, so rows are grouped by state
+    (:func:`_fold_batch`) and each aggregate takes the groups of the states it selects,
+    instead of combining and compressing boolean columns per aggregate and row: one small
+    column through the join and into Arrow instead of several (booleans are bit-packed in
+    Arrow and unpacked for NumPy).
+    """
+
+    flags: tuple[str, ...]
+    code: str | None
+
+    @classmethod
+    def of(cls, columns: Mapping[str, Column], code: str | None) -> StateCoding:
+        flags = {c.window for c in columns.values()}
+        flags |= {c.match for c in columns.values() if c.match is not None}
+        uses_code = code is not None and any(c.codes is not None for c in columns.values())
+        return cls(tuple(sorted(flags)), code if uses_code else None)
+
+    @property
+    def dtype(self) -> str:
+        """The narrowest engine integer type holding every state."""
+        top = CODE_LIMIT << len(self.flags)
+        return "uint16" if top <= 2**16 else "int32" if top <= 2**31 else "int64"
+
+    def expr(self, rows: ir.Table) -> ir.IntegerValue:
+        state: ir.IntegerValue = (
+            rows[self.code].cast("int64").fill_null(0)
+            if self.code is not None
+            else ibis.literal(0, "int64")
+        )
+        for bit, name in enumerate(self.flags):
+            state = state + ibis.ifelse(rows[name].fill_null(False), CODE_LIMIT << bit, 0)
+        return state.cast(self.dtype)
+
+    def selects(self, column: Column, state: int) -> bool:
+        """Whether rows in ``state`` feed ``column``."""
+        code, bits = state % CODE_LIMIT, state // CODE_LIMIT
+
+        def flag(name: str) -> bool:
+            return bool(bits >> self.flags.index(name) & 1)
+
+        return (
+            flag(column.window)
+            and (column.codes is None or code in column.codes)
+            and (column.match is None or flag(column.match))
+        )
+
+
+def _fold_batch(
+    batch: pa.RecordBatch,
+    columns: Mapping[str, Column],
+    states: StateCoding,
+    buffers: Mapping[str, _Buffer],
+    *,
+    index: str,
+) -> None:
+    """Add one streamed batch's rows to the buffers of the aggregates they feed.
+
+    Rows are ordered by state (a stable radix sort of a ``uint16``: ~10 ms per million
+    rows); each state is then a slice, handed to every aggregate that selects it (a view,
+    no copy), with the same slice of the value column for sums.
+    """
+    table = pa.Table.from_batches([batch])
+    state = _numpy(table[STATE])
+    order = np.argsort(state, kind="stable")
+    state = state[order]
+    ix = _numpy(table[index])[order]
+    values: dict[str, np.ndarray] = {}
+    cuts = np.flatnonzero(state[1:] != state[:-1]) + 1
+    starts = np.concatenate(([0], cuts)) if len(state) else np.zeros(0, dtype=np.int64)
+    ends = np.concatenate((cuts, [len(state)])) if len(state) else starts
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        code = int(state[start])
+        for name, column in columns.items():
+            if not states.selects(column, code):
+                continue
+            if column.value is None:
+                buffers[name].add(ix[start:end], None)
+                continue
+            if column.value not in values:
+                values[column.value] = _numpy(table[column.value])[order]
+            buffers[name].add(ix[start:end], values[column.value][start:end])
 
 
 def prefetched(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -144,12 +144,25 @@ def update(
 
 
 def checked_add(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """``left + right`` in ``int64``; raises instead of wrapping on overflow."""
+    """``left + right`` in ``int64``; raises instead of wrapping on overflow.
+
+    When the largest magnitudes of the two sides add up to less than ``2**63`` no element
+    can overflow, and the sum is all there is to compute (four reductions: ~20 ms at 10M
+    rows against ~0.4 s for the element-wise check and its temporaries); otherwise each
+    element is checked.
+    """
+    if len(left) and len(right) and _magnitude(left) + _magnitude(right) < 2**63:
+        return left + right  # type: ignore[no-any-return]
     total = left + right  # wraps on overflow: detected below
     # overflow iff both operands have the same sign and the result the other one
     if np.any(((left ^ total) & (right ^ total)) < 0):
         raise UnitStatsError("a running per-unit total overflows int64")
     return total  # type: ignore[no-any-return]
+
+
+def _magnitude(values: np.ndarray) -> int:
+    """The largest absolute value in ``values`` (a Python int: ``-2**63`` does not wrap)."""
+    return max(abs(int(values.min())), abs(int(values.max())))
 
 
 #: Integers of magnitude below this are exact in float64, and so are their partial sums.
@@ -182,8 +195,8 @@ def grouped_sum(rows: int, index: np.ndarray, values: np.ndarray) -> np.ndarray:
     for start in range(0, len(values), run):
         part = np.bincount(
             index[start : start + run], weights=values[start : start + run], minlength=rows
-        )
-        out = checked_add(out, part.astype(np.int64))
+        ).astype(np.int64)
+        out = part if start == 0 else checked_add(out, part)
     return out
 
 

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -109,6 +109,31 @@ def configure_duckdb(backend: BaseBackend) -> None:
     # older DuckDB has no such setting: the arrow syntax is the only one there
     with contextlib.suppress(Exception):
         backend.raw_sql("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")  # type: ignore[attr-defined]
+
+
+#: DuckDB optimizers that reorder joins and pick each hash join's build side.
+JOIN_ORDER_OPTIMIZERS = ("join_order", "build_side_probe_side")
+
+
+@contextlib.contextmanager
+def joins_as_written(con: Any) -> Iterator[None]:
+    """On a DuckDB connection ``con``: plan the queries run inside as written, each hash
+    join building its table on its right side (the previous setting is restored after).
+
+    For a join of the lake's events (left) with the analysed units (right): DuckDB
+    estimates a filtered Parquet scan at ~1 row, so its optimizer builds the hash table on
+    the events and probes it with the units. At 91M events × 10M units that cost 23 CPU-s
+    against 11-15 with the table built on the units (join only, 2 cores). Only for
+    queries whose right side is known to be the smaller one.
+    """
+    previous = con.sql("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    names = [n for n in str(previous or "").split(",") if n.strip()]
+    names += [n for n in JOIN_ORDER_OPTIMIZERS if n not in names]
+    con.execute(f"SET disabled_optimizers = '{','.join(names)}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET disabled_optimizers = '{previous or ''}'")
 
 
 def register_events(backend: BaseBackend, lake_dir: Path) -> None:
