@@ -177,3 +177,59 @@ def test_prefetched_releases_the_producer_when_the_caller_stops_early() -> None:
     assert not any(t.name == "tripwire-prefetch" and t.is_alive() for t in threading.enumerate())
     # the producer ran ahead by at most the queue's depth (+ the batch it was offering)
     assert len(produced) <= dense_aggregate.PREFETCH_BATCHES + 2
+
+
+def test_state_coding_packs_the_code_and_flags_and_decodes_each_selection() -> None:
+    columns = {
+        "orders": dense_aggregate.Column("count", "__a", codes=(1,)),
+        "slow": dense_aggregate.Column("count", "__a", match="__m"),
+        "pre_orders": dense_aggregate.Column("count", "__pre", codes=(1, 2)),
+    }
+    coding = dense_aggregate.StateCoding.of(columns, "__e")
+    assert coding.flags == ("__a", "__m", "__pre") and coding.dtype == "uint16"
+    limit = dense_aggregate.CODE_LIMIT
+
+    def state(code: int, *flags: str) -> int:
+        return code + limit * sum(1 << coding.flags.index(f) for f in flags)
+
+    assert coding.selects(columns["orders"], state(1, "__a"))
+    assert not coding.selects(columns["orders"], state(2, "__a"))  # another event
+    assert not coding.selects(columns["orders"], state(1, "__pre"))  # another window
+    assert coding.selects(columns["slow"], state(5, "__a", "__m"))
+    assert not coding.selects(columns["slow"], state(5, "__a"))  # the filter did not match
+    assert coding.selects(columns["pre_orders"], state(2, "__pre", "__m"))
+    # without event codes the code part is 0; many flags widen the type
+    many = {f"c{i}": dense_aggregate.Column("count", f"__w{i}") for i in range(12)}
+    wide = dense_aggregate.StateCoding.of(many, None)
+    assert wide.code is None and wide.dtype == "int32"
+    bit = wide.flags.index("__w11")
+    assert wide.selects(many["c11"], limit << bit)
+    assert not wide.selects(many["c10"], limit << bit)
+
+
+def test_fold_batch_hands_each_aggregate_the_rows_of_its_states() -> None:
+    columns = {
+        "n_a": dense_aggregate.Column("count", "__a", codes=(1,)),
+        "v_a": dense_aggregate.Column("sum", "__a", codes=(1,), value="__v"),
+        "n_pre": dense_aggregate.Column("count", "__pre"),
+    }
+    coding = dense_aggregate.StateCoding.of(columns, "__e")
+    limit = dense_aggregate.CODE_LIMIT
+    a, pre = limit << coding.flags.index("__a"), limit << coding.flags.index("__pre")
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "__ix": pa.array([0, 1, 0, 2, 1, 2], pa.int32()),
+            dense_aggregate.STATE: pa.array(
+                [1 + a, 2 + a, 1 + a, 1 + pre, 0, 2 + pre], pa.uint16()
+            ),
+            "__v": pa.array([5, 7, 11, 13, 17, 19], pa.int64()),
+        }
+    )
+    buffers = {
+        name: dense_aggregate._Buffer(3, column.value is not None)
+        for name, column in columns.items()
+    }
+    dense_aggregate._fold_batch(batch, columns, coding, buffers, index="__ix")
+    assert buffers["n_a"].total().tolist() == [2, 0, 0]
+    assert buffers["v_a"].total().tolist() == [16, 0, 0]
+    assert buffers["n_pre"].total().tolist() == [0, 0, 2]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tripwire.store.engine import (
+    JOIN_ORDER_OPTIMIZERS,
     UnknownField,
     column_for,
     connect,
@@ -15,6 +18,7 @@ from tripwire.store.engine import (
     engine_name,
     events_table,
     field_kind,
+    joins_as_written,
     register_events,
     resolve_field,
 )
@@ -214,3 +218,37 @@ def test_duckdb_connections_draw_no_progress_bar(tmp_path):
     backend = connect_lake(tmp_path / "lake")
     setting = backend.con.execute("SELECT current_setting('enable_progress_bar')").fetchone()
     assert setting == (False,)
+
+
+def _disabled(con: Any) -> set[str]:
+    value = con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    return {name.strip() for name in str(value or "").split(",") if name.strip()}
+
+
+def _build_side_rows(con: Any, sql: str) -> str:
+    """The estimated rows of the side a hash join builds on (its second child)."""
+    plan = json.loads(con.sql("EXPLAIN (FORMAT json) " + sql).fetchall()[0][1])
+
+    def join(node: dict[str, Any]) -> dict[str, Any] | None:
+        if "JOIN" in node.get("name", ""):
+            return node
+        return next((j for c in node.get("children", []) if (j := join(c))), None)
+
+    found = join(plan[0])
+    assert found is not None
+    return str(found["children"][1]["extra_info"]["Estimated Cardinality"])
+
+
+def test_joins_as_written_builds_on_the_right_side_and_restores_the_setting(tmp_path):
+    con = connect_lake(tmp_path / "lake").con
+    # written with the small side on the left: DuckDB would build on it (it is smaller)
+    sql = "SELECT count(*) FROM range(10) AS s(j) JOIN range(100000) AS b(i) ON b.i = s.j"
+    assert _build_side_rows(con, sql) == "10"
+    con.execute("SET disabled_optimizers = 'compressed_materialization'")
+    with joins_as_written(con):
+        assert _disabled(con) == {"compressed_materialization", *JOIN_ORDER_OPTIMIZERS}
+        assert _build_side_rows(con, sql) == "100000"  # as written: the right side
+    assert _disabled(con) == {"compressed_materialization"}
+    with pytest.raises(RuntimeError, match="inside"), joins_as_written(con):
+        raise RuntimeError("inside")
+    assert _disabled(con) == {"compressed_materialization"}

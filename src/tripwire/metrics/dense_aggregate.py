@@ -8,11 +8,12 @@ aggregate's hash-table state (128-bit for ``SUM(BIGINT)``), although a row match
 two components only.
 
 Here the engine still does the scan, the join and the window placement; it streams, per
-row in the windows' hull, the unit's dense integer index (``0 .. n-1``,
-:func:`tripwire.metrics.unit_stats.coded_units`), the event-name code and each filter-match,
-window-flag and fixed-point value column once (shared by several aggregates). NumPy combines each
-aggregate's match and window and sums over the rows it selects only (``np.bincount``): the
-work per row is proportional to the aggregates it feeds, not to all of them. Counts are
+joined row, the unit's dense integer index (``0 .. n-1``,
+:func:`tripwire.metrics.unit_stats.coded_units`), one packed state (the event-name code and
+the filter-match and window flags, :class:`StateCoding`) and each fixed-point value column
+once (shared by several aggregates). NumPy groups each batch's rows by state and sums each
+aggregate over the states it selects only (``np.bincount``): the work per row is
+proportional to the aggregates it feeds, not to all of them. Counts are
 exact integers; sums are exact (:func:`tripwire.metrics.dense_totals.grouped_sum`), so
 the result is bit-identical to the engine's (tested). Memory stays bounded: batches are
 streamed, selected rows are folded into dense ``int64`` totals per column (``n ×
@@ -288,13 +289,15 @@ def _unregister(con: Any, view: str) -> None:
 
 class _Buffer:
     """The selected rows (unit index, and the value for sums) of one column, folded into
-    dense per-unit totals once at least ``n`` rows are held: each fold costs ``O(n)``
-    whatever the batch size, so folds cost no more than the rows they fold, and at most
-    ``max(n, BATCH_ROWS)`` rows per column are held."""
+    dense per-unit totals once at least ``n / 4`` rows are held: each fold costs ``O(n)``
+    whatever the batch size, so folds cost at most ~4× the rows they fold, and at most
+    ``max(n / 4, BATCH_ROWS)`` rows per column are held. (A quarter rather than all of
+    ``n``: more of the folding happens while the engine streams, less after it, ~1 s
+    sooner at 10M units.)"""
 
     def __init__(self, n: int, is_sum: bool) -> None:
         self.n, self.is_sum = n, is_sum
-        self.limit = max(n, BATCH_ROWS)
+        self.limit = max(n // 4, BATCH_ROWS)
         self.totals = np.zeros(n, dtype=np.int64)
         self.held = 0
         self.folded = False
