@@ -225,9 +225,9 @@ def _fold_batch(
     starts = np.concatenate(([0], cuts)) if len(state) else np.zeros(0, dtype=np.int64)
     ends = np.concatenate((cuts, [len(state)])) if len(state) else starts
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        code = int(state[start])
+        packed = int(state[start])
         for name, column in columns.items():
-            if not states.selects(column, code):
+            if not states.selects(column, packed):
                 continue
             if column.value is None:
                 buffers[name].add(ix[start:end], None)

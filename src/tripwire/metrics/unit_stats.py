@@ -59,7 +59,7 @@ below was taken that way. The dense path now plans its query as written
 (:func:`tripwire.store.engine.joins_as_written`: the table built on the units), joins on
 the unit id alone and places events in windows after the join, in integer microseconds
 (:func:`_rows_in_windows_micros`): the join alone 23 → ~12 CPU-s, the whole 10M-unit
-experiment 36 → ~25 s. The engine strategy below keeps the hull filter.
+experiment ~31–36 → ~19–26 s (with the NumPy changes in :mod:`~tripwire.metrics.dense_aggregate`). The engine strategy below keeps the hull filter.
 
 What the join carries decides much of its cost (measured at 100M events, 96M read, 5M
 units, the table built on the events): rows are kept when inside the *hull* of the windows (:func:`window_hull`, one range)
