@@ -127,7 +127,7 @@ def joins_as_written(con: Any) -> Iterator[None]:
     queries whose right side is known to be the smaller one.
     """
     previous = con.sql("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
-    names = [n for n in str(previous or "").split(",") if n.strip()]
+    names = [n.strip() for n in str(previous or "").split(",") if n.strip()]
     names += [n for n in JOIN_ORDER_OPTIMIZERS if n not in names]
     con.execute(f"SET disabled_optimizers = '{','.join(names)}'")
     try:
