@@ -215,16 +215,15 @@ def _fold_batch(
     rows); each state is then a slice, handed to every aggregate that selects it (a view,
     no copy), with the same slice of the value column for sums.
     """
-    table = pa.Table.from_batches([batch])
-    state = _numpy(table[STATE])
+    if batch.num_rows == 0:
+        return
+    state = _numpy(batch.column(STATE))
     order = np.argsort(state, kind="stable")
     state = state[order]
-    ix = _numpy(table[index])[order]
+    ix = _numpy(batch.column(index))[order]
     values: dict[str, np.ndarray] = {}
-    cuts = np.flatnonzero(state[1:] != state[:-1]) + 1
-    starts = np.concatenate(([0], cuts)) if len(state) else np.zeros(0, dtype=np.int64)
-    ends = np.concatenate((cuts, [len(state)])) if len(state) else starts
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+    cuts = (np.flatnonzero(state[1:] != state[:-1]) + 1).tolist()
+    for start, end in zip([0, *cuts], [*cuts, len(state)], strict=True):
         packed = int(state[start])
         for name, column in columns.items():
             if not states.selects(column, packed):
@@ -233,7 +232,7 @@ def _fold_batch(
                 buffers[name].add(ix[start:end], None)
                 continue
             if column.value not in values:
-                values[column.value] = _numpy(table[column.value])[order]
+                values[column.value] = _numpy(batch.column(column.value))[order]
             buffers[name].add(ix[start:end], values[column.value][start:end])
 
 
